@@ -1,0 +1,118 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// Component is one of the project's own binaries (the CCM, a speaker)
+// started by a test or the demo against this control plane.
+type Component struct {
+	p *process
+}
+
+// StartComponent runs bin with args; output goes to <LogDir>/<name>.log.
+// The caller stops it (Stop or Kill); the control plane does not.
+func (c *ControlPlane) StartComponent(name, bin string, args ...string) (*Component, error) {
+	p, err := startProcess(name, bin, args, filepath.Join(c.logDir, sanitize(name)+".log"))
+	if err != nil {
+		return nil, err
+	}
+	return &Component{p: p}, nil
+}
+
+// Pid is the process ID.
+func (c *Component) Pid() int { return c.p.pid() }
+
+// Stop sends SIGTERM, waits up to 10s, then SIGKILLs. Idempotent.
+func (c *Component) Stop() error { return c.p.stop(10 * time.Second) }
+
+// Kill SIGKILLs the process (a crash, not a shutdown) and reaps it.
+func (c *Component) Kill() error {
+	if !c.p.exited() {
+		_ = syscall.Kill(-c.p.pid(), syscall.SIGKILL)
+	}
+	select {
+	case <-c.p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s (pid %d) survived SIGKILL", c.p.name, c.p.pid())
+	}
+}
+
+// Exited reports whether the process has ended.
+func (c *Component) Exited() bool { return c.p.exited() }
+
+// LogTail is the last n lines of the component's log.
+func (c *Component) LogTail(n int) string { return tailFile(c.p.logPath, n, 64<<10) }
+
+// LogContains reports whether the log mentions s.
+func (c *Component) LogContains(s string) bool { return c.p.logContains(s) }
+
+// LogPath is the component's log file.
+func (c *Component) LogPath() string { return c.p.logPath }
+
+// FreePort returns a TCP port free on 127.0.0.1 right now.
+func FreePort() (int, error) { return freePort() }
+
+// ApplyCRDs installs deploy/crds with kubectl and waits until every CRD is
+// Established, so objects of those kinds can be created at once.
+func (c *ControlPlane) ApplyCRDs(ctx context.Context) error {
+	root, err := RepoRoot()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(root, "deploy", "crds")
+	if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", dir); err != nil {
+		return fmt.Errorf("kubectl apply -f %s: %w\n%s", dir, err, out)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		// Files are named <group>_<plural>.yaml; the CRD is <plural>.<group>.
+		base := strings.TrimSuffix(e.Name(), ".yaml")
+		group, plural, ok := strings.Cut(base, "_")
+		if !ok {
+			continue
+		}
+		name := plural + "." + group
+		if err := c.waitEstablished(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *ControlPlane) waitEstablished(ctx context.Context, name string) error {
+	cs, err := apiextensionsclient.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		crd, err := cs.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, cond := range crd.Status.Conditions {
+			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}

@@ -1,0 +1,278 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+)
+
+// burst creates n Services with 8 concurrent creators.
+func (l *lab) burst(ns string, n int) {
+	l.t.Helper()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	var failed atomic.Value
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				s := newService(ns, fmt.Sprintf("svc-%d", i))
+				if _, err := l.cs.CoreV1().Services(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		l.t.Fatalf("creating Services: %v", err)
+	}
+}
+
+// watchAddresses records, for every Service of ns, each address it was ever
+// seen with, and fails the test the moment two Services hold one address.
+func (l *lab) watchAddresses(ns string) (history func() map[string][]netip.Addr) {
+	l.t.Helper()
+	var mu sync.Mutex
+	seen := map[string][]netip.Addr{}
+	holder := map[netip.Addr]string{}
+	lw := cache.NewListWatchFromClient(l.cs.CoreV1().RESTClient(), "services", ns, fields.Everything())
+	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: lw,
+		ObjectType:    &v1.Service{},
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { l.recordAddrs(&mu, seen, holder, o.(*v1.Service)) },
+			UpdateFunc: func(_, o any) { l.recordAddrs(&mu, seen, holder, o.(*v1.Service)) },
+			DeleteFunc: func(o any) {
+				if s, ok := o.(*v1.Service); ok {
+					mu.Lock()
+					for _, a := range ingressAddrs(s) {
+						if holder[a] == s.Name {
+							delete(holder, a)
+						}
+					}
+					mu.Unlock()
+				}
+			},
+		},
+	})
+	stop := make(chan struct{})
+	go ctrl.Run(stop)
+	l.t.Cleanup(func() { close(stop) })
+	return func() map[string][]netip.Addr {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string][]netip.Addr{}
+		for k, v := range seen {
+			out[k] = append([]netip.Addr(nil), v...)
+		}
+		return out
+	}
+}
+
+func (l *lab) recordAddrs(mu *sync.Mutex, seen map[string][]netip.Addr, holder map[netip.Addr]string, s *v1.Service) {
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range ingressAddrs(s) {
+		if h, ok := holder[a]; ok && h != s.Name {
+			l.t.Errorf("duplicate: %s seen on %s while held by %s", a, s.Name, h)
+		}
+		holder[a] = s.Name
+		known := false
+		for _, b := range seen[s.Name] {
+			known = known || a == b
+		}
+		if !known {
+			seen[s.Name] = append(seen[s.Name], a)
+		}
+	}
+}
+
+// waitAll waits until every Service svc-0..n-1 of ns has an address.
+func (l *lab) waitAll(ns string, n int, timeout time.Duration) map[string]netip.Addr {
+	l.t.Helper()
+	got := map[string]netip.Addr{}
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		list, err := l.cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, s := range list.Items {
+			if a := ingressAddrs(&s); len(a) > 0 {
+				got[s.Name] = a[0]
+			}
+		}
+		return len(got) >= n, nil
+	})
+	if err != nil {
+		l.t.Fatalf("%d of %d Services in %s have an address after %s", len(got), n, ns, timeout)
+	}
+	return got
+}
+
+// checkHistory fails when a Service was ever seen with more than one address.
+func checkHistory(t *testing.T, h map[string][]netip.Addr) {
+	t.Helper()
+	for name, addrs := range h {
+		if len(addrs) > 1 {
+			t.Errorf("Service %s changed address: %v", name, addrs)
+		}
+	}
+}
+
+// checkClaims fails unless every address in use has exactly one IPClaim
+// naming its single holder, and no claim is left over.
+func (l *lab) checkClaims(ns string, got map[string]netip.Addr) {
+	l.t.Helper()
+	var claims v1alpha2.IPClaimList
+	if err := l.crd.List(context.Background(), &claims); err != nil {
+		l.t.Fatal(err)
+	}
+	byAddr := map[string]v1alpha2.IPClaim{}
+	for _, c := range claims.Items {
+		byAddr[c.Spec.Address] = c
+	}
+	for name, a := range got {
+		c, ok := byAddr[a.String()]
+		if !ok {
+			l.t.Errorf("%s/%s holds %s without an IPClaim", ns, name, a)
+			continue
+		}
+		if len(c.Spec.Owners) != 1 || c.Spec.Owners[0].Name != name {
+			l.t.Errorf("IPClaim for %s names %+v, want only %s", a, c.Spec.Owners, name)
+		}
+	}
+	if len(byAddr) != len(got) {
+		l.t.Errorf("%d IPClaims for %d Services", len(byAddr), len(got))
+	}
+}
+
+// TestSIGKILLMidBurstKeepsEveryAddress kills the CCM while it is allocating a
+// burst and restarts it: no Service changes address, none shares one, every
+// Service ends up with one, and the claims match.
+func TestSIGKILLMidBurstKeepsEveryAddress(t *testing.T) {
+	l := newLab(t)
+	l.namespace("burst", nil)
+	l.eip("eip-burst", "10.20.0.0/24", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"burst"} })
+	history := l.watchAddresses("burst")
+	ccm := l.ccm("ccm-1")
+	const n = 150
+	go l.burst("burst", n)
+	// Kill once some, not all, Services have addresses.
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		return len(history()) >= 30, nil
+	})
+	if err != nil {
+		t.Fatal("the CCM gave no addresses")
+	}
+	if err := ccm.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	before := len(history())
+	t.Logf("SIGKILLed the CCM with %d of %d Services addressed", before, n)
+	l.ccm("ccm-2")
+	got := l.waitAll("burst", n, 2*time.Minute)
+	checkHistory(t, history())
+	l.assertNoDuplicates()
+	l.checkClaims("burst", got)
+	// Restart once more, idle: nothing changes.
+	l.ccm("ccm-3")
+	time.Sleep(3 * time.Second)
+	checkHistory(t, history())
+}
+
+// TestTwoReplicasLeaderKill runs two CCM replicas with leader election (the
+// shipped default), kills the leader mid-burst, and checks the other one
+// takes over without a duplicate or a changed address.
+func TestTwoReplicasLeaderKill(t *testing.T) {
+	l := newLab(t)
+	l.namespace("ha", nil)
+	l.eip("eip-ha", "10.21.0.0/24", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"ha"} })
+	history := l.watchAddresses("ha")
+	a := l.ccm("replica-a")
+	b := l.ccm("replica-b")
+	l.burst("ha", 40)
+	l.waitAll("ha", 40, time.Minute)
+	leader := l.leaseHolder()
+	t.Logf("leader: %s", leader)
+	var victim, survivor = a, b
+	if b.LogContains("successfully acquired lease") {
+		victim, survivor = b, a
+	}
+	go l.burstFrom("ha", 40, 120)
+	time.Sleep(200 * time.Millisecond)
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	got := l.waitAll("ha", 120, 2*time.Minute)
+	if now := l.leaseHolder(); now == leader {
+		t.Errorf("lease still held by the killed replica %q", now)
+	}
+	_ = survivor
+	checkHistory(t, history())
+	l.assertNoDuplicates()
+	l.checkClaims("ha", got)
+}
+
+// TestSplitBrainNoDuplicates proves the API server is the arbiter: two CCMs
+// with leader election disabled both allocate at once, and still no address
+// is ever held by two Services.
+func TestSplitBrainNoDuplicates(t *testing.T) {
+	l := newLab(t)
+	l.namespace("split", nil)
+	l.eip("eip-split", "10.22.0.0/24", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"split"} })
+	history := l.watchAddresses("split")
+	l.ccm("brain-a", "--leader-elect=false")
+	l.ccm("brain-b", "--leader-elect=false")
+	l.burst("split", 100)
+	l.waitAll("split", 100, 2*time.Minute)
+	time.Sleep(2 * time.Second)
+	_ = history()
+	l.assertNoDuplicates()
+	var claims v1alpha2.IPClaimList
+	if err := l.crd.List(context.Background(), &claims); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range claims.Items {
+		if len(c.Spec.Owners) != 1 {
+			t.Errorf("IPClaim %s has %d owners: %+v", c.Name, len(c.Spec.Owners), c.Spec.Owners)
+		}
+	}
+}
+
+func (l *lab) burstFrom(ns string, from, to int) {
+	for i := from; i < to; i++ {
+		s := newService(ns, fmt.Sprintf("svc-%d", i))
+		if _, err := l.cs.CoreV1().Services(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+			l.t.Errorf("creating %s: %v", s.Name, err)
+			return
+		}
+	}
+}
+
+func (l *lab) leaseHolder() string {
+	l.t.Helper()
+	lease, err := l.cs.CoordinationV1().Leases(cloudNamespace).Get(context.Background(), leaseName(l.t), metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil {
+		l.t.Fatalf("no CCM lease: %v", err)
+	}
+	return *lease.Spec.HolderIdentity
+}

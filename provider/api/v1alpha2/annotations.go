@@ -1,0 +1,40 @@
+package v1alpha2
+
+// Annotations and labels understood by the provider and the speaker. The
+// OpenELB ones keep their historical names so existing Services and nodes
+// work unchanged.
+const (
+	// AnnotationEip names the Eip (pool) a Service's address comes from. For
+	// dual-stack Services it may name one pool per family, comma-separated.
+	AnnotationEip = "eip.openelb.kubesphere.io/v1alpha2"
+	// AnnotationIP asks for specific address(es), comma-separated for
+	// dual-stack; equivalent to spec.loadBalancerIP.
+	AnnotationIP = "eip.openelb.kubesphere.io/v1alpha1"
+	// AnnotationProtocol is informational: the pool decides the protocol.
+	AnnotationProtocol = "protocol.openelb.kubesphere.io/v1alpha1"
+	// AnnotationLoadBalancer marks a Service for OpenELB. Accepted, not
+	// required: the provider serves every class-less LoadBalancer Service.
+	AnnotationLoadBalancer = "lb.kubesphere.io/v1alpha1"
+	// AnnotationSharedIP is the sharing key: Services carrying the same
+	// value may share one address when their ports do not clash.
+	AnnotationSharedIP = "openelb.kubesphere.io/shared-ip"
+	// AnnotationDefaultEip marks the Eip used when no namespace-bound Eip
+	// fits a Service.
+	AnnotationDefaultEip = "eip.openelb.kubesphere.io/is-default-eip"
+
+	// LabelSpeaker gates the speaker DaemonSet onto a node.
+	LabelSpeaker = "lb.kubesphere.io/v1alpha1"
+	// LabelSpeakerValue is the value LabelSpeaker must have.
+	LabelSpeakerValue = "openelb"
+	// LabelRack places a node in a rack (seed 000: leaf1, leaf2...).
+	LabelRack = "openelb.kubesphere.io/rack"
+)
+
+// Protocols an Eip can announce its addresses with.
+const (
+	ProtocolBGP    = "bgp"
+	ProtocolLayer2 = "layer2"
+	// ProtocolVIP is accepted by the schema for OpenELB compatibility but
+	// not implemented; the Eip gets a condition saying so.
+	ProtocolVIP = "vip"
+)

@@ -1,0 +1,300 @@
+package v1alpha2
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// GracefulRestart mirrors OpenELB's (and GoBGP's) graceful-restart settings.
+type GracefulRestart struct {
+	Enabled             bool   `json:"enabled,omitempty"`
+	RestartTime         uint32 `json:"restartTime,omitempty"`
+	HelperOnly          bool   `json:"helperOnly,omitempty"`
+	DeferralTime        uint32 `json:"deferralTime,omitempty"`
+	NotificationEnabled bool   `json:"notificationEnabled,omitempty"`
+	LonglivedEnabled    bool   `json:"longlivedEnabled,omitempty"`
+	StaleRoutesTime     uint32 `json:"staleRoutesTime,omitempty"`
+	PeerRestartTime     uint32 `json:"peerRestartTime,omitempty"`
+	PeerRestarting      bool   `json:"peerRestarting,omitempty"`
+	LocalRestarting     bool   `json:"localRestarting,omitempty"`
+	Mode                string `json:"mode,omitempty"`
+}
+
+// BgpConfSpec is the speakers' global BGP configuration. Only the object
+// named "default" is used.
+type BgpConfSpec struct {
+	// As is the speakers' AS number.
+	As uint32 `json:"as,omitempty"`
+	// AsPerRack overrides As for the speakers of a rack (node label
+	// openelb.kubesphere.io/rack).
+	// +optional
+	AsPerRack map[string]uint32 `json:"asPerRack,omitempty"`
+	// RouterId defaults to the node's InternalIP.
+	// +optional
+	RouterId string `json:"routerId,omitempty"`
+	// ListenPort for incoming sessions; 0 or unset: do not listen.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	ListenPort int32 `json:"listenPort,omitempty"`
+	// ListenAddresses restricts the listener.
+	// +optional
+	ListenAddresses []string `json:"listenAddresses,omitempty"`
+	// Families is accepted for OpenELB compatibility.
+	// +optional
+	Families []uint32 `json:"families,omitempty"`
+	// UseMultiplePaths is accepted for OpenELB compatibility.
+	// +optional
+	UseMultiplePaths bool `json:"useMultiplePaths,omitempty"`
+	// GracefulRestart of the speakers.
+	// +optional
+	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
+	// Policy is accepted for OpenELB compatibility.
+	// +optional
+	Policy string `json:"policy,omitempty"`
+}
+
+// NodeConfStatus is what one speaker applied.
+type NodeConfStatus struct {
+	RouterId string `json:"routerId,omitempty"`
+	As       uint32 `json:"as,omitempty"`
+}
+
+// BgpConfStatus reports, per node, what each speaker applied.
+type BgpConfStatus struct {
+	// NodesConfStatus is keyed by node name; each speaker writes only its
+	// own key.
+	// +optional
+	NodesConfStatus map[string]NodeConfStatus `json:"nodesConfStatus,omitempty"`
+}
+
+// BgpConf is the global BGP configuration of the speakers.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:storageversion
+// +kubebuilder:resource:scope=Cluster,categories=networking
+// +kubebuilder:printcolumn:name="AS",type=integer,JSONPath=`.spec.as`
+// +kubebuilder:printcolumn:name="ListenPort",type=integer,JSONPath=`.spec.listenPort`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BgpConf struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   BgpConfSpec   `json:"spec,omitempty"`
+	Status BgpConfStatus `json:"status,omitempty"`
+}
+
+// BgpConfList is a list of BgpConf.
+//
+// +kubebuilder:object:root=true
+type BgpConfList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BgpConf `json:"items"`
+}
+
+// SecretKeyRef points at one key of a Secret in the speaker's namespace.
+type SecretKeyRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Key in the Secret's data; default "password".
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
+// PeerConf is the neighbor's configuration (OpenELB field names).
+type PeerConf struct {
+	// AuthPassword is the TCP MD5 password in clear text, kept for OpenELB
+	// compatibility; prefer AuthPasswordSecretRef.
+	// +optional
+	AuthPassword string `json:"authPassword,omitempty"`
+	// AuthPasswordSecretRef reads the password from a Secret in the
+	// speaker's namespace (openelb-system), so no password sits in the CR.
+	// +optional
+	AuthPasswordSecretRef *SecretKeyRef `json:"authPasswordSecretRef,omitempty"`
+	Description           string        `json:"description,omitempty"`
+	LocalAs               uint32        `json:"localAs,omitempty"`
+	// NeighborAddress is the router's address.
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="neighborAddress must be an IP address"
+	NeighborAddress string `json:"neighborAddress,omitempty"`
+	// PeerAs is the router's AS number.
+	PeerAs            uint32 `json:"peerAs,omitempty"`
+	PeerGroup         string `json:"peerGroup,omitempty"`
+	PeerType          uint32 `json:"peerType,omitempty"`
+	RemovePrivateAs   string `json:"removePrivateAs,omitempty"`
+	RouteFlapDamping  bool   `json:"routeFlapDamping,omitempty"`
+	SendCommunity     uint32 `json:"sendCommunity,omitempty"`
+	NeighborInterface string `json:"neighborInterface,omitempty"`
+	Vrf               string `json:"vrf,omitempty"`
+	AllowOwnAs        uint32 `json:"allowOwnAs,omitempty"`
+	ReplacePeerAs     bool   `json:"replacePeerAs,omitempty"`
+	AdminDown         bool   `json:"adminDown,omitempty"`
+}
+
+// TimersConfig holds BGP timers in seconds, as strings (OpenELB's shape).
+type TimersConfig struct {
+	ConnectRetry                 string `json:"connectRetry,omitempty"`
+	HoldTime                     string `json:"holdTime,omitempty"`
+	KeepaliveInterval            string `json:"keepaliveInterval,omitempty"`
+	MinimumAdvertisementInterval string `json:"minimumAdvertisementInterval,omitempty"`
+}
+
+// Timers wraps TimersConfig.
+type Timers struct {
+	Config *TimersConfig `json:"config,omitempty"`
+}
+
+// Transport settings of the session.
+type Transport struct {
+	MtuDiscovery  bool   `json:"mtuDiscovery,omitempty"`
+	PassiveMode   bool   `json:"passiveMode,omitempty"`
+	RemoteAddress string `json:"remoteAddress,omitempty"`
+	RemotePort    uint32 `json:"remotePort,omitempty"`
+	TcpMss        uint32 `json:"tcpMss,omitempty"`
+}
+
+// EbgpMultihop allows eBGP sessions to non-adjacent routers.
+type EbgpMultihop struct {
+	Enabled     bool   `json:"enabled,omitempty"`
+	MultihopTtl uint32 `json:"multihopTtl,omitempty"`
+}
+
+// MpGracefulRestartConfig enables graceful restart for one family.
+type MpGracefulRestartConfig struct {
+	Enabled bool `json:"enabled,omitempty"`
+}
+
+// MpGracefulRestart wraps MpGracefulRestartConfig.
+type MpGracefulRestart struct {
+	Config *MpGracefulRestartConfig `json:"config,omitempty"`
+}
+
+// Family is an AFI/SAFI pair, e.g. ipv4/unicast.
+type Family struct {
+	Afi  string `json:"afi,omitempty"`
+	Safi string `json:"safi,omitempty"`
+}
+
+// AfiSafiConfig enables one family.
+type AfiSafiConfig struct {
+	Family  *Family `json:"family,omitempty"`
+	Enabled bool    `json:"enabled,omitempty"`
+}
+
+// AddPathsConfig configures ADD-PATH (RFC 7911) for one family.
+type AddPathsConfig struct {
+	Receive bool   `json:"receive,omitempty"`
+	SendMax uint32 `json:"sendMax,omitempty"`
+}
+
+// AddPaths wraps AddPathsConfig.
+type AddPaths struct {
+	Config *AddPathsConfig `json:"config,omitempty"`
+}
+
+// AfiSafi is the per-family configuration of a session.
+type AfiSafi struct {
+	MpGracefulRestart *MpGracefulRestart `json:"mpGracefulRestart,omitempty"`
+	Config            *AfiSafiConfig     `json:"config,omitempty"`
+	AddPaths          *AddPaths          `json:"addPaths,omitempty"`
+}
+
+// Bfd enables Bidirectional Forwarding Detection on the session.
+type Bfd struct {
+	Enabled bool `json:"enabled,omitempty"`
+	// DetectMultiplier: missed packets before the session is declared down.
+	// +optional
+	DetectMultiplier uint32 `json:"detectMultiplier,omitempty"`
+	// DesiredMinTxIntervalMs between BFD packets sent.
+	// +optional
+	DesiredMinTxIntervalMs uint32 `json:"desiredMinTxIntervalMs,omitempty"`
+	// RequiredMinRxIntervalMs between BFD packets received.
+	// +optional
+	RequiredMinRxIntervalMs uint32 `json:"requiredMinRxIntervalMs,omitempty"`
+}
+
+// BgpPeerSpec is a BGP neighbor of the speakers its NodeSelector matches.
+type BgpPeerSpec struct {
+	Conf            *PeerConf        `json:"conf,omitempty"`
+	EbgpMultihop    *EbgpMultihop    `json:"ebgpMultihop,omitempty"`
+	Timers          *Timers          `json:"timers,omitempty"`
+	Transport       *Transport       `json:"transport,omitempty"`
+	GracefulRestart *GracefulRestart `json:"gracefulRestart,omitempty"`
+	AfiSafis        []*AfiSafi       `json:"afiSafis,omitempty"`
+	// Bfd on the session.
+	// +optional
+	Bfd *Bfd `json:"bfd,omitempty"`
+	// NodeSelector picks the speakers that peer with this neighbor; unset
+	// means every speaker (seed 000 uses one peer per rack).
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+}
+
+// PeerState is one speaker's view of the session (OpenELB's shape plus
+// what this speaker adds).
+type PeerState struct {
+	NeighborAddress string `json:"neighborAddress,omitempty"`
+	PeerAs          uint32 `json:"peerAs,omitempty"`
+	LocalAs         uint32 `json:"localAs,omitempty"`
+	SessionState    string `json:"sessionState,omitempty"`
+	AdminState      string `json:"adminState,omitempty"`
+	RouterId        string `json:"routerId,omitempty"`
+	// AddPathNegotiated is true when the router accepted ADD-PATH, so each
+	// next hop is sent as its own path; false means this speaker advertises
+	// itself as the only next hop.
+	AddPathNegotiated bool `json:"addPathNegotiated,omitempty"`
+	// AdvertisedPaths is the number of paths sent to this neighbor.
+	AdvertisedPaths int32 `json:"advertisedPaths,omitempty"`
+	// Message explains a failure (bad password Secret, no AS...).
+	Message string `json:"message,omitempty"`
+}
+
+// TimersState is the negotiated timers of the session.
+type TimersState struct {
+	ConnectRetry       string `json:"connectRetry,omitempty"`
+	HoldTime           string `json:"holdTime,omitempty"`
+	KeepaliveInterval  string `json:"keepaliveInterval,omitempty"`
+	NegotiatedHoldTime string `json:"negotiatedHoldTime,omitempty"`
+	Uptime             string `json:"uptime,omitempty"`
+	Downtime           string `json:"downtime,omitempty"`
+}
+
+// NodePeerStatus is one speaker's report on one BgpPeer.
+type NodePeerStatus struct {
+	PeerState   PeerState   `json:"peerState,omitempty"`
+	TimersState TimersState `json:"timersState,omitempty"`
+}
+
+// BgpPeerStatus is written by the speakers, each under its own node key
+// (server-side apply, so speakers never conflict).
+type BgpPeerStatus struct {
+	// +optional
+	NodesPeerStatus map[string]NodePeerStatus `json:"nodesPeerStatus,omitempty"`
+}
+
+// BgpPeer is a BGP neighbor (a leaf router) of the speakers.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:storageversion
+// +kubebuilder:resource:scope=Cluster,categories=networking
+// +kubebuilder:printcolumn:name="Neighbor",type=string,JSONPath=`.spec.conf.neighborAddress`
+// +kubebuilder:printcolumn:name="PeerAS",type=integer,JSONPath=`.spec.conf.peerAs`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BgpPeer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   BgpPeerSpec   `json:"spec,omitempty"`
+	Status BgpPeerStatus `json:"status,omitempty"`
+}
+
+// BgpPeerList is a list of BgpPeer.
+//
+// +kubebuilder:object:root=true
+type BgpPeerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BgpPeer `json:"items"`
+}

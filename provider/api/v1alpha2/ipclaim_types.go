@@ -1,0 +1,70 @@
+package v1alpha2
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ClaimPort is a port a Service holding a claim uses; sharers must not clash.
+type ClaimPort struct {
+	Protocol string `json:"protocol"`
+	Port     int32  `json:"port"`
+}
+
+// ClaimOwner is a Service holding the address.
+type ClaimOwner struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	UID       types.UID `json:"uid"`
+	// +optional
+	// +listType=atomic
+	Ports []ClaimPort `json:"ports,omitempty"`
+}
+
+// IPClaimSpec records who holds an address.
+type IPClaimSpec struct {
+	// Address claimed.
+	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="address must be an IP address"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="address is immutable"
+	Address string `json:"address"`
+	// Pool the address came from.
+	// +optional
+	Pool string `json:"pool,omitempty"`
+	// SharingKey is the openelb.kubesphere.io/shared-ip value of the owners;
+	// empty when the address is not shared.
+	// +optional
+	SharingKey string `json:"sharingKey,omitempty"`
+	// Owners are the Services holding the address (more than one only when
+	// shared).
+	// +listType=atomic
+	Owners []ClaimOwner `json:"owners"`
+}
+
+// IPClaim is the API server's record that an address is taken. Its name is
+// derived from the address (ClaimName), so two CCM replicas racing for one
+// address cannot both create it: the API server is the arbiter and a
+// duplicate address is impossible even across leader changes or a SIGKILL
+// mid-allocation. Users never write these; the CCM creates and deletes them.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,categories=networking
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.address`
+// +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.pool`
+// +kubebuilder:printcolumn:name="Owner",type=string,JSONPath=`.spec.owners[0].name`
+// +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.owners[0].namespace`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type IPClaim struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec IPClaimSpec `json:"spec"`
+}
+
+// IPClaimList is a list of IPClaim.
+//
+// +kubebuilder:object:root=true
+type IPClaimList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []IPClaim `json:"items"`
+}

@@ -1,0 +1,283 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/ipam"
+)
+
+// claimAttempts bounds the optimistic-concurrency loop on one claim.
+const claimAttempts = 5
+
+// heldError says the API server records another holder for an address.
+type heldError struct {
+	addr  netip.Addr
+	claim *v1alpha2.IPClaim
+}
+
+func (e *heldError) Error() string {
+	return fmt.Sprintf("address %s is held by %s (IPClaim %s)", e.addr, ownersString(e.claim.Spec.Owners), e.claim.Name)
+}
+
+func (e *heldError) Unwrap() error { return ipam.ErrAddressTaken }
+
+func ownersString(owners []v1alpha2.ClaimOwner) string {
+	s := ""
+	for i, o := range owners {
+		if i > 0 {
+			s += ","
+		}
+		s += o.Namespace + "/" + o.Name
+	}
+	return s
+}
+
+func claimPorts(ports []ipam.Port) []v1alpha2.ClaimPort {
+	out := make([]v1alpha2.ClaimPort, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, v1alpha2.ClaimPort{Protocol: p.Protocol, Port: p.Port})
+	}
+	return out
+}
+
+func ipamPorts(ports []v1alpha2.ClaimPort) []ipam.Port {
+	out := make([]ipam.Port, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, ipam.Port{Protocol: p.Protocol, Port: p.Port})
+	}
+	return out
+}
+
+func holds(c *v1alpha2.IPClaim, uid string) bool {
+	return slices.ContainsFunc(c.Spec.Owners, func(o v1alpha2.ClaimOwner) bool { return string(o.UID) == uid })
+}
+
+func portsClash(a []v1alpha2.ClaimPort, b []ipam.Port) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x.Protocol == y.Protocol && x.Port == y.Port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// claim makes the API server record svc as a holder of a.Addr. Creating the
+// IPClaim named after the address is atomic, so of two replicas racing for
+// one address exactly one wins; joining a shared address is an update with
+// the claim's resourceVersion, so concurrent joins are serialised too.
+func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment, req ipam.Request) error {
+	name := v1alpha2.ClaimName(a.Addr)
+	me := v1alpha2.ClaimOwner{Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, Ports: claimPorts(req.Ports)}
+	if c, err := p.cluster.Claim(ctx, name); err == nil && holds(c, string(svc.UID)) {
+		return nil
+	}
+	for attempt := 0; attempt < claimAttempts; attempt++ {
+		c, err := p.cluster.LiveClaim(ctx, name)
+		if apierrors.IsNotFound(err) {
+			err = p.cluster.CreateClaim(ctx, &v1alpha2.IPClaim{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: v1alpha2.IPClaimSpec{
+					Address:    a.Addr.String(),
+					Pool:       a.Pool,
+					SharingKey: req.SharingKey,
+					Owners:     []v1alpha2.ClaimOwner{me},
+				},
+			})
+			if err == nil {
+				return nil
+			}
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			return fmt.Errorf("creating IPClaim %s: %w", name, err)
+		}
+		if err != nil {
+			return fmt.Errorf("reading IPClaim %s: %w", name, err)
+		}
+		if holds(c, string(svc.UID)) {
+			return nil
+		}
+		// A holder recorded for a previous incarnation of this Service (same
+		// name, other UID) is stale: this Service replaces it.
+		owners := slices.DeleteFunc(slices.Clone(c.Spec.Owners), func(o v1alpha2.ClaimOwner) bool {
+			return o.Namespace == svc.Namespace && o.Name == svc.Name
+		})
+		if len(owners) > 0 {
+			if req.SharingKey == "" || c.Spec.SharingKey != req.SharingKey {
+				return &heldError{addr: a.Addr, claim: c}
+			}
+			for _, o := range owners {
+				if portsClash(o.Ports, req.Ports) {
+					return fmt.Errorf("%w: %s and %s/%s both use a port on shared address %s",
+						ipam.ErrPortClash, svc.Namespace+"/"+svc.Name, o.Namespace, o.Name, a.Addr)
+				}
+			}
+		}
+		upd := c.DeepCopy()
+		upd.Spec.Owners = append(owners, me)
+		if len(owners) == 0 {
+			upd.Spec.SharingKey = req.SharingKey
+			upd.Spec.Pool = a.Pool
+		}
+		err = p.cluster.UpdateClaim(ctx, upd)
+		if err == nil {
+			return nil
+		}
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			continue
+		}
+		return fmt.Errorf("updating IPClaim %s: %w", name, err)
+	}
+	return fmt.Errorf("IPClaim %s kept changing under %d attempts", name, claimAttempts)
+}
+
+// unclaim removes svc from the claim on addr, deleting the claim when it
+// was the last holder.
+func (p *Provider) unclaim(ctx context.Context, svc *v1.Service, addr netip.Addr) error {
+	name := v1alpha2.ClaimName(addr)
+	for attempt := 0; attempt < claimAttempts; attempt++ {
+		c, err := p.cluster.LiveClaim(ctx, name)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading IPClaim %s: %w", name, err)
+		}
+		owners := slices.DeleteFunc(slices.Clone(c.Spec.Owners), func(o v1alpha2.ClaimOwner) bool {
+			return o.UID == svc.UID || (o.Namespace == svc.Namespace && o.Name == svc.Name)
+		})
+		if len(owners) == len(c.Spec.Owners) {
+			return nil
+		}
+		if len(owners) == 0 {
+			err = p.cluster.DeleteClaim(ctx, c)
+		} else {
+			upd := c.DeepCopy()
+			upd.Spec.Owners = owners
+			err = p.cluster.UpdateClaim(ctx, upd)
+		}
+		if err == nil || apierrors.IsNotFound(err) {
+			return nil
+		}
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		return fmt.Errorf("releasing IPClaim %s: %w", name, err)
+	}
+	return fmt.Errorf("IPClaim %s kept changing under %d attempts", name, claimAttempts)
+}
+
+// adopt rebuilds the allocator from what the API server records, before
+// anything new is allocated: every IPClaim holder whose Service still exists
+// with the same UID, then every address in a Service's status that has no
+// claim yet (Services from before this provider, or a crash between claim
+// and status), which gets its claim now.
+func (p *Provider) adopt(ctx context.Context) error {
+	claims, err := p.cluster.Claims(ctx)
+	if err != nil {
+		return err
+	}
+	svcs, err := p.cluster.Services(ctx)
+	if err != nil {
+		return err
+	}
+	byKey := make(map[string]*v1.Service, len(svcs))
+	for _, s := range svcs {
+		byKey[s.Namespace+"/"+s.Name] = s
+	}
+	logger := klog.FromContext(ctx)
+	held := map[ipam.ServiceKey][]netip.Addr{}
+	var errs []error
+	for _, c := range claims {
+		addr, err := netip.ParseAddr(c.Spec.Address)
+		if err != nil {
+			logger.Error(err, "IPClaim has an invalid address; ignored", "claim", c.Name, "address", c.Spec.Address)
+			continue
+		}
+		var live []v1alpha2.ClaimOwner
+		for _, o := range c.Spec.Owners {
+			s := byKey[o.Namespace+"/"+o.Name]
+			if s == nil || s.UID != o.UID {
+				continue
+			}
+			live = append(live, o)
+			key := ipam.ServiceKey(o.Namespace + "/" + o.Name)
+			if _, err := p.alloc.Assign(key, []netip.Addr{addr}, c.Spec.SharingKey, ipamPorts(o.Ports)); err != nil {
+				// Two claims cannot name one address, so this only happens
+				// when a Service holds more than one address per family;
+				// the first one adopted wins and the conflict is reported.
+				logger.Error(err, "Cannot re-adopt a claimed address", "address", addr, "service", key)
+				continue
+			}
+			held[key] = append(held[key], addr)
+		}
+		if len(live) != len(c.Spec.Owners) {
+			// Holders whose Service is gone: the claim is pruned so the
+			// address returns to its pool.
+			if err := p.pruneClaim(ctx, c, live); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, s := range svcs {
+		key := serviceKey(s)
+		for _, addr := range statusAddrs(s) {
+			if slices.Contains(held[key], addr) {
+				continue
+			}
+			req := ipam.Request{Service: key, SharingKey: s.Annotations[v1alpha2.AnnotationSharedIP]}
+			for _, sp := range s.Spec.Ports {
+				req.Ports = append(req.Ports, ipam.Port{Protocol: string(sp.Protocol), Port: sp.Port})
+			}
+			as, err := p.alloc.Assign(key, []netip.Addr{addr}, req.SharingKey, req.Ports)
+			if err != nil {
+				p.cluster.Event(s, v1.EventTypeWarning, "IPConflict",
+					fmt.Sprintf("status address %s cannot be re-adopted: %v", addr, err))
+				continue
+			}
+			if err := p.claim(ctx, s, as[len(as)-1], req); err != nil {
+				var he *heldError
+				if errors.As(err, &he) {
+					p.alloc.Release(key)
+					p.cluster.Event(s, v1.EventTypeWarning, "IPConflict", err.Error())
+					continue
+				}
+				return err
+			}
+			held[key] = append(held[key], addr)
+		}
+	}
+	p.mu.Lock()
+	for k, v := range held {
+		p.confirmed[k] = v
+	}
+	p.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+func (p *Provider) pruneClaim(ctx context.Context, c *v1alpha2.IPClaim, live []v1alpha2.ClaimOwner) error {
+	var err error
+	if len(live) == 0 {
+		err = p.cluster.DeleteClaim(ctx, c)
+	} else {
+		upd := c.DeepCopy()
+		upd.Spec.Owners = live
+		err = p.cluster.UpdateClaim(ctx, upd)
+	}
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("pruning IPClaim %s: %w", c.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,291 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/api"
+	"k8s.io/klog/v2"
+
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/ipam"
+)
+
+// Event reasons on Services. Every allocation and every refusal gets one.
+const (
+	ReasonAllocated         = "IPAllocated"
+	ReasonReleased          = "IPReleased"
+	ReasonInvalid           = "InvalidAnnotation"
+	ReasonNoPool            = "NoPool"
+	ReasonPoolNotFound      = "PoolNotFound"
+	ReasonPoolDisabled      = "PoolDisabled"
+	ReasonPoolUnsupported   = "PoolUnsupported"
+	ReasonPoolExhausted     = "PoolExhausted"
+	ReasonIPTaken           = "IPTaken"
+	ReasonIPNotInPool       = "IPNotInPool"
+	ReasonFamilyMismatch    = "FamilyMismatch"
+	ReasonSharedIPPortClash = "SharedIPPortClash"
+	ReasonNotReady          = "ProviderNotReady"
+)
+
+// LoadBalancer gives Services addresses from Eip pools.
+type LoadBalancer struct {
+	p *Provider
+}
+
+var _ cloudprovider.LoadBalancer = (*LoadBalancer)(nil)
+
+// errNotReady is returned (as a RetryError) until every held address is
+// re-adopted.
+var errNotReady = errors.New("the openelb provider is still re-adopting held addresses")
+
+func (lb *LoadBalancer) checkReady() error {
+	if !lb.p.ready.Load() {
+		return api.NewRetryError(errNotReady.Error(), retryNotReady)
+	}
+	return nil
+}
+
+// GetLoadBalancer reports the addresses the Service holds.
+func (lb *LoadBalancer) GetLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service) (*v1.LoadBalancerStatus, bool, error) {
+	if err := lb.checkReady(); err != nil {
+		return nil, false, err
+	}
+	as := lb.p.alloc.Lookup(serviceKey(svc))
+	if len(as) == 0 {
+		return nil, false, nil
+	}
+	return ingressStatus(as), true, nil
+}
+
+// GetLoadBalancerName is the Service's namespace/name joined so it is unique
+// in the cluster.
+func (lb *LoadBalancer) GetLoadBalancerName(ctx context.Context, clusterName string, svc *v1.Service) string {
+	return svc.Namespace + "-" + svc.Name
+}
+
+// EnsureLoadBalancer allocates (or returns) the Service's addresses, has the
+// API server record them, and schedules the Service's plan.
+func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) (*v1.LoadBalancerStatus, error) {
+	if err := lb.checkReady(); err != nil {
+		return nil, err
+	}
+	p := lb.p
+	logger := klog.FromContext(ctx).WithValues("service", klog.KObj(svc))
+	key := serviceKey(svc)
+
+	var nsLabels map[string]string
+	if ns, err := p.cluster.Namespace(ctx, svc.Namespace); err == nil {
+		nsLabels = ns.Labels
+	} else if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("reading namespace %s: %w", svc.Namespace, err)
+	}
+	req, err := buildRequest(svc, nsLabels)
+	if err != nil {
+		p.cluster.Event(svc, v1.EventTypeWarning, ReasonInvalid, err.Error())
+		metricAllocations.WithLabelValues(ReasonInvalid).Inc()
+		return nil, err
+	}
+	if err := lb.checkNamedPools(req); err != nil {
+		return nil, lb.refuse(svc, err)
+	}
+
+	before := p.confirmedAddrs(key)
+	var as []ipam.Assignment
+	for attempt := 0; ; attempt++ {
+		as, err = p.alloc.Allocate(req)
+		if err != nil {
+			return nil, lb.refuse(svc, err)
+		}
+		err = lb.claimAll(ctx, svc, as, req)
+		if err == nil {
+			break
+		}
+		var he *heldError
+		isHeld := errors.As(err, &he)
+		if isHeld || errors.Is(err, ipam.ErrPortClash) {
+			// The API server knows a holder the in-memory state did not
+			// (e.g. written by a replica that lost leadership mid-write):
+			// drop the tentative addresses, record that holder, keep what
+			// the Service already had, and try again.
+			p.alloc.Release(key)
+			if isHeld {
+				logger.Info("Address is held elsewhere; recording the holder", "address", he.addr, "holder", ownersString(he.claim.Spec.Owners))
+				lb.recordForeign(he.claim)
+			}
+			if len(before) > 0 {
+				if _, aerr := p.alloc.Assign(key, before, req.SharingKey, req.Ports); aerr != nil {
+					logger.Error(aerr, "Restoring the Service's addresses failed")
+				}
+			}
+		}
+		if !isHeld || attempt >= claimAttempts || len(req.Addresses) > 0 {
+			// Taken is final for an explicit address; anything else is
+			// reported and retried by the controller.
+			return nil, lb.refuse(svc, err)
+		}
+	}
+
+	addrs := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		addrs = append(addrs, a.Addr)
+	}
+	// Addresses the Service no longer uses (e.g. it asked for another one)
+	// are released at the API server too.
+	for _, old := range before {
+		if !slices.Contains(addrs, old) {
+			if err := p.unclaim(ctx, svc, old); err != nil {
+				logger.Error(err, "Releasing a replaced address failed", "address", old)
+			}
+		}
+	}
+	p.setConfirmed(key, addrs)
+	if !sameAddrs(before, addrs) {
+		p.cluster.Event(svc, v1.EventTypeNormal, ReasonAllocated, describe(as))
+		metricAllocations.WithLabelValues(ReasonAllocated).Inc()
+		signal(p.statusDirty)
+	}
+	p.planQueue.Add(string(key))
+	return ingressStatus(as), nil
+}
+
+func (lb *LoadBalancer) claimAll(ctx context.Context, svc *v1.Service, as []ipam.Assignment, req ipam.Request) error {
+	for _, a := range as {
+		if err := lb.p.claim(ctx, svc, a, req); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordForeign teaches the allocator about holders it did not know.
+func (lb *LoadBalancer) recordForeign(c *v1alpha2.IPClaim) {
+	addr, err := netip.ParseAddr(c.Spec.Address)
+	if err != nil {
+		return
+	}
+	for _, o := range c.Spec.Owners {
+		_, _ = lb.p.alloc.Assign(ipam.ServiceKey(o.Namespace+"/"+o.Name), []netip.Addr{addr}, c.Spec.SharingKey, ipamPorts(o.Ports))
+	}
+}
+
+// checkNamedPools gives a precise reason for pools the allocator does not
+// know because they are invalid or use an unsupported protocol.
+func (lb *LoadBalancer) checkNamedPools(req ipam.Request) error {
+	set := lb.p.pools.Load()
+	for _, name := range req.Pools {
+		if pl := set.get(name); pl != nil && pl.problem != "" {
+			return fmt.Errorf("%w: Eip %q cannot serve allocations: %s", errPoolUnusable, name, pl.problem)
+		}
+	}
+	return nil
+}
+
+var errPoolUnusable = errors.New("pool unusable")
+
+// refuse reports why a Service got no address: an event with a precise
+// reason, and an error for the controller to retry.
+func (lb *LoadBalancer) refuse(svc *v1.Service, err error) error {
+	reason := refusalReason(err)
+	lb.p.cluster.Event(svc, v1.EventTypeWarning, reason, err.Error())
+	metricAllocations.WithLabelValues(reason).Inc()
+	switch reason {
+	case ReasonNoPool, ReasonPoolNotFound, ReasonPoolDisabled, ReasonPoolExhausted, ReasonPoolUnsupported, ReasonIPTaken, ReasonIPNotInPool, ReasonSharedIPPortClash, ReasonFamilyMismatch:
+		// These resolve when pools or other Services change, which the
+		// service controller does not watch: retry on a fixed period.
+		return api.NewRetryError(err.Error(), lb.p.opts.RetryAfter)
+	}
+	return err
+}
+
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, errPoolUnusable):
+		return ReasonPoolUnsupported
+	case errors.Is(err, ipam.ErrPoolNotFound):
+		return ReasonPoolNotFound
+	case errors.Is(err, ipam.ErrPoolDisabled):
+		return ReasonPoolDisabled
+	case errors.Is(err, ipam.ErrPoolExhausted):
+		return ReasonPoolExhausted
+	case errors.Is(err, ipam.ErrNoPool):
+		return ReasonNoPool
+	case errors.Is(err, ipam.ErrPortClash):
+		return ReasonSharedIPPortClash
+	case errors.Is(err, ipam.ErrAddressTaken):
+		return ReasonIPTaken
+	case errors.Is(err, ipam.ErrNotInPool):
+		return ReasonIPNotInPool
+	case errors.Is(err, ipam.ErrFamilyMismatch):
+		return ReasonFamilyMismatch
+	case errors.Is(err, errInvalidService):
+		return ReasonInvalid
+	}
+	return "AllocationFailed"
+}
+
+func describe(as []ipam.Assignment) string {
+	parts := make([]string, 0, len(as))
+	for _, a := range as {
+		if a.Pool == "" {
+			parts = append(parts, a.Addr.String())
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s from Eip %s", a.Addr, a.Pool))
+	}
+	return "allocated " + strings.Join(parts, ", ")
+}
+
+func ingressStatus(as []ipam.Assignment) *v1.LoadBalancerStatus {
+	st := &v1.LoadBalancerStatus{}
+	for _, a := range as {
+		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: a.Addr.String()})
+	}
+	return st
+}
+
+// UpdateLoadBalancer is called when the set of nodes changes; the plan is
+// recomputed.
+func (lb *LoadBalancer) UpdateLoadBalancer(ctx context.Context, clusterName string, svc *v1.Service, nodes []*v1.Node) error {
+	if err := lb.checkReady(); err != nil {
+		return err
+	}
+	lb.p.planQueue.Add(string(serviceKey(svc)))
+	return nil
+}
+
+// EnsureLoadBalancerDeleted releases the Service's addresses, at the API
+// server first so the address is never free in memory while still claimed.
+func (lb *LoadBalancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterName string, svc *v1.Service) error {
+	if err := lb.checkReady(); err != nil {
+		return err
+	}
+	p := lb.p
+	key := serviceKey(svc)
+	as := p.alloc.Lookup(key)
+	for _, a := range as {
+		if err := p.unclaim(ctx, svc, a.Addr); err != nil {
+			return err
+		}
+	}
+	p.alloc.Release(key)
+	p.setConfirmed(key, nil)
+	if len(as) > 0 {
+		addrs := make([]string, 0, len(as))
+		for _, a := range as {
+			addrs = append(addrs, a.Addr.String())
+		}
+		p.cluster.Event(svc, v1.EventTypeNormal, ReasonReleased, "released "+strings.Join(addrs, ", "))
+		metricAllocations.WithLabelValues(ReasonReleased).Inc()
+		signal(p.statusDirty)
+	}
+	p.planQueue.Add(string(key))
+	return nil
+}

@@ -1,0 +1,128 @@
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+)
+
+// planWorker writes LoadBalancerPlans off the allocation path: a Service
+// gets its address as soon as the API server records the claim, and the
+// plan follows within milliseconds. Plans are also rewritten whenever the
+// Service or a pool changes, and after a restart every Service is
+// re-ensured, so a plan is never lost.
+func (p *Provider) planWorker(ctx context.Context) {
+	for {
+		key, quit := p.planQueue.Get()
+		if quit {
+			return
+		}
+		err := p.syncPlan(ctx, key)
+		if err != nil {
+			klog.FromContext(ctx).V(2).Info("Writing plan failed; retrying", "service", key, "err", err)
+			p.planQueue.AddRateLimited(key)
+		} else {
+			p.planQueue.Forget(key)
+		}
+		p.planQueue.Done(key)
+	}
+}
+
+func (p *Provider) syncPlan(ctx context.Context, key string) error {
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok {
+		return nil
+	}
+	svc, err := p.cluster.Service(ctx, ns, name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	existing, err := p.cluster.Plan(ctx, ns, name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	if err != nil {
+		existing = nil
+	}
+	var desired *v1alpha2.LoadBalancerPlan
+	if svc != nil && wantsLoadBalancer(svc) {
+		desired = p.desiredPlan(svc)
+	}
+	switch {
+	case desired == nil && existing == nil:
+		return nil
+	case desired == nil:
+		err := p.cluster.DeletePlan(ctx, existing)
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil
+		}
+		return err
+	case existing == nil:
+		err := p.cluster.CreatePlan(ctx, desired)
+		if apierrors.IsAlreadyExists(err) {
+			return nil // the cache will deliver it and requeue
+		}
+		return err
+	case existing.Spec.ServiceUID != desired.Spec.ServiceUID:
+		// A plan of an earlier Service with the same name; replace it.
+		if err := p.cluster.DeletePlan(ctx, existing); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		return fmt.Errorf("replaced stale plan %s, recreating", key)
+	case apiequality.Semantic.DeepEqual(existing.Spec, desired.Spec):
+		return nil
+	default:
+		upd := existing.DeepCopy()
+		upd.Spec = desired.Spec
+		return p.cluster.UpdatePlan(ctx, upd)
+	}
+}
+
+// desiredPlan is the plan for a Service, from its confirmed addresses and
+// their pools; nil when it holds none.
+func (p *Provider) desiredPlan(svc *v1.Service) *v1alpha2.LoadBalancerPlan {
+	key := serviceKey(svc)
+	addrs := p.confirmedAddrs(key)
+	if len(addrs) == 0 {
+		return nil
+	}
+	pools := map[string]string{}
+	for _, a := range p.alloc.Lookup(key) {
+		pools[a.Addr.String()] = a.Pool
+	}
+	set := p.pools.Load()
+	plan := &v1alpha2.LoadBalancerPlan{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: svc.Namespace,
+			Name:      svc.Name,
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID,
+				Controller: ptr.To(true),
+			}},
+		},
+		Spec: v1alpha2.LoadBalancerPlanSpec{
+			ServiceUID:            svc.UID,
+			ExternalTrafficPolicy: string(svc.Spec.ExternalTrafficPolicy),
+		},
+	}
+	for _, a := range addrs {
+		pa := v1alpha2.PlanAddress{IP: a.String(), Pool: pools[a.String()]}
+		if pl := set.get(pa.Pool); pl != nil {
+			pa.Protocol = pl.eip.EffectiveProtocol()
+			if pa.Protocol == v1alpha2.ProtocolLayer2 {
+				pa.Interface = pl.eip.Spec.Interface
+			}
+		}
+		plan.Spec.Addresses = append(plan.Spec.Addresses, pa)
+	}
+	return plan
+}

@@ -1,0 +1,268 @@
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/ipam"
+)
+
+// maxUsedEntries caps Eip.status.used so a large pool's status stays far
+// below etcd's object size limit; IPClaims always hold the full list.
+const maxUsedEntries = 1000
+
+// pool is one Eip as the provider sees it after validation.
+type pool struct {
+	eip     *v1alpha2.Eip
+	rng     ipam.Range
+	problem string // why the Eip serves no allocation ("" when it does)
+	reason  string
+}
+
+type poolSet struct {
+	byName map[string]*pool
+}
+
+func (s *poolSet) get(name string) *pool { return s.byName[name] }
+
+// buildPools validates Eips into pools: an unparsable address, the
+// unsupported vip protocol, or an overlap with an older Eip keeps an Eip out
+// of allocation, with the reason kept for its status.
+func buildPools(eips []*v1alpha2.Eip) *poolSet {
+	set := &poolSet{byName: make(map[string]*pool, len(eips))}
+	var valid []*pool
+	for _, e := range eips {
+		pl := &pool{eip: e}
+		set.byName[e.Name] = pl
+		rng, err := ipam.ParseRange(e.Spec.Address)
+		if err != nil {
+			pl.problem, pl.reason = err.Error(), "InvalidAddress"
+			continue
+		}
+		pl.rng = rng
+		if e.EffectiveProtocol() == v1alpha2.ProtocolVIP {
+			pl.problem, pl.reason = "protocol vip is accepted for OpenELB compatibility but not supported by this provider; use bgp or layer2", "UnsupportedProtocol"
+			continue
+		}
+		valid = append(valid, pl)
+	}
+	// The older Eip keeps an overlapping range: the newer one is the mistake.
+	sort.Slice(valid, func(i, j int) bool {
+		a, b := valid[i].eip, valid[j].eip
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
+	var kept []*pool
+	for _, pl := range valid {
+		for _, k := range kept {
+			if pl.rng.Overlaps(k.rng) {
+				pl.problem, pl.reason = fmt.Sprintf("address %s overlaps Eip %q (%s)", pl.eip.Spec.Address, k.eip.Name, k.eip.Spec.Address), "Overlap"
+				break
+			}
+		}
+		if pl.problem == "" {
+			kept = append(kept, pl)
+		}
+	}
+	return set
+}
+
+func (s *poolSet) ipamPools() []ipam.Pool {
+	var out []ipam.Pool
+	for _, pl := range s.byName {
+		if pl.problem != "" {
+			continue
+		}
+		e := pl.eip
+		out = append(out, ipam.Pool{
+			Name:              e.Name,
+			Range:             pl.rng,
+			Disabled:          e.Spec.Disable,
+			Priority:          e.Spec.Priority,
+			Default:           e.IsDefault(),
+			Namespaces:        e.Spec.Namespaces,
+			NamespaceSelector: e.Spec.NamespaceSelector,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// syncPools loads the Eips into the allocator.
+func (p *Provider) syncPools(ctx context.Context) error {
+	eips, err := p.cluster.Eips(ctx)
+	if err != nil {
+		return err
+	}
+	set := buildPools(eips)
+	if err := p.alloc.SetPools(set.ipamPools()); err != nil {
+		// buildPools already removed what SetPools refuses; anything left is
+		// reported, never silently dropped.
+		klog.FromContext(ctx).Error(err, "Allocator refused some pools")
+	}
+	p.pools.Store(set)
+	return nil
+}
+
+func (p *Provider) poolLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.poolsDirty:
+		}
+		if err := p.syncPools(ctx); err != nil {
+			klog.FromContext(ctx).Error(err, "Reloading pools failed")
+			time.AfterFunc(time.Second, func() { signal(p.poolsDirty) })
+			continue
+		}
+		signal(p.statusDirty)
+		// A pool's protocol or interface is part of every plan it serves.
+		p.mu.Lock()
+		for key := range p.confirmed {
+			p.planQueue.Add(string(key))
+		}
+		p.mu.Unlock()
+	}
+}
+
+// statusLoop keeps Eip status true. Changes are coalesced: one pass at most
+// every 250ms writes only the Eips whose status differs, so a burst of
+// allocations costs a handful of writes, not one per Service.
+func (p *Provider) statusLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.statusDirty:
+		}
+		if err := p.writeEipStatuses(ctx); err != nil {
+			klog.FromContext(ctx).V(2).Info("Eip status update failed; retrying", "err", err)
+			time.AfterFunc(time.Second, func() { signal(p.statusDirty) })
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (p *Provider) writeEipStatuses(ctx context.Context) error {
+	set := p.pools.Load()
+	var firstErr error
+	for _, pl := range set.byName {
+		want := p.eipStatus(pl)
+		if statusEqual(&pl.eip.Status, &want) {
+			continue
+		}
+		e := pl.eip.DeepCopy()
+		e.Status = want
+		if err := p.cluster.UpdateEipStatus(ctx, e); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if firstErr == nil {
+				firstErr = fmt.Errorf("updating status of Eip %s: %w", e.Name, err)
+			}
+		}
+	}
+	return firstErr
+}
+
+func statusEqual(a, b *v1alpha2.EipStatus) bool {
+	ac, bc := a.DeepCopy(), b.DeepCopy()
+	for i := range ac.Conditions {
+		ac.Conditions[i].LastTransitionTime = metav1.Time{}
+	}
+	for i := range bc.Conditions {
+		bc.Conditions[i].LastTransitionTime = metav1.Time{}
+	}
+	return apiequality.Semantic.DeepEqual(ac, bc)
+}
+
+// eipStatus computes the status an Eip should have now.
+func (p *Provider) eipStatus(pl *pool) v1alpha2.EipStatus {
+	e := pl.eip
+	st := v1alpha2.EipStatus{ObservedGeneration: e.Generation}
+	conds := append([]metav1.Condition(nil), e.Status.Conditions...)
+	set := func(t string, s metav1.ConditionStatus, reason, msg string) {
+		meta.SetStatusCondition(&conds, metav1.Condition{
+			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: e.Generation,
+		})
+	}
+	if pl.rng.First.IsValid() {
+		st.FirstIP, st.LastIP = pl.rng.First.String(), pl.rng.Last.String()
+		st.V4 = pl.rng.Family() == ipam.IPv4
+		size := pl.rng.Size()
+		if size > math.MaxInt64 {
+			size = math.MaxInt64
+		}
+		st.PoolSize = int64(size)
+	}
+	if stats, ok := p.alloc.Stats(e.Name); ok {
+		st.Usage = int(stats.Used)
+		st.Occupied = stats.Size > 0 && stats.Used >= stats.Size
+		addrs := make([]netip.Addr, 0, len(stats.Owners))
+		for a := range stats.Owners {
+			addrs = append(addrs, a)
+		}
+		sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+		if len(addrs) > 0 {
+			st.Used = map[string]string{}
+		}
+		for i, a := range addrs {
+			if i == maxUsedEntries {
+				break
+			}
+			owners := make([]string, 0, len(stats.Owners[a]))
+			for _, o := range stats.Owners[a] {
+				owners = append(owners, string(o))
+			}
+			sort.Strings(owners)
+			st.Used[a.String()] = strings.Join(owners, ",")
+		}
+		if len(addrs) > maxUsedEntries {
+			set("UsedTruncated", metav1.ConditionTrue, "TooManyAddresses",
+				fmt.Sprintf("status.used lists the first %d of %d addresses in use; kubectl get ipclaims lists all", maxUsedEntries, len(addrs)))
+		} else {
+			meta.RemoveStatusCondition(&conds, "UsedTruncated")
+		}
+	}
+	switch {
+	case pl.problem != "":
+		set("Ready", metav1.ConditionFalse, pl.reason, pl.problem)
+	case e.Spec.Disable:
+		st.Ready = true
+		set("Ready", metav1.ConditionTrue, "Disabled", "pool is disabled: addresses already given stay, no new allocations")
+	default:
+		st.Ready = true
+		set("Ready", metav1.ConditionTrue, "Serving", "pool serves allocations")
+	}
+	if e.Spec.UsingKnownIPs {
+		set("Unsupported", metav1.ConditionTrue, "UsingKnownIPs", "spec.usingKnownIPs is accepted for OpenELB compatibility and has no effect: addresses are not probed before use")
+	} else if e.EffectiveProtocol() != v1alpha2.ProtocolVIP {
+		meta.RemoveStatusCondition(&conds, "Unsupported")
+	}
+	if e.EffectiveProtocol() == v1alpha2.ProtocolVIP {
+		set("Unsupported", metav1.ConditionTrue, "UnsupportedProtocol", pl.problem)
+	}
+	if len(conds) > 0 {
+		st.Conditions = conds
+	}
+	return st
+}

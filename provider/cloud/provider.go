@@ -1,0 +1,235 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/klog/v2"
+
+	"github.com/openelb/cloud-provider-openelb/provider/ipam"
+)
+
+// ProviderName is the name given to --cloud-provider.
+const ProviderName = "openelb"
+
+// Options configure the provider.
+type Options struct {
+	// Connect builds the Cluster adapter from the REST config the framework
+	// hands the provider once this replica leads. Required.
+	Connect func(cfg *rest.Config) (Cluster, error)
+	// RetryAfter is how long a Service waits before a retry when its pool
+	// is missing, disabled or exhausted. Default 10s.
+	RetryAfter time.Duration
+	// PlanWorkers write LoadBalancerPlans concurrently. Default 4.
+	PlanWorkers int
+}
+
+// Provider is the "openelb" cloudprovider.Interface.
+type Provider struct {
+	opts Options
+
+	cluster Cluster
+	alloc   *ipam.Allocator
+	// ready is set once every address already held (IPClaims and Service
+	// status) is re-adopted; nothing is allocated before.
+	ready atomic.Bool
+
+	pools atomic.Pointer[poolSet]
+
+	mu sync.Mutex
+	// confirmed holds the addresses of each Service whose IPClaims the API
+	// server accepted; only those are published in plans and status.
+	confirmed map[ipam.ServiceKey][]netip.Addr
+
+	planQueue   workqueue.TypedRateLimitingInterface[string]
+	poolsDirty  chan struct{}
+	statusDirty chan struct{}
+
+	lb        *LoadBalancer
+	instances *Instances
+}
+
+var _ cloudprovider.Interface = (*Provider)(nil)
+
+// New returns the provider. It does nothing until Initialize.
+func New(opts Options) (*Provider, error) {
+	if opts.Connect == nil {
+		return nil, errors.New("cloud.Options.Connect is required")
+	}
+	RegisterMetrics()
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = 10 * time.Second
+	}
+	if opts.PlanWorkers <= 0 {
+		opts.PlanWorkers = 4
+	}
+	p := &Provider{
+		opts:        opts,
+		alloc:       ipam.New(),
+		confirmed:   map[ipam.ServiceKey][]netip.Addr{},
+		poolsDirty:  make(chan struct{}, 1),
+		statusDirty: make(chan struct{}, 1),
+		planQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "openelb_plans"},
+		),
+	}
+	p.pools.Store(&poolSet{byName: map[string]*pool{}})
+	p.lb = &LoadBalancer{p: p}
+	p.instances = &Instances{p: p}
+	return p, nil
+}
+
+// ReadConfig accepts the --cloud-config file. The provider has no settings
+// there yet; an empty or absent file is fine and anything else is refused
+// so a misplaced configuration is not silently ignored.
+func ReadConfig(r io.Reader) error {
+	if r == nil {
+		return nil
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("reading cloud config: %w", err)
+	}
+	for _, c := range b {
+		if c != ' ' && c != '\n' && c != '\t' && c != '\r' {
+			return errors.New("the openelb provider takes no --cloud-config settings; configure it with Eip, BgpConf and BgpPeer objects")
+		}
+	}
+	return nil
+}
+
+// Initialize is called by the framework on the leader, before the
+// controllers start. It connects to the cluster and re-adopts every address
+// in the background; LoadBalancer calls return a RetryError until done.
+func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-stop
+		cancel()
+	}()
+	logger := klog.FromContext(ctx).WithName("openelb")
+	ctx = klog.NewContext(ctx, logger)
+
+	cfg, err := clientBuilder.Config("openelb-provider")
+	if err != nil {
+		logger.Error(err, "Cannot build the provider's client config; LoadBalancer Services will not be served")
+		return
+	}
+	cluster, err := p.opts.Connect(cfg)
+	if err != nil {
+		logger.Error(err, "Cannot connect to the cluster; LoadBalancer Services will not be served")
+		return
+	}
+	p.cluster = cluster
+	go func() {
+		if err := p.start(ctx); err != nil {
+			logger.Error(err, "Provider failed to start; LoadBalancer Services will not be served")
+		}
+	}()
+}
+
+func (p *Provider) start(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	handlers := Handlers{
+		Eip:       func(string) { signal(p.poolsDirty) },
+		Claim:     nil,
+		Plan:      p.planQueue.Add,
+		Service:   p.planQueue.Add,
+		Namespace: nil,
+	}
+	if err := p.cluster.Start(ctx, handlers); err != nil {
+		return err
+	}
+	if err := p.syncPools(ctx); err != nil {
+		return fmt.Errorf("loading pools: %w", err)
+	}
+	// Re-adopt until it succeeds: allocating before every held address is
+	// known could hand out a duplicate.
+	for {
+		err := p.adopt(ctx)
+		if err == nil {
+			break
+		}
+		logger.Error(err, "Re-adopting held addresses failed; retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	p.ready.Store(true)
+	logger.Info("Provider ready: every held address re-adopted")
+	signal(p.statusDirty)
+
+	go p.poolLoop(ctx)
+	go p.statusLoop(ctx)
+	for i := 0; i < p.opts.PlanWorkers; i++ {
+		go p.planWorker(ctx)
+	}
+	go func() {
+		<-ctx.Done()
+		p.planQueue.ShutDown()
+	}()
+	return nil
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// LoadBalancer returns the LoadBalancer implementation.
+func (p *Provider) LoadBalancer() (cloudprovider.LoadBalancer, bool) { return p.lb, true }
+
+// Instances is not implemented: InstancesV2 replaces it.
+func (p *Provider) Instances() (cloudprovider.Instances, bool) { return nil, false }
+
+// InstancesV2 returns the minimal bare-metal instances implementation.
+func (p *Provider) InstancesV2() (cloudprovider.InstancesV2, bool) { return p.instances, true }
+
+// Zones is not implemented (deprecated by the framework).
+func (p *Provider) Zones() (cloudprovider.Zones, bool) { return nil, false }
+
+// Clusters is not implemented.
+func (p *Provider) Clusters() (cloudprovider.Clusters, bool) { return nil, false }
+
+// Routes is not implemented: pod networking is the CNI's job on bare metal.
+func (p *Provider) Routes() (cloudprovider.Routes, bool) { return nil, false }
+
+// ProviderName returns "openelb".
+func (p *Provider) ProviderName() string { return ProviderName }
+
+// HasClusterID is true: addresses are cluster-local, no tagging needed.
+func (p *Provider) HasClusterID() bool { return true }
+
+func (p *Provider) setConfirmed(key ipam.ServiceKey, addrs []netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(addrs) == 0 {
+		delete(p.confirmed, key)
+		return
+	}
+	p.confirmed[key] = addrs
+}
+
+func (p *Provider) confirmedAddrs(key ipam.ServiceKey) []netip.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.confirmed[key]
+}
+
+// retryNotReady is how soon a Service is retried while the provider is
+// still re-adopting held addresses (normally well under a second).
+const retryNotReady = 500 * time.Millisecond

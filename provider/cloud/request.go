@@ -1,0 +1,162 @@
+package cloud
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/ipam"
+)
+
+// errInvalidService marks a Service whose own fields or annotations are
+// wrong; it is reported with reason InvalidAnnotation and retried only with
+// backoff, since only an edit of the Service can fix it.
+var errInvalidService = errors.New("invalid service")
+
+func serviceKey(svc *v1.Service) ipam.ServiceKey {
+	return ipam.ServiceKey(svc.Namespace + "/" + svc.Name)
+}
+
+// buildRequest turns a Service into an allocation request. It reads the
+// OpenELB annotations and spec.loadBalancerIP / ipFamilies / ipFamilyPolicy.
+func buildRequest(svc *v1.Service, nsLabels map[string]string) (ipam.Request, error) {
+	req := ipam.Request{
+		Service:         serviceKey(svc),
+		Namespace:       svc.Namespace,
+		NamespaceLabels: nsLabels,
+		SharingKey:      strings.TrimSpace(svc.Annotations[v1alpha2.AnnotationSharedIP]),
+	}
+	for _, p := range svc.Spec.Ports {
+		req.Ports = append(req.Ports, ipam.Port{Protocol: string(p.Protocol), Port: p.Port})
+	}
+	if v, ok := svc.Annotations[v1alpha2.AnnotationEip]; ok {
+		for _, name := range strings.Split(v, ",") {
+			name = strings.TrimSpace(name)
+			if name == "" {
+				return req, fmt.Errorf("%w: annotation %s=%q names an empty pool", errInvalidService, v1alpha2.AnnotationEip, v)
+			}
+			req.Pools = append(req.Pools, name)
+		}
+	}
+
+	annIPs, err := parseAddresses(svc.Annotations[v1alpha2.AnnotationIP])
+	if err != nil {
+		return req, fmt.Errorf("%w: annotation %s: %w", errInvalidService, v1alpha2.AnnotationIP, err)
+	}
+	specIPs, err := parseAddresses(svc.Spec.LoadBalancerIP)
+	if err != nil {
+		return req, fmt.Errorf("%w: spec.loadBalancerIP: %w", errInvalidService, err)
+	}
+	switch {
+	case len(annIPs) > 0 && len(specIPs) > 0 && !sameAddrs(annIPs, specIPs):
+		return req, fmt.Errorf("%w: annotation %s=%q and spec.loadBalancerIP=%q disagree", errInvalidService,
+			v1alpha2.AnnotationIP, svc.Annotations[v1alpha2.AnnotationIP], svc.Spec.LoadBalancerIP)
+	case len(annIPs) > 0:
+		req.Addresses = annIPs
+	default:
+		req.Addresses = specIPs
+	}
+
+	for _, f := range svc.Spec.IPFamilies {
+		switch f {
+		case v1.IPv4Protocol:
+			req.Families = append(req.Families, ipam.IPv4)
+		case v1.IPv6Protocol:
+			req.Families = append(req.Families, ipam.IPv6)
+		}
+	}
+	if len(req.Families) == 0 {
+		// The API server always defaults ipFamilies; fall back to the
+		// explicit addresses, then IPv4, for objects that skipped defaulting.
+		for _, a := range req.Addresses {
+			req.Families = append(req.Families, familyOf(a))
+		}
+		if len(req.Families) == 0 {
+			req.Families = []ipam.Family{ipam.IPv4}
+		}
+	}
+	policy := v1.IPFamilyPolicySingleStack
+	if svc.Spec.IPFamilyPolicy != nil {
+		policy = *svc.Spec.IPFamilyPolicy
+	}
+	switch policy {
+	case v1.IPFamilyPolicyRequireDualStack:
+		req.RequireAll = true
+	case v1.IPFamilyPolicyPreferDualStack:
+	default:
+		req.Families = req.Families[:1]
+	}
+	if len(req.Addresses) > len(req.Families) {
+		return req, fmt.Errorf("%w: %d addresses requested but the Service has %d IP families (%v, policy %s)",
+			errInvalidService, len(req.Addresses), len(req.Families), svc.Spec.IPFamilies, policy)
+	}
+	return req, nil
+}
+
+func parseAddresses(s string) ([]netip.Addr, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var out []netip.Addr
+	seen := map[ipam.Family]bool{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		a, err := netip.ParseAddr(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address", part)
+		}
+		if a.Zone() != "" {
+			return nil, fmt.Errorf("%q: zones are not allowed", part)
+		}
+		if a.Is4In6() {
+			return nil, fmt.Errorf("%q: write IPv4 addresses in dotted form", part)
+		}
+		if seen[familyOf(a)] {
+			return nil, fmt.Errorf("%q: at most one address per IP family", s)
+		}
+		seen[familyOf(a)] = true
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func familyOf(a netip.Addr) ipam.Family {
+	if a.Is4() {
+		return ipam.IPv4
+	}
+	return ipam.IPv6
+}
+
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// statusAddrs reads the addresses a Service already holds from its status.
+func statusAddrs(svc *v1.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if a, err := netip.ParseAddr(ing.IP); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// wantsLoadBalancer mirrors the service controller's rule: this provider
+// serves every LoadBalancer Service without a loadBalancerClass.
+func wantsLoadBalancer(svc *v1.Service) bool {
+	return svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil && svc.DeletionTimestamp == nil
+}

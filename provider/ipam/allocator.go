@@ -1,0 +1,786 @@
+package ipam
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Pool is one Eip, reduced to what allocation needs.
+type Pool struct {
+	Name              string
+	Range             Range
+	Disabled          bool              // stops new allocations; existing ones stay
+	Priority          int               // lower value = preferred (OpenELB semantics)
+	Default           bool              // eip.openelb.kubesphere.io/is-default-eip: "true"
+	Namespaces        []string          // namespaces bound to this pool
+	NamespaceSelector map[string]string // namespace labels bound to this pool (all must match); empty = none
+}
+
+// ServiceKey identifies a Service as "namespace/name".
+type ServiceKey string
+
+// Port is one Service port; only protocol and number matter for sharing.
+type Port struct {
+	Protocol string
+	Port     int32
+}
+
+func (p Port) String() string { return fmt.Sprintf("%s/%d", p.Protocol, p.Port) }
+
+// Request describes what a Service wants from the allocator.
+type Request struct {
+	Service         ServiceKey
+	Namespace       string
+	NamespaceLabels map[string]string
+	Pools           []string     // explicit pool names (annotation eip.openelb.kubesphere.io/v1alpha2, may name one pool per family); empty = automatic
+	Addresses       []netip.Addr // explicit addresses (spec.loadBalancerIP / annotation); empty = any
+	Families        []Family     // wanted families in order (from spec.ipFamilies); len 1 or 2
+	RequireAll      bool         // RequireDualStack: every family must be satisfied, else error and nothing kept
+	SharingKey      string       // openelb.kubesphere.io/shared-ip annotation value; "" = no sharing
+	Ports           []Port
+}
+
+// Assignment is one address held by a Service and the pool it came from.
+type Assignment struct {
+	Pool string
+	Addr netip.Addr
+}
+
+// PoolStats describes the usage of one pool.
+type PoolStats struct {
+	Size   uint64                      // addresses in the range, saturating at math.MaxUint64
+	Used   uint64                      // addresses held, however many Services share each
+	Owners map[netip.Addr][]ServiceKey // Services holding each used address, sorted
+}
+
+// Allocator assigns addresses from pools to Services. It is safe for
+// concurrent use; one mutex suffices because every operation is O(log n).
+type Allocator struct {
+	mu sync.Mutex
+
+	pools      map[string]*poolState
+	byName     []*poolState    // default pools are tried in name order
+	byPriority []*poolState    // bound pools are tried by priority, then name
+	byFirst    [2][]*poolState // per family (0 IPv4, 1 IPv6), sorted by first address, for finding the pool of an address
+
+	held  map[netip.Addr]*addrState
+	bySvc map[ServiceKey][]netip.Addr
+	byKey map[string]map[netip.Addr]struct{} // sharing key -> addresses whose owners use it
+}
+
+type poolState struct {
+	Pool
+	free *freeSet
+}
+
+type addrState struct {
+	addr   netip.Addr
+	pool   string
+	key    string  // sharing key common to all owners; "" means exclusive
+	owners []owner // sorted by Service
+}
+
+type owner struct {
+	svc   ServiceKey
+	key   string
+	ports []Port
+}
+
+// New returns an Allocator without pools.
+func New() *Allocator {
+	return &Allocator{
+		pools: map[string]*poolState{},
+		held:  map[netip.Addr]*addrState{},
+		bySvc: map[ServiceKey][]netip.Addr{},
+		byKey: map[string]map[netip.Addr]struct{}{},
+	}
+}
+
+// SetPools replaces the pool set. Pools without a name, with a duplicate name
+// (the first occurrence wins), with an invalid range, or overlapping a pool
+// whose name sorts earlier are rejected; the rest are applied, and the
+// returned error joins one error per rejected pool.
+//
+// Existing assignments are never dropped, even when their pool disappeared
+// or shrank, because a Service's address must never change under it: such
+// addresses stay held, keep blocking reuse, and keep their last pool name
+// until some pool contains them again.
+func (a *Allocator) SetPools(pools []Pool) error {
+	sorted := slices.Clone(pools)
+	slices.SortStableFunc(sorted, func(x, y Pool) int { return strings.Compare(x.Name, y.Name) })
+
+	var errs []error
+	var accepted []Pool
+	seen := map[string]bool{}
+	for _, p := range sorted {
+		switch {
+		case p.Name == "":
+			errs = append(errs, fmt.Errorf("%w: pool with range %s has no name", ErrInvalidPool, p.Range))
+			continue
+		case seen[p.Name]:
+			errs = append(errs, fmt.Errorf("%w: duplicate pool name %q (range %s ignored)", ErrInvalidPool, p.Name, p.Range))
+			continue
+		}
+		seen[p.Name] = true
+		if err := p.Range.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("pool %q: %w", p.Name, err))
+			continue
+		}
+		if i := slices.IndexFunc(accepted, func(q Pool) bool { return q.Range.Overlaps(p.Range) }); i >= 0 {
+			q := accepted[i]
+			errs = append(errs, fmt.Errorf("%w: pool %q (%s) overlaps pool %q (%s); %q is ignored",
+				ErrPoolOverlap, p.Name, p.Range, q.Name, q.Range, p.Name))
+			continue
+		}
+		p.Namespaces = slices.Clone(p.Namespaces)
+		p.NamespaceSelector = maps.Clone(p.NamespaceSelector)
+		accepted = append(accepted, p)
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	next := make(map[string]*poolState, len(accepted))
+	byName := make([]*poolState, 0, len(accepted))
+	for _, p := range accepted {
+		ps := &poolState{Pool: p}
+		if old := a.pools[p.Name]; old != nil && old.Range == p.Range {
+			ps.free = old.free
+		} else {
+			ps.free = a.buildFree(p.Range)
+		}
+		next[p.Name] = ps
+		byName = append(byName, ps)
+	}
+	a.pools = next
+	a.byName = byName
+	a.byPriority = slices.Clone(byName)
+	slices.SortStableFunc(a.byPriority, func(x, y *poolState) int { return cmp.Compare(x.Priority, y.Priority) })
+	a.byFirst = [2][]*poolState{}
+	for _, ps := range byName {
+		i := familyIndex(ps.Range.Family())
+		a.byFirst[i] = append(a.byFirst[i], ps)
+	}
+	for i := range a.byFirst {
+		slices.SortFunc(a.byFirst[i], func(x, y *poolState) int { return x.Range.First.Compare(y.Range.First) })
+	}
+	for addr, st := range a.held {
+		if ps := a.poolFor(addr); ps != nil {
+			st.pool = ps.Name
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// buildFree costs O(held) so it is only used for new or resized pools.
+func (a *Allocator) buildFree(r Range) *freeSet {
+	fs := newFreeSet(u128From(r.First), u128From(r.Last))
+	for addr := range a.held {
+		if r.Contains(addr) {
+			fs.take(u128From(addr))
+		}
+	}
+	return fs
+}
+
+func familyIndex(f Family) int {
+	if f == IPv6 {
+		return 1
+	}
+	return 0
+}
+
+// poolFor returns the pool containing addr; pools never overlap, so there is at most one.
+func (a *Allocator) poolFor(addr netip.Addr) *poolState {
+	list := a.byFirst[familyIndex(FamilyOf(addr))]
+	i, found := slices.BinarySearchFunc(list, addr, func(ps *poolState, x netip.Addr) int { return ps.Range.First.Compare(x) })
+	if !found {
+		i-- // the candidate is the last pool starting before addr
+	}
+	if i < 0 || i >= len(list) || !list[i].Range.Contains(addr) {
+		return nil
+	}
+	return list[i]
+}
+
+// Assign records that svc holds addrs, typically re-adopting addresses from
+// Service status at startup. Addresses outside every pool are accepted with
+// an empty pool name and disabled pools do not matter, because refusing would
+// change an address a Service already uses. An address held by another
+// Service is accepted only when both use the same non-empty sharing key and
+// their ports do not clash (ErrAddressTaken / ErrPortClash otherwise). Either
+// all addresses are recorded or none. Addresses svc already holds are kept
+// (their sharing key and ports are updated) and other addresses svc holds are
+// left alone. It returns the assignments for addrs, in order.
+func (a *Allocator) Assign(svc ServiceKey, addrs []netip.Addr, sharingKey string, ports []Port) ([]Assignment, error) {
+	if svc == "" {
+		return nil, fmt.Errorf("%w: empty Service key", ErrInvalidRequest)
+	}
+	norm := make([]netip.Addr, 0, len(addrs))
+	for _, x := range addrs {
+		n, err := normalizeAddr(x)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Service %s: %w", ErrInvalidRequest, svc, err)
+		}
+		if !slices.Contains(norm, n) {
+			norm = append(norm, n)
+		}
+	}
+	o := owner{svc: svc, key: sharingKey, ports: normalizePorts(ports)}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	var added, kept []netip.Addr
+	rollback := func() {
+		for _, x := range added {
+			a.dropOwner(x, svc)
+		}
+	}
+	for _, x := range norm {
+		if st := a.held[x]; st != nil {
+			if err := st.canShare(o); err != nil {
+				rollback()
+				return nil, err
+			}
+			if st.owner(svc) >= 0 {
+				kept = append(kept, x)
+				continue
+			}
+			a.addOwner(st, o)
+			added = append(added, x)
+			continue
+		}
+		name := ""
+		if ps := a.poolFor(x); ps != nil {
+			if !ps.free.take(u128From(x)) {
+				rollback()
+				return nil, fmt.Errorf("ipam: internal error: %s is neither held nor free in pool %q", x, ps.Name)
+			}
+			name = ps.Name
+		}
+		a.newAddr(x, name, o)
+		added = append(added, x)
+	}
+	for _, x := range kept {
+		a.updateOwner(a.held[x], o)
+	}
+	a.bySvc[svc] = append(a.bySvc[svc], added...)
+	return a.assignments(norm), nil
+}
+
+// Allocate gives the Service one address per requested family, in
+// req.Families order, and makes the returned assignments exactly what the
+// Service holds afterwards.
+//
+// Idempotence: for each family, an address the Service already holds is
+// kept when it still satisfies the request: it equals the explicit address
+// of that family if one is given, otherwise it comes from one of the named
+// pools if pools are given, otherwise any held address of the family is kept,
+// even if namespace bindings, priorities or Disabled changed since, because
+// an address must not change merely because the pool configuration did. Only
+// when the request explicitly names a different address or different pools is
+// a new address allocated; the old one is released only after the whole
+// request succeeded, so a failed change leaves the Service's holdings intact
+// and returns the error (even with PreferDualStack). Held addresses of
+// families no longer requested, and extra addresses of a family (from
+// Assign), are released. Sharing key and ports of kept addresses are updated;
+// if that makes a shared address clash, the error is returned and nothing
+// changes.
+//
+// Dual-stack: with RequireAll, any failing family fails the whole request and
+// nothing new is kept. Without it (PreferDualStack), a family after the first
+// successful one that cannot be served (and for which the Service held no
+// address) is left out and the assignments obtained so far are returned with
+// a nil error; callers detect this by comparing families. A failure before
+// any family succeeded is returned. A family for which none of the named pools
+// has addresses is skipped with PreferDualStack; if every family is skipped
+// ErrFamilyMismatch is returned.
+func (a *Allocator) Allocate(req Request) ([]Assignment, error) {
+	explicit, err := checkRequest(&req)
+	if err != nil {
+		return nil, err
+	}
+	svc := req.Service
+	o := owner{svc: svc, key: req.SharingKey, ports: normalizePorts(req.Ports)}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	held := a.bySvc[svc]
+	var result, added, kept []netip.Addr
+	var skipErr error
+	rollback := func() {
+		for _, x := range added {
+			a.dropOwner(x, svc)
+		}
+	}
+	for _, fam := range req.Families {
+		want, hasExplicit := explicit[fam]
+		if x, ok := a.heldSatisfying(held, fam, want, hasExplicit, req.Pools); ok {
+			if err := a.held[x].canShare(o); err != nil {
+				rollback()
+				return nil, fmt.Errorf("Service %s keeps %s: %w", svc, x, err)
+			}
+			kept = append(kept, x)
+			result = append(result, x)
+			continue
+		}
+		hadHeld := slices.ContainsFunc(held, func(x netip.Addr) bool { return FamilyOf(x) == fam })
+		var x netip.Addr
+		var err error
+		switch {
+		case hasExplicit:
+			x, err = a.takeExplicit(req, o, want)
+		case len(req.Pools) > 0:
+			x, err = a.takeNamed(req, o, fam)
+		default:
+			x, err = a.takeAuto(req, o, fam)
+		}
+		if err != nil {
+			err = fmt.Errorf("Service %s, %s: %w", svc, fam, err)
+			if errors.Is(err, ErrFamilyMismatch) && !hasExplicit && !req.RequireAll && len(req.Families) > 1 {
+				skipErr = err
+				continue
+			}
+			if !req.RequireAll && len(result) > 0 && !hadHeld {
+				continue
+			}
+			rollback()
+			return nil, err
+		}
+		added = append(added, x)
+		result = append(result, x)
+	}
+	if len(result) == 0 {
+		return nil, skipErr
+	}
+	for _, x := range kept {
+		a.updateOwner(a.held[x], o)
+	}
+	for _, x := range held {
+		if !slices.Contains(result, x) {
+			a.dropOwner(x, svc)
+		}
+	}
+	a.bySvc[svc] = result
+	return a.assignments(result), nil
+}
+
+// checkRequest normalizes explicit addresses and indexes them by family.
+func checkRequest(req *Request) (map[Family]netip.Addr, error) {
+	if req.Service == "" {
+		return nil, fmt.Errorf("%w: empty Service key", ErrInvalidRequest)
+	}
+	if len(req.Families) == 0 || len(req.Families) > 2 {
+		return nil, fmt.Errorf("%w: Service %s asks for %d IP families, want 1 or 2", ErrInvalidRequest, req.Service, len(req.Families))
+	}
+	for i, f := range req.Families {
+		if f != IPv4 && f != IPv6 {
+			return nil, fmt.Errorf("%w: Service %s asks for unknown %s", ErrInvalidRequest, req.Service, f)
+		}
+		if i > 0 && req.Families[0] == f {
+			return nil, fmt.Errorf("%w: Service %s asks for %s twice", ErrInvalidRequest, req.Service, f)
+		}
+	}
+	explicit := map[Family]netip.Addr{}
+	for _, x := range req.Addresses {
+		n, err := normalizeAddr(x)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Service %s: %w", ErrInvalidRequest, req.Service, err)
+		}
+		f := FamilyOf(n)
+		if !slices.Contains(req.Families, f) {
+			return nil, fmt.Errorf("%w: Service %s requests %s address %s but its IP families are %v",
+				ErrFamilyMismatch, req.Service, f, n, req.Families)
+		}
+		if prev, ok := explicit[f]; ok && prev != n {
+			return nil, fmt.Errorf("%w: Service %s requests two %s addresses (%s, %s); one per family is allowed",
+				ErrFamilyMismatch, req.Service, f, prev, n)
+		}
+		explicit[f] = n
+	}
+	return explicit, nil
+}
+
+// normalizeAddr maps the spellings a caller may get from the API to the one
+// pools use, so the same address is never recorded twice.
+func normalizeAddr(x netip.Addr) (netip.Addr, error) {
+	if !x.IsValid() {
+		return netip.Addr{}, errors.New("invalid (zero) address")
+	}
+	return x.Unmap().WithZone(""), nil
+}
+
+func (a *Allocator) heldSatisfying(held []netip.Addr, fam Family, want netip.Addr, hasExplicit bool, pools []string) (netip.Addr, bool) {
+	if hasExplicit {
+		return want, slices.Contains(held, want)
+	}
+	for _, x := range held {
+		if FamilyOf(x) != fam {
+			continue
+		}
+		if len(pools) == 0 || slices.Contains(pools, a.held[x].pool) {
+			return x, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (a *Allocator) takeExplicit(req Request, o owner, x netip.Addr) (netip.Addr, error) {
+	ps := a.poolFor(x)
+	switch {
+	case ps == nil:
+		return netip.Addr{}, fmt.Errorf("%w: requested address %s is not in any pool", ErrNotInPool, x)
+	case ps.Disabled:
+		return netip.Addr{}, fmt.Errorf("%w: pool %q containing requested address %s is disabled", ErrPoolDisabled, ps.Name, x)
+	case len(req.Pools) > 0 && !slices.Contains(req.Pools, ps.Name):
+		return netip.Addr{}, fmt.Errorf("%w: requested address %s is in pool %q, not in the requested pools %q",
+			ErrNotInPool, x, ps.Name, req.Pools)
+	}
+	if st := a.held[x]; st != nil {
+		if err := st.canShare(o); err != nil {
+			return netip.Addr{}, err
+		}
+		a.addOwner(st, o)
+		return x, nil
+	}
+	if !ps.free.take(u128From(x)) {
+		return netip.Addr{}, fmt.Errorf("ipam: internal error: %s is neither held nor free in pool %q", x, ps.Name)
+	}
+	a.newAddr(x, ps.Name, o)
+	return x, nil
+}
+
+func (a *Allocator) takeNamed(req Request, o owner, fam Family) (netip.Addr, error) {
+	var cands []*poolState
+	var disabled []string
+	for _, name := range req.Pools {
+		ps := a.pools[name]
+		switch {
+		case ps == nil:
+			return netip.Addr{}, fmt.Errorf("%w: requested pool %q does not exist", ErrPoolNotFound, name)
+		case ps.Range.Family() != fam || slices.Contains(cands, ps):
+		case ps.Disabled:
+			disabled = append(disabled, name)
+		default:
+			cands = append(cands, ps)
+		}
+	}
+	if len(cands) == 0 {
+		if len(disabled) > 0 {
+			return netip.Addr{}, fmt.Errorf("%w: requested pool %q is disabled", ErrPoolDisabled, strings.Join(disabled, ","))
+		}
+		return netip.Addr{}, fmt.Errorf("%w: none of the requested pools %q has %s addresses", ErrFamilyMismatch, req.Pools, fam)
+	}
+	return a.takeFrom(o, cands)
+}
+
+func (a *Allocator) takeAuto(req Request, o owner, fam Family) (netip.Addr, error) {
+	var cands []*poolState
+	var disabled []string
+	consider := func(ps *poolState) {
+		if ps.Range.Family() != fam || slices.Contains(cands, ps) || slices.Contains(disabled, ps.Name) {
+			return
+		}
+		if ps.Disabled {
+			disabled = append(disabled, ps.Name)
+			return
+		}
+		cands = append(cands, ps)
+	}
+	for _, ps := range a.byPriority {
+		if ps.boundTo(req.Namespace, req.NamespaceLabels) {
+			consider(ps)
+		}
+	}
+	for _, ps := range a.byName {
+		if ps.Default {
+			consider(ps)
+		}
+	}
+	if len(cands) == 0 {
+		skipped := ""
+		if len(disabled) > 0 {
+			skipped = fmt.Sprintf(" (disabled pools skipped: %s)", strings.Join(disabled, ", "))
+		}
+		return netip.Addr{}, fmt.Errorf("%w: no enabled %s pool is bound to namespace %q and no default %s pool exists%s",
+			ErrNoPool, fam, req.Namespace, fam, skipped)
+	}
+	return a.takeFrom(o, cands)
+}
+
+func (ps *poolState) boundTo(ns string, labels map[string]string) bool {
+	if slices.Contains(ps.Namespaces, ns) {
+		return true
+	}
+	if len(ps.NamespaceSelector) == 0 {
+		return false
+	}
+	for k, v := range ps.NamespaceSelector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// takeFrom gets an address for o from the first candidate pool that can
+// provide one: an address already shared under o's key if there is one, else
+// the lowest free address.
+func (a *Allocator) takeFrom(o owner, cands []*poolState) (netip.Addr, error) {
+	if o.key != "" {
+		if x, err, ok := a.findShared(o, cands); ok {
+			if err != nil {
+				return netip.Addr{}, err
+			}
+			a.addOwner(a.held[x], o)
+			return x, nil
+		}
+	}
+	for _, ps := range cands {
+		if v, ok := ps.free.takeLowest(); ok {
+			x := v.addr(ps.Range.Family() == IPv4)
+			a.newAddr(x, ps.Name, o)
+			return x, nil
+		}
+	}
+	names := make([]string, len(cands))
+	for i, ps := range cands {
+		names[i] = fmt.Sprintf("%s (%s)", ps.Name, ps.Range)
+	}
+	return netip.Addr{}, fmt.Errorf("%w: no free address in %s", ErrPoolExhausted, strings.Join(names, ", "))
+}
+
+// findShared picks the address under o's sharing key in the best-ranked
+// candidate pool whose ports do not clash. ok is false when no candidate pool
+// has an address under that key, so a fresh one should be allocated.
+func (a *Allocator) findShared(o owner, cands []*poolState) (_ netip.Addr, _ error, ok bool) {
+	type match struct {
+		rank int
+		addr netip.Addr
+	}
+	var matches []match
+	for x := range a.byKey[o.key] {
+		ps := a.poolFor(x)
+		if ps == nil {
+			continue
+		}
+		if i := slices.Index(cands, ps); i >= 0 {
+			matches = append(matches, match{i, x})
+		}
+	}
+	if len(matches) == 0 {
+		return netip.Addr{}, nil, false
+	}
+	slices.SortFunc(matches, func(p, q match) int {
+		if c := cmp.Compare(p.rank, q.rank); c != 0 {
+			return c
+		}
+		return p.addr.Compare(q.addr)
+	})
+	var first error
+	for _, m := range matches {
+		err := a.held[m.addr].canShare(o)
+		if err == nil {
+			return m.addr, nil, true
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return netip.Addr{}, first, true
+}
+
+// canShare reports why o may not hold st's address alongside its other owners.
+func (st *addrState) canShare(o owner) error {
+	for _, other := range st.owners {
+		if other.svc == o.svc {
+			continue
+		}
+		switch {
+		case o.key == "" && other.key == "":
+			return fmt.Errorf("%w: %s is held by Service %s", ErrAddressTaken, st.addr, other.svc)
+		case o.key == "" || other.key != o.key:
+			return fmt.Errorf("%w: %s is held by Service %s with sharing key %q, requested sharing key %q",
+				ErrAddressTaken, st.addr, other.svc, other.key, o.key)
+		}
+		for _, p := range o.ports {
+			if slices.Contains(other.ports, p) {
+				return fmt.Errorf("%w: %s on shared address %s is already used by Service %s", ErrPortClash, p, st.addr, other.svc)
+			}
+		}
+	}
+	return nil
+}
+
+func (st *addrState) owner(svc ServiceKey) int {
+	i, found := slices.BinarySearchFunc(st.owners, svc, func(o owner, s ServiceKey) int { return strings.Compare(string(o.svc), string(s)) })
+	if !found {
+		return -1
+	}
+	return i
+}
+
+func (a *Allocator) newAddr(x netip.Addr, pool string, o owner) {
+	st := &addrState{addr: x, pool: pool, key: o.key, owners: []owner{o}}
+	a.held[x] = st
+	a.indexKey(st)
+}
+
+func (a *Allocator) addOwner(st *addrState, o owner) {
+	i, _ := slices.BinarySearchFunc(st.owners, o.svc, func(p owner, s ServiceKey) int { return strings.Compare(string(p.svc), string(s)) })
+	st.owners = slices.Insert(st.owners, i, o)
+}
+
+// updateOwner replaces an existing owner's key and ports; canShare must have
+// accepted o, so the key only changes when o is the sole owner.
+func (a *Allocator) updateOwner(st *addrState, o owner) {
+	i := st.owner(o.svc)
+	if i < 0 {
+		return
+	}
+	st.owners[i] = o
+	if st.key != o.key {
+		a.unindexKey(st)
+		st.key = o.key
+		a.indexKey(st)
+	}
+}
+
+// dropOwner removes svc from x and frees x once nobody holds it. It leaves
+// bySvc alone; callers maintain it.
+func (a *Allocator) dropOwner(x netip.Addr, svc ServiceKey) {
+	st := a.held[x]
+	if st == nil {
+		return
+	}
+	if i := st.owner(svc); i >= 0 {
+		st.owners = slices.Delete(st.owners, i, i+1)
+	}
+	if len(st.owners) > 0 {
+		return
+	}
+	delete(a.held, x)
+	a.unindexKey(st)
+	if ps := a.poolFor(x); ps != nil {
+		ps.free.put(u128From(x))
+	}
+}
+
+func (a *Allocator) indexKey(st *addrState) {
+	if st.key == "" {
+		return
+	}
+	m := a.byKey[st.key]
+	if m == nil {
+		m = map[netip.Addr]struct{}{}
+		a.byKey[st.key] = m
+	}
+	m[st.addr] = struct{}{}
+}
+
+func (a *Allocator) unindexKey(st *addrState) {
+	if st.key == "" {
+		return
+	}
+	m := a.byKey[st.key]
+	delete(m, st.addr)
+	if len(m) == 0 {
+		delete(a.byKey, st.key)
+	}
+}
+
+func (a *Allocator) assignments(addrs []netip.Addr) []Assignment {
+	if len(addrs) == 0 {
+		return nil
+	}
+	out := make([]Assignment, len(addrs))
+	for i, x := range addrs {
+		out[i] = Assignment{Pool: a.held[x].pool, Addr: x}
+	}
+	return out
+}
+
+// Release drops everything svc holds and returns what it held. Addresses
+// shared with other Services stay held by them; the rest become free again.
+func (a *Allocator) Release(svc ServiceKey) []Assignment {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	addrs := a.bySvc[svc]
+	out := a.assignments(addrs)
+	for _, x := range addrs {
+		a.dropOwner(x, svc)
+	}
+	delete(a.bySvc, svc)
+	return out
+}
+
+// Lookup returns what svc holds, or nil.
+func (a *Allocator) Lookup(svc ServiceKey) []Assignment {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.assignments(a.bySvc[svc])
+}
+
+// Stats reports the usage of the named pool; false if there is no such pool.
+func (a *Allocator) Stats(pool string) (PoolStats, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ps := a.pools[pool]
+	if ps == nil {
+		return PoolStats{}, false
+	}
+	st := PoolStats{Size: ps.Range.Size(), Owners: map[netip.Addr][]ServiceKey{}}
+	for x, h := range a.held {
+		if ps.Range.Contains(x) {
+			st.Used++
+			st.Owners[x] = h.services()
+		}
+	}
+	return st, true
+}
+
+// Owners returns the Services holding addr, sorted; nil if it is free.
+func (a *Allocator) Owners(addr netip.Addr) []ServiceKey {
+	x, err := normalizeAddr(addr)
+	if err != nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.held[x]; st != nil {
+		return st.services()
+	}
+	return nil
+}
+
+func (st *addrState) services() []ServiceKey {
+	out := make([]ServiceKey, len(st.owners))
+	for i, o := range st.owners {
+		out[i] = o.svc
+	}
+	return out
+}
+
+// normalizePorts makes protocols comparable: Kubernetes defaults an empty
+// protocol to TCP.
+func normalizePorts(ports []Port) []Port {
+	out := make([]Port, 0, len(ports))
+	for _, p := range ports {
+		p.Protocol = strings.ToUpper(p.Protocol)
+		if p.Protocol == "" {
+			p.Protocol = "TCP"
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,33 @@
+package ipam
+
+import "errors"
+
+// Sentinel errors. Every error returned by this package wraps one of them
+// together with the pool, address or Service involved, so callers can both
+// branch with errors.Is and show the message to users in an event.
+var (
+	// ErrInvalidRange reports an address range that cannot be parsed or is malformed.
+	ErrInvalidRange = errors.New("invalid address range")
+	// ErrInvalidPool reports a pool definition that SetPools refused (no name, duplicate name).
+	ErrInvalidPool = errors.New("invalid pool")
+	// ErrPoolOverlap reports a pool that SetPools refused because its range overlaps another pool.
+	ErrPoolOverlap = errors.New("pools overlap")
+	// ErrNoPool reports that no pool is eligible for the Service's namespace and family.
+	ErrNoPool = errors.New("no eligible pool")
+	// ErrPoolNotFound reports that a pool named by the Service does not exist.
+	ErrPoolNotFound = errors.New("pool not found")
+	// ErrPoolDisabled reports that the pool to allocate from is disabled.
+	ErrPoolDisabled = errors.New("pool disabled")
+	// ErrPoolExhausted reports that every candidate pool is full.
+	ErrPoolExhausted = errors.New("pool exhausted")
+	// ErrAddressTaken reports that an address is held by another Service that does not share it.
+	ErrAddressTaken = errors.New("address already in use")
+	// ErrNotInPool reports an explicitly requested address outside every (requested) pool.
+	ErrNotInPool = errors.New("address not in any pool")
+	// ErrFamilyMismatch reports that the requested IP families cannot be served by the requested pools or addresses.
+	ErrFamilyMismatch = errors.New("IP family mismatch")
+	// ErrPortClash reports that Services sharing an address would use the same protocol and port.
+	ErrPortClash = errors.New("port clash on shared address")
+	// ErrInvalidRequest reports a request or call that is malformed (no Service name, bad families, invalid address).
+	ErrInvalidRequest = errors.New("invalid request")
+)
