@@ -88,7 +88,7 @@ deps:
 
 ## Tests ---------------------------------------------------------------------
 
-test: deps tools build test-unit test-fuzz test-conformance
+test: deps tools build verify test-unit test-fuzz test-conformance
 
 test-unit:
 	go test -count=1 -race ./provider/... ./nodeagent/...

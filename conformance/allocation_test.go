@@ -28,6 +28,12 @@ func TestAllocation(t *testing.T) {
 	l := newLab(t)
 	l.ccm("ccm")
 
+	t.Run("NodeInitialization", func(t *testing.T) {
+		l := *l
+		l.t = t
+		testNodeInitialization(t, l)
+	})
+
 	t.Run("OpenELBManifestsAndNamespaceRules", func(t *testing.T) {
 		l := *l
 		l.t = t

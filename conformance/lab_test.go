@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -48,15 +46,12 @@ func newLab(t *testing.T) *lab {
 	return l
 }
 
-const cloudNamespace = "openelb-system"
+const cloudNamespace = harness.CCMNamespace
 
 func (l *lab) namespace(name string, labels map[string]string) {
 	l.t.Helper()
-	_, err := l.cs.CoreV1().Namespaces().Create(context.Background(), &v1.Namespace{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-	}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		l.t.Fatalf("creating namespace %s: %v", name, err)
+	if err := l.cp.EnsureNamespace(context.Background(), name, labels); err != nil {
+		l.t.Fatal(err)
 	}
 }
 
@@ -64,23 +59,14 @@ func (l *lab) namespace(name string, labels map[string]string) {
 // name is per test so tests never wait on each other's leases.
 func (l *lab) ccm(name string, extra ...string) *harness.Component {
 	l.t.Helper()
-	bin := filepath.Join(repoBin(l.t), "openelb-cloud-controller-manager")
-	port, err := harness.FreePort()
-	if err != nil {
-		l.t.Fatal(err)
-	}
 	args := append([]string{
-		"--kubeconfig=" + l.cp.Kubeconfig,
-		"--cloud-provider=openelb",
-		"--bind-address=127.0.0.1",
-		fmt.Sprintf("--secure-port=%d", port),
 		"--leader-elect-resource-name=" + leaseName(l.t),
 		"--leader-elect-lease-duration=4s",
 		"--leader-elect-renew-deadline=3s",
 		"--leader-elect-retry-period=1s",
 		"--v=2",
 	}, extra...)
-	c, err := l.cp.StartComponent(name, bin, args...)
+	c, err := l.cp.StartCCM(name, args...)
 	if err != nil {
 		l.t.Fatalf("starting %s: %v", name, err)
 	}
@@ -100,19 +86,6 @@ func sanitize(s string) string {
 		}
 		return '-'
 	}, s)
-}
-
-func repoBin(t testing.TB) string {
-	t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(root, "bin")
-	if _, err := os.Stat(filepath.Join(bin, "openelb-cloud-controller-manager")); err != nil {
-		t.Fatalf("bin/openelb-cloud-controller-manager missing: run `make build` (make test does): %v", err)
-	}
-	return bin
 }
 
 // apply runs kubectl apply -f on a file of testdata.

@@ -240,13 +240,29 @@ func TestSplitBrainNoDuplicates(t *testing.T) {
 	l.namespace("split", nil)
 	l.eip("eip-split", "10.22.0.0/24", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"split"} })
 	history := l.watchAddresses("split")
-	l.ccm("brain-a", "--leader-elect=false")
-	l.ccm("brain-b", "--leader-elect=false")
+	a := l.ccm("brain-a", "--leader-elect=false")
+	b := l.ccm("brain-b", "--leader-elect=false")
 	l.burst("split", 100)
 	l.waitAll("split", 100, 2*time.Minute)
 	time.Sleep(2 * time.Second)
-	_ = history()
+	// Two active replicas may each pick an address for the same Service
+	// before either sees the other's status: the Service's address can be
+	// replaced once (documented), but no address is ever held by two
+	// Services - watchAddresses fails the test the moment that happens.
+	flips := 0
+	for _, addrs := range history() {
+		if len(addrs) > 1 {
+			flips++
+		}
+	}
+	t.Logf("split brain: %d of 100 Services saw their address replaced while the replicas raced", flips)
 	l.assertNoDuplicates()
+	// The race must actually have happened for this to prove anything: at
+	// least one replica found an address it picked already claimed.
+	const arbitrated = "Address is held elsewhere"
+	if !a.LogContains(arbitrated) && !b.LogContains(arbitrated) {
+		t.Errorf("neither replica ever lost a claim race; the test did not exercise the arbiter")
+	}
 	var claims v1alpha2.IPClaimList
 	if err := l.crd.List(context.Background(), &claims); err != nil {
 		t.Fatal(err)

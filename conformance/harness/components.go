@@ -9,8 +9,10 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
@@ -115,4 +117,54 @@ func (c *ControlPlane) waitEstablished(ctx context.Context, name string) error {
 		}
 		return false, nil
 	})
+}
+
+// CCMNamespace is where the CCM's leader-election Lease lives (the
+// provider's shipped default).
+const CCMNamespace = "openelb-system"
+
+// ProjectBinary is the path of one of the project's binaries (make build).
+func ProjectBinary(name string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(root, "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s missing: run `make build`: %w", p, err)
+	}
+	return p, nil
+}
+
+// StartCCM runs bin/openelb-cloud-controller-manager against this control
+// plane with its shipped defaults, on a free secure port, plus extra flags
+// (later flags win). The namespace holding its Lease must exist.
+func (c *ControlPlane) StartCCM(name string, extra ...string) (*Component, error) {
+	bin, err := ProjectBinary("openelb-cloud-controller-manager")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--cloud-provider=openelb",
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", port),
+		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+	}, extra...)
+	return c.StartComponent(name, bin, args...)
+}
+
+// EnsureNamespace creates a namespace unless it exists.
+func (c *ControlPlane) EnsureNamespace(ctx context.Context, name string, labels map[string]string) error {
+	_, err := c.Client().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	return nil
 }

@@ -80,11 +80,18 @@ func portsClash(a []v1alpha2.ClaimPort, b []ipam.Port) bool {
 func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment, req ipam.Request) error {
 	name := v1alpha2.ClaimName(a.Addr)
 	me := v1alpha2.ClaimOwner{Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, Ports: claimPorts(req.Ports)}
-	if c, err := p.cluster.Claim(ctx, name); err == nil && holds(c, string(svc.UID)) {
+	c, err := p.cluster.Claim(ctx, name)
+	if err == nil && holds(c, string(svc.UID)) {
 		return nil
 	}
+	// The cache decides the first attempt: absent there, the claim is most
+	// likely free, so create it straight away (one round trip on the
+	// allocation path) and fall back to live reads only on a conflict.
+	cacheMiss := apierrors.IsNotFound(err)
 	for attempt := 0; attempt < claimAttempts; attempt++ {
-		c, err := p.cluster.LiveClaim(ctx, name)
+		if attempt > 0 || !cacheMiss {
+			c, err = p.cluster.LiveClaim(ctx, name)
+		}
 		if apierrors.IsNotFound(err) {
 			err = p.cluster.CreateClaim(ctx, &v1alpha2.IPClaim{
 				ObjectMeta: metav1.ObjectMeta{Name: name},

@@ -1,0 +1,387 @@
+// Command bench measures create→IP latency of the real CCM against the real
+// local control plane (make bench): 100 Services created one at a time, then
+// bursts of 1,000 and 10,000 created by 16 concurrent clients, and the API
+// writes each Service costs. It prints tables; it asserts nothing.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openelb/cloud-provider-openelb/conformance/harness"
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/kube"
+)
+
+func main() {
+	single := flag.Int("single", 100, "Services created one at a time")
+	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
+	creators := flag.Int("creators", 16, "concurrent creators in a burst")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *single, *bursts, *creators); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name                string
+	n                   int
+	p50, p99, max       time.Duration
+	createSpan, lastLag time.Duration
+	writes              map[string]float64
+}
+
+func run(ctx context.Context, single int, bursts string, creators int) error {
+	cp, err := harness.Start(ctx, harness.Options{ControllerManager: true})
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	if err := cp.ApplyCRDs(ctx); err != nil {
+		return err
+	}
+	if err := cp.EnsureNamespace(ctx, harness.CCMNamespace, nil); err != nil {
+		return err
+	}
+	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	if err != nil {
+		return err
+	}
+	// One default pool large enough for every Service of the run.
+	if err := crd.Create(ctx, &v1alpha2.Eip{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
+		Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14"},
+	}); err != nil {
+		return err
+	}
+	ccm, err := cp.StartCCM("ccm") // shipped defaults
+	if err != nil {
+		return err
+	}
+	defer ccm.Stop()
+
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.QPS, cfg.Burst = 5000, 10000
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	w := newWatcher(cs)
+	defer w.stop()
+
+	var results []result
+	// Warm-up: the CCM must lead and be ready before anything is timed.
+	if err := cp.EnsureNamespace(ctx, "warmup", nil); err != nil {
+		return err
+	}
+	if _, err := createAndWait(ctx, cs, w, "warmup", "w0"); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+
+	if single > 0 {
+		if err := cp.EnsureNamespace(ctx, "single", nil); err != nil {
+			return err
+		}
+		before, _ := writes(ctx, cs)
+		var lat []time.Duration
+		for i := range single {
+			d, err := createAndWait(ctx, cs, w, "single", fmt.Sprintf("s-%d", i))
+			if err != nil {
+				return err
+			}
+			lat = append(lat, d)
+		}
+		time.Sleep(2 * time.Second) // let asynchronous writes (events, plans) land
+		after, _ := writes(ctx, cs)
+		r := summarize("one at a time", lat)
+		r.writes = perService(before, after, single)
+		results = append(results, r)
+	}
+	for _, s := range strings.Split(bursts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			continue
+		}
+		ns := fmt.Sprintf("burst-%d", n)
+		if err := cp.EnsureNamespace(ctx, ns, nil); err != nil {
+			return err
+		}
+		before, _ := writes(ctx, cs)
+		r, err := burst(ctx, cs, w, ns, n, creators)
+		if err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Second)
+		after, _ := writes(ctx, cs)
+		r.writes = perService(before, after, n)
+		results = append(results, r)
+	}
+	print(results)
+	return nil
+}
+
+func newService(ns, name string) *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1.ServiceSpec{
+			Type:  v1.ServiceTypeLoadBalancer,
+			Ports: []v1.ServicePort{{Port: 80, Protocol: v1.ProtocolTCP}},
+			// The NodePort range runs out near 2,700 Services.
+			AllocateLoadBalancerNodePorts: ptr.To(false),
+		},
+	}
+}
+
+// watcher records when each Service was first seen with an address.
+type watcher struct {
+	mu     sync.Mutex
+	first  map[string]time.Time
+	notify map[string]chan struct{}
+	done   chan struct{}
+}
+
+func newWatcher(cs kubernetes.Interface) *watcher {
+	w := &watcher{first: map[string]time.Time{}, notify: map[string]chan struct{}{}, done: make(chan struct{})}
+	see := func(o any) {
+		s, ok := o.(*v1.Service)
+		if !ok || len(s.Status.LoadBalancer.Ingress) == 0 {
+			return
+		}
+		now := time.Now()
+		key := s.Namespace + "/" + s.Name
+		w.mu.Lock()
+		if _, ok := w.first[key]; !ok {
+			w.first[key] = now
+			if ch := w.notify[key]; ch != nil {
+				close(ch)
+			}
+		}
+		w.mu.Unlock()
+	}
+	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: cache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "services", "", fields.Everything()),
+		ObjectType:    &v1.Service{},
+		Handler:       cache.ResourceEventHandlerFuncs{AddFunc: see, UpdateFunc: func(_, o any) { see(o) }},
+	})
+	go ctrl.Run(w.done)
+	return w
+}
+
+func (w *watcher) stop() { close(w.done) }
+
+func (w *watcher) wait(key string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := make(chan struct{})
+	if _, ok := w.first[key]; ok {
+		close(ch)
+		return ch
+	}
+	w.notify[key] = ch
+	return ch
+}
+
+func (w *watcher) seen(key string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, ok := w.first[key]
+	return t, ok
+}
+
+func createAndWait(ctx context.Context, cs kubernetes.Interface, w *watcher, ns, name string) (time.Duration, error) {
+	ch := w.wait(ns + "/" + name)
+	start := time.Now()
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, newService(ns, name), metav1.CreateOptions{}); err != nil {
+		return 0, err
+	}
+	select {
+	case <-ch:
+	case <-time.After(60 * time.Second):
+		return 0, fmt.Errorf("%s/%s got no address within 60s", ns, name)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	t, _ := w.seen(ns + "/" + name)
+	return t.Sub(start), nil
+}
+
+func burst(ctx context.Context, cs kubernetes.Interface, w *watcher, ns string, n, creators int) (result, error) {
+	created := make([]time.Time, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	begin := time.Now()
+	for range creators {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				start := time.Now()
+				if _, err := cs.CoreV1().Services(ns).Create(ctx, newService(ns, fmt.Sprintf("b-%d", i)), metav1.CreateOptions{}); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				created[i] = start
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return result{}, err
+	}
+	lastCreate := time.Now()
+	deadline := time.Now().Add(5 * time.Minute)
+	var lat []time.Duration
+	var lastIP time.Time
+	for i := 0; i < n; {
+		t, ok := w.seen(fmt.Sprintf("%s/b-%d", ns, i))
+		if !ok {
+			if time.Now().After(deadline) {
+				return result{}, fmt.Errorf("%s: %d of %d Services have no address after 5 minutes", ns, n-i, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		lat = append(lat, t.Sub(created[i]))
+		if t.After(lastIP) {
+			lastIP = t
+		}
+		i++
+	}
+	r := summarize(fmt.Sprintf("burst, %d creators", creators), lat)
+	r.createSpan = lastCreate.Sub(begin)
+	r.lastLag = lastIP.Sub(lastCreate)
+	return r, nil
+}
+
+func summarize(name string, lat []time.Duration) result {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	return result{name: name, n: len(lat), p50: q(0.50), p99: q(0.99), max: lat[len(lat)-1]}
+}
+
+// writes reads the API server's request counters for the writes a
+// LoadBalancer Service causes, keyed "verb resource[/subresource]".
+func writes(ctx context.Context, cs kubernetes.Interface) (map[string]float64, error) {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(raw)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels := parseLabels(line[len("apiserver_request_total{"):strings.LastIndex(line, "}")])
+		switch labels["verb"] {
+		case "POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE", "APPLY":
+		default:
+			continue
+		}
+		switch labels["resource"] {
+		case "services", "events", "ipclaims", "loadbalancerplans", "eips":
+		default:
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndex(line, " ")+1:]), 64)
+		if err != nil {
+			continue
+		}
+		key := labels["verb"] + " " + labels["resource"]
+		if sub := labels["subresource"]; sub != "" {
+			key += "/" + sub
+		}
+		out[key] += v
+	}
+	return out, sc.Err()
+}
+
+func parseLabels(s string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok {
+			out[k] = strings.Trim(v, `"`)
+		}
+	}
+	return out
+}
+
+func perService(before, after map[string]float64, n int) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			out[k] = d / float64(n)
+		}
+	}
+	return out
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func print(results []result) {
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\ncreate→IP (real CCM, shipped defaults, local kube-apiserver 1.36.3 + etcd 3.6 on tmpfs)")
+	fmt.Fprintln(tw, "scenario\tServices\tp50\tp99\tmax\tcreates took\tlast create→last IP")
+	for _, r := range results {
+		span, lag := "-", "-"
+		if r.createSpan > 0 {
+			span, lag = ms(r.createSpan), ms(r.lastLag)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.name, r.n, ms(r.p50), ms(r.p99), ms(r.max), span, lag)
+	}
+	tw.Flush()
+	fmt.Fprintln(tw, "\nAPI writes per Service (kube-apiserver request counters; creates of the Services themselves included)")
+	keys := map[string]bool{}
+	for _, r := range results {
+		for k := range r.writes {
+			keys[k] = true
+		}
+	}
+	var ks []string
+	for k := range keys {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	header := "request"
+	for _, r := range results {
+		header += fmt.Sprintf("\t%s (%d)", r.name, r.n)
+	}
+	fmt.Fprintln(tw, header)
+	for _, k := range ks {
+		row := k
+		for _, r := range results {
+			row += fmt.Sprintf("\t%.2f", r.writes[k])
+		}
+		fmt.Fprintln(tw, row)
+	}
+	tw.Flush()
+}
