@@ -34,12 +34,14 @@ func testNodeInitialization(t *testing.T, l lab) {
 			return false, nil
 		}
 		got = n
-		return n.Spec.ProviderID != "" && !slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool {
+		// The node controller writes spec (provider ID, labels, taint) and
+		// status (addresses) in separate updates: wait for both.
+		return n.Spec.ProviderID != "" && len(n.Status.Addresses) > 0 && !slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool {
 			return t.Key == "node.cloudprovider.kubernetes.io/uninitialized"
 		}), nil
 	})
 	if err != nil {
-		t.Fatalf("node not initialized within 30s: providerID=%q taints=%v", got.Spec.ProviderID, got.Spec.Taints)
+		t.Fatalf("node not initialized within 30s: providerID=%q taints=%v addresses=%v", got.Spec.ProviderID, got.Spec.Taints, got.Status.Addresses)
 	}
 	if got.Spec.ProviderID != "openelb://worker-p001" {
 		t.Errorf("providerID = %q, want openelb://worker-p001", got.Spec.ProviderID)
