@@ -20,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/openelb/cloud-provider-openelb/provider/cloud"
+	"github.com/openelb/cloud-provider-openelb/provider/controller"
 	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
@@ -29,7 +30,7 @@ func main() {
 		klog.Fatalf("Cannot initialize options: %v", err)
 	}
 	cloud.ApplyDefaults(opts)
-	cmd := app.NewCloudControllerManagerCommand(opts, newCloud, app.DefaultInitFuncConstructors,
+	cmd := app.NewCloudControllerManagerCommand(opts, newCloud, controller.InitFuncConstructors(),
 		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, wait.NeverStop)
 	os.Exit(cli.Run(cmd))
 }

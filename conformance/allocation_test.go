@@ -26,7 +26,7 @@ const ipTimeout = 30 * time.Second
 // CCM, each in its own namespaces and address ranges.
 func TestAllocation(t *testing.T) {
 	l := newLab(t)
-	l.ccm("ccm")
+	ccm := l.ccm("ccm")
 
 	t.Run("NodeInitialization", func(t *testing.T) {
 		l := *l
@@ -361,6 +361,11 @@ func TestAllocation(t *testing.T) {
 			t.Fatal(err)
 		}
 		l.waitEip("eip-share", 10*time.Second, func(e *v1alpha2.Eip) bool { return e.Status.Used[a[0].String()] == "share/https" })
+	})
+
+	// Last: by now the provider has counted allocations and refusals.
+	t.Run("HealthAndMetrics", func(t *testing.T) {
+		testHealthAndMetrics(t, ccm)
 	})
 }
 

@@ -188,15 +188,25 @@ func TestSIGKILLMidBurstKeepsEveryAddress(t *testing.T) {
 	}
 	before := len(history())
 	t.Logf("SIGKILLed the CCM with %d of %d Services addressed", before, n)
-	l.ccm("ccm-2")
+	c2 := l.ccm("ccm-2")
 	got := l.waitAll("burst", n, 2*time.Minute)
 	checkHistory(t, history())
 	l.assertNoDuplicates()
 	l.checkClaims("burst", got)
-	// Restart once more, idle: nothing changes.
-	l.ccm("ccm-3")
-	time.Sleep(3 * time.Second)
+	// Restart once more, idle, with JSON logs: nothing changes.
+	if err := c2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c3 := l.ccm("ccm-3", "--logging-format=json")
+	const ready = `"msg":"Provider ready: every held address re-adopted"`
+	if err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return c3.LogContains(ready), nil
+	}); err != nil {
+		t.Errorf("--logging-format=json: no JSON ready line from the provider; tail:\n%s", c3.LogTail(5))
+	}
+	time.Sleep(2 * time.Second)
 	checkHistory(t, history())
+	l.checkClaims("burst", got)
 }
 
 // TestTwoReplicasLeaderKill runs two CCM replicas with leader election (the
@@ -214,7 +224,11 @@ func TestTwoReplicasLeaderKill(t *testing.T) {
 	leader := l.leaseHolder()
 	t.Logf("leader: %s", leader)
 	var victim, survivor = a, b
-	if b.LogContains("successfully acquired lease") {
+	const acquired = "Successfully acquired lease"
+	if a.LogContains(acquired) == b.LogContains(acquired) {
+		t.Fatalf("cannot tell the leader: acquired-lease lines in a=%v b=%v", a.LogContains(acquired), b.LogContains(acquired))
+	}
+	if b.LogContains(acquired) {
 		victim, survivor = b, a
 	}
 	go l.burstFrom("ha", 40, 120)
@@ -226,7 +240,9 @@ func TestTwoReplicasLeaderKill(t *testing.T) {
 	if now := l.leaseHolder(); now == leader {
 		t.Errorf("lease still held by the killed replica %q", now)
 	}
-	_ = survivor
+	if !survivor.LogContains(acquired) {
+		t.Errorf("the surviving replica never took the lease")
+	}
 	checkHistory(t, history())
 	l.assertNoDuplicates()
 	l.checkClaims("ha", got)

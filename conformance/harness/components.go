@@ -21,6 +21,8 @@ import (
 // started by a test or the demo against this control plane.
 type Component struct {
 	p *process
+	// SecurePort is where a CCM serves /healthz and /metrics (0 otherwise).
+	SecurePort int
 }
 
 // StartComponent runs bin with args; output goes to <LogDir>/<name>.log.
@@ -155,7 +157,12 @@ func (c *ControlPlane) StartCCM(name string, extra ...string) (*Component, error
 		fmt.Sprintf("--secure-port=%d", port),
 		"--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
 	}, extra...)
-	return c.StartComponent(name, bin, args...)
+	comp, err := c.StartComponent(name, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	comp.SecurePort = port
+	return comp, nil
 }
 
 // EnsureNamespace creates a namespace unless it exists.
@@ -167,4 +174,18 @@ func (c *ControlPlane) EnsureNamespace(ctx context.Context, name string, labels 
 		return fmt.Errorf("creating namespace %s: %w", name, err)
 	}
 	return nil
+}
+
+// PIDs maps each running control-plane process (etcd, kube-apiserver,
+// kube-controller-manager) to its PID, for resource accounting.
+func (c *ControlPlane) PIDs() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for _, p := range c.procs {
+		if !p.exited() {
+			out[p.name] = p.pid()
+		}
+	}
+	return out
 }

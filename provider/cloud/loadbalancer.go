@@ -13,6 +13,7 @@ import (
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 
 	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/provider/ipam"
@@ -91,7 +92,7 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 	if err != nil {
 		p.cluster.Event(svc, v1.EventTypeWarning, ReasonInvalid, err.Error())
 		metricAllocations.WithLabelValues(ReasonInvalid).Inc()
-		return nil, err
+		return nil, reportedError{err}
 	}
 	if err := lb.checkNamedPools(req); err != nil {
 		return nil, lb.refuse(svc, err)
@@ -152,7 +153,12 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 		metricAllocations.WithLabelValues(ReasonAllocated).Inc()
 		signal(p.statusDirty)
 	}
-	p.planQueue.Add(string(key))
+	// The plan is written when the Service's status update reaches the
+	// provider's cache (the Service handler queues it): after the write the
+	// user waits for, not competing with it. Pools and nodes requeue it too.
+	if !p.planFresh(key, svc) {
+		p.planQueue.Add(string(key))
+	}
 	return ingressStatus(as), nil
 }
 
@@ -202,7 +208,19 @@ func (lb *LoadBalancer) refuse(svc *v1.Service, err error) error {
 		// service controller does not watch: retry on a fixed period.
 		return api.NewRetryError(err.Error(), lb.p.opts.RetryAfter)
 	}
-	return err
+	return reportedError{err}
+}
+
+// reportedError marks an error the provider already reported with an event
+// on the Service, so the controller does not report it twice.
+type reportedError struct{ error }
+
+func (e reportedError) Unwrap() error { return e.error }
+
+// IsReported tells whether err was already reported on the Service.
+func IsReported(err error) bool {
+	var r reportedError
+	return errors.As(err, &r)
 }
 
 func refusalReason(err error) string {
@@ -246,7 +264,10 @@ func describe(as []ipam.Assignment) string {
 func ingressStatus(as []ipam.Assignment) *v1.LoadBalancerStatus {
 	st := &v1.LoadBalancerStatus{}
 	for _, a := range as {
-		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: a.Addr.String()})
+		// ipMode VIP is what the API server defaults it to; saying so keeps
+		// the status we return equal to the one stored, so an unchanged
+		// Service costs no write.
+		st.Ingress = append(st.Ingress, v1.LoadBalancerIngress{IP: a.Addr.String(), IPMode: ptr.To(v1.LoadBalancerIPModeVIP)})
 	}
 	return st
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/ipam"
 )
 
 // planWorker writes LoadBalancerPlans off the allocation path: a Service
@@ -59,15 +60,23 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 	}
 	switch {
 	case desired == nil && existing == nil:
+		p.rememberPlan(key, nil)
 		return nil
 	case desired == nil:
+		p.rememberPlan(key, nil)
 		err := p.cluster.DeletePlan(ctx, existing)
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 			return nil
 		}
 		return err
 	case existing == nil:
+		if p.wrotePlan(key, &desired.Spec) {
+			return nil // created moments ago; the cache will deliver it
+		}
 		err := p.cluster.CreatePlan(ctx, desired)
+		if err == nil {
+			p.rememberPlan(key, &desired.Spec)
+		}
 		if apierrors.IsAlreadyExists(err) {
 			return nil // the cache will deliver it and requeue
 		}
@@ -125,4 +134,35 @@ func (p *Provider) desiredPlan(svc *v1.Service) *v1alpha2.LoadBalancerPlan {
 		plan.Spec.Addresses = append(plan.Spec.Addresses, pa)
 	}
 	return plan
+}
+
+// rememberPlan records the spec just created for a Service, so a sync that
+// runs before the cache has the new plan does not create it twice. nil
+// forgets.
+func (p *Provider) rememberPlan(key string, spec *v1alpha2.LoadBalancerPlanSpec) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if spec == nil {
+		delete(p.created, key)
+		return
+	}
+	p.created[key] = spec.DeepCopy()
+}
+
+func (p *Provider) wrotePlan(key string, spec *v1alpha2.LoadBalancerPlanSpec) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w, ok := p.created[key]
+	return ok && apiequality.Semantic.DeepEqual(w, spec)
+}
+
+// planFresh reports whether the Service's cached plan already matches what
+// it should be, so an unchanged Service queues no plan work.
+func (p *Provider) planFresh(key ipam.ServiceKey, svc *v1.Service) bool {
+	desired := p.desiredPlan(svc)
+	existing, err := p.cluster.Plan(context.Background(), svc.Namespace, svc.Name)
+	if err != nil || desired == nil {
+		return false
+	}
+	return existing.Spec.ServiceUID == desired.Spec.ServiceUID && apiequality.Semantic.DeepEqual(existing.Spec, desired.Spec)
 }

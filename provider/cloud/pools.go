@@ -37,6 +37,22 @@ type poolSet struct {
 
 func (s *poolSet) get(name string) *pool { return s.byName[name] }
 
+// fingerprint changes whenever anything allocation depends on changes: an
+// Eip's spec (generation), its default annotation, or the set of Eips.
+func (s *poolSet) fingerprint() string {
+	names := make([]string, 0, len(s.byName))
+	for n := range s.byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		e := s.byName[n].eip
+		fmt.Fprintf(&b, "%s/%s/%d/%t;", n, e.UID, e.Generation, e.IsDefault())
+	}
+	return b.String()
+}
+
 // buildPools validates Eips into pools: an unparsable address, the
 // unsupported vip protocol, or an overlap with an older Eip keeps an Eip out
 // of allocation, with the reason kept for its status.
@@ -102,20 +118,27 @@ func (s *poolSet) ipamPools() []ipam.Pool {
 	return out
 }
 
-// syncPools loads the Eips into the allocator.
-func (p *Provider) syncPools(ctx context.Context) error {
+// syncPools loads the Eips into the allocator and reports whether anything
+// allocation depends on changed.
+func (p *Provider) syncPools(ctx context.Context) (bool, error) {
 	eips, err := p.cluster.Eips(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	set := buildPools(eips)
+	if old := p.pools.Load(); old != nil && old.fingerprint() == set.fingerprint() {
+		// Only statuses changed (mostly our own writes): keep the
+		// allocator's pools, refresh the objects the status loop compares.
+		p.pools.Store(set)
+		return false, nil
+	}
 	if err := p.alloc.SetPools(set.ipamPools()); err != nil {
 		// buildPools already removed what SetPools refuses; anything left is
 		// reported, never silently dropped.
 		klog.FromContext(ctx).Error(err, "Allocator refused some pools")
 	}
 	p.pools.Store(set)
-	return nil
+	return true, nil
 }
 
 func (p *Provider) poolLoop(ctx context.Context) {
@@ -125,9 +148,13 @@ func (p *Provider) poolLoop(ctx context.Context) {
 			return
 		case <-p.poolsDirty:
 		}
-		if err := p.syncPools(ctx); err != nil {
+		changed, err := p.syncPools(ctx)
+		if err != nil {
 			klog.FromContext(ctx).Error(err, "Reloading pools failed")
 			time.AfterFunc(time.Second, func() { signal(p.poolsDirty) })
+			continue
+		}
+		if !changed {
 			continue
 		}
 		signal(p.statusDirty)

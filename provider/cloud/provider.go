@@ -15,6 +15,7 @@ import (
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
 
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/provider/ipam"
 )
 
@@ -49,6 +50,8 @@ type Provider struct {
 	// confirmed holds the addresses of each Service whose IPClaims the API
 	// server accepted; only those are published in plans and status.
 	confirmed map[ipam.ServiceKey][]netip.Addr
+	// created remembers plans created but maybe not yet in the cache.
+	created map[string]*v1alpha2.LoadBalancerPlanSpec
 
 	planQueue   workqueue.TypedRateLimitingInterface[string]
 	poolsDirty  chan struct{}
@@ -76,6 +79,7 @@ func New(opts Options) (*Provider, error) {
 		opts:        opts,
 		alloc:       ipam.New(),
 		confirmed:   map[ipam.ServiceKey][]netip.Addr{},
+		created:     map[string]*v1alpha2.LoadBalancerPlanSpec{},
 		poolsDirty:  make(chan struct{}, 1),
 		statusDirty: make(chan struct{}, 1),
 		planQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -150,7 +154,7 @@ func (p *Provider) start(ctx context.Context) error {
 	if err := p.cluster.Start(ctx, handlers); err != nil {
 		return err
 	}
-	if err := p.syncPools(ctx); err != nil {
+	if _, err := p.syncPools(ctx); err != nil {
 		return fmt.Errorf("loading pools: %w", err)
 	}
 	// Re-adopt until it succeeds: allocating before every held address is

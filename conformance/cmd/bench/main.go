@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sort"
 	"strconv"
@@ -47,12 +48,54 @@ func main() {
 	}
 }
 
+// cpuSeconds reads a process's user+system CPU time from /proc.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// rssMiB reads a process's resident set size from /proc.
+func rssMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+type usage map[string]float64
+
+func sample(pids map[string]int) usage {
+	u := usage{}
+	for n, pid := range pids {
+		u[n] = cpuSeconds(pid)
+	}
+	return u
+}
+
 type result struct {
 	name                string
 	n                   int
 	p50, p99, max       time.Duration
 	createSpan, lastLag time.Duration
 	writes              map[string]float64
+	cpu                 usage
+	ccmRSS              float64
 }
 
 func run(ctx context.Context, single int, bursts string, creators int) error {
@@ -78,11 +121,26 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 	}); err != nil {
 		return err
 	}
-	ccm, err := cp.StartCCM("ccm") // shipped defaults
+	// Shipped defaults; BENCH_CCM_FLAGS adds flags for diagnosis (e.g. --v=4).
+	ccm, err := cp.StartCCM("ccm", strings.Fields(os.Getenv("BENCH_CCM_FLAGS"))...)
 	if err != nil {
 		return err
 	}
 	defer ccm.Stop()
+	if os.Getenv("BENCH_KEEP_LOG") != "" {
+		defer func() { _ = exec.Command("cp", ccm.LogPath(), os.Getenv("BENCH_KEEP_LOG")).Run() }()
+	}
+
+	pids := cp.PIDs()
+	pids["openelb-ccm"] = ccm.Pid()
+	measure := func(r *result, before usage) {
+		after := sample(pids)
+		r.cpu = usage{}
+		for n := range after {
+			r.cpu[n] = after[n] - before[n]
+		}
+		r.ccmRSS = rssMiB(ccm.Pid())
+	}
 
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.QPS, cfg.Burst = 5000, 10000
@@ -104,6 +162,7 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 			return err
 		}
 		before, _ := writes(ctx, cs)
+		cpu0 := sample(pids)
 		var lat []time.Duration
 		for i := range single {
 			d, err := createAndWait(ctx, cs, w, "single", fmt.Sprintf("s-%d", i))
@@ -116,6 +175,7 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 		after, _ := writes(ctx, cs)
 		r := summarize("one at a time", lat)
 		r.writes = perService(before, after, single)
+		measure(&r, cpu0)
 		results = append(results, r)
 	}
 	for _, s := range strings.Split(bursts, ",") {
@@ -128,6 +188,7 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 			return err
 		}
 		before, _ := writes(ctx, cs)
+		cpu0 := sample(pids)
 		r, err := burst(ctx, cs, w, ns, n, creators)
 		if err != nil {
 			return err
@@ -135,6 +196,7 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 		time.Sleep(2 * time.Second)
 		after, _ := writes(ctx, cs)
 		r.writes = perService(before, after, n)
+		measure(&r, cpu0)
 		results = append(results, r)
 	}
 	print(results)
@@ -383,5 +445,29 @@ func print(results []result) {
 		}
 		fmt.Fprintln(tw, row)
 	}
+	tw.Flush()
+	fmt.Fprintln(tw, "\nCPU seconds used during each scenario (2 cores), and the CCM's RSS after it")
+	header = "process"
+	for _, r := range results {
+		header += fmt.Sprintf("\t%s (%d)", r.name, r.n)
+	}
+	fmt.Fprintln(tw, header)
+	var procs []string
+	for n := range results[0].cpu {
+		procs = append(procs, n)
+	}
+	sort.Strings(procs)
+	for _, p := range procs {
+		row := p
+		for _, r := range results {
+			row += fmt.Sprintf("\t%.1f s", r.cpu[p])
+		}
+		fmt.Fprintln(tw, row)
+	}
+	row := "openelb-ccm RSS"
+	for _, r := range results {
+		row += fmt.Sprintf("\t%.0f MiB", r.ccmRSS)
+	}
+	fmt.Fprintln(tw, row)
 	tw.Flush()
 }

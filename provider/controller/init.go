@@ -1,0 +1,46 @@
+package controller
+
+import (
+	"context"
+
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/app"
+	cloudcontrollerconfig "k8s.io/cloud-provider/app/config"
+	"k8s.io/cloud-provider/names"
+	genericcontrollermanager "k8s.io/controller-manager/app"
+	"k8s.io/controller-manager/controller"
+	"k8s.io/klog/v2"
+)
+
+// InitFuncConstructors returns the framework's controllers with the
+// service-lb-controller slot running this package's controller; every flag
+// that enables, disables or tunes it (--controllers, --concurrent-service-syncs)
+// keeps working.
+func InitFuncConstructors() map[string]app.ControllerInitFuncConstructor {
+	out := make(map[string]app.ControllerInitFuncConstructor, len(app.DefaultInitFuncConstructors))
+	for k, v := range app.DefaultInitFuncConstructors {
+		out[k] = v
+	}
+	out[names.ServiceLBController] = app.ControllerInitFuncConstructor{
+		InitContext: app.ControllerInitContext{ClientName: "service-controller"},
+		Constructor: start,
+	}
+	return out
+}
+
+func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.CompletedConfig, cloud cloudprovider.Interface) app.InitFunc {
+	return func(ctx context.Context, cctx genericcontrollermanager.ControllerContext) (controller.Interface, bool, error) {
+		lb, ok := cloud.LoadBalancer()
+		if !ok {
+			klog.FromContext(ctx).Info("The cloud provider has no LoadBalancer; service controller not started")
+			return nil, false, nil
+		}
+		c, err := New(lb, cfg.ClientBuilder.ClientOrDie(initContext.ClientName),
+			cfg.SharedInformers.Core().V1().Services(), cfg.ComponentConfig.KubeCloudShared.ClusterName)
+		if err != nil {
+			return nil, false, err
+		}
+		go c.Run(ctx, int(cfg.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
+		return nil, true, nil
+	}
+}

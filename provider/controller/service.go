@@ -1,0 +1,272 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/api"
+	servicehelper "k8s.io/cloud-provider/service/helpers"
+	"k8s.io/klog/v2"
+
+	"github.com/openelb/cloud-provider-openelb/provider/cloud"
+)
+
+// Controller reconciles LoadBalancer Services against a
+// cloudprovider.LoadBalancer. It serves exactly the Services the framework's
+// controller would: type LoadBalancer without spec.loadBalancerClass. It
+// uses the framework's finalizer (service.kubernetes.io/load-balancer-cleanup),
+// so switching between the two controllers is seamless.
+//
+// The finalizer is added in the same patch as the status, after the provider
+// recorded the address, not before as the framework does. The window this
+// opens (an IPClaim exists, the Service has no finalizer yet) is closed on
+// both sides: a Service deleted meanwhile reaches the delete handler, which
+// releases its addresses, and a claim whose Service vanished while no CCM
+// ran is pruned when the provider starts.
+type Controller struct {
+	lb          cloudprovider.LoadBalancer
+	clusterName string
+	client      kubernetes.Interface
+	lister      corelisters.ServiceLister
+	synced      cache.InformerSynced
+	queue       workqueue.TypedRateLimitingInterface[string]
+	recorder    record.EventRecorder
+	broadcaster record.EventBroadcaster
+	// gone holds the last state of Services deleted without our finalizer
+	// (force-removed, or deleted inside the window above), so their
+	// addresses are still released.
+	gone map[string]*v1.Service
+	mu   chan struct{}
+}
+
+// New builds the controller; Run starts it.
+func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer coreinformers.ServiceInformer, clusterName string) (*Controller, error) {
+	b := record.NewBroadcaster()
+	c := &Controller{
+		lb:          lb,
+		clusterName: clusterName,
+		client:      client,
+		lister:      informer.Lister(),
+		synced:      informer.Informer().HasSynced,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "openelb_service"},
+		),
+		broadcaster: b,
+		recorder:    b.NewRecorder(scheme.Scheme, v1.EventSource{Component: "service-controller"}),
+		gone:        map[string]*v1.Service{},
+		mu:          make(chan struct{}, 1),
+	}
+	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if svc, ok := obj.(*v1.Service); ok && relevant(svc) {
+				c.enqueue(svc)
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*v1.Service)
+			n, ok2 := cur.(*v1.Service)
+			if ok1 && ok2 && changed(o, n) && (relevant(n) || relevant(o)) {
+				c.enqueue(n)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			svc, ok := obj.(*v1.Service)
+			if !ok {
+				tomb, ok := obj.(cache.DeletedFinalStateUnknown)
+				if !ok {
+					return
+				}
+				if svc, ok = tomb.Obj.(*v1.Service); !ok {
+					return
+				}
+			}
+			if !relevant(svc) {
+				return
+			}
+			c.lock()
+			c.gone[key(svc)] = svc
+			c.unlock()
+			c.enqueue(svc)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registering service handler: %w", err)
+	}
+	return c, nil
+}
+
+func (c *Controller) lock()   { c.mu <- struct{}{} }
+func (c *Controller) unlock() { <-c.mu }
+
+func key(svc *v1.Service) string { return svc.Namespace + "/" + svc.Name }
+
+func (c *Controller) enqueue(svc *v1.Service) { c.queue.Add(key(svc)) }
+
+// wants is the framework's rule for Services a cloud provider serves.
+func wants(svc *v1.Service) bool {
+	return svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil
+}
+
+// relevant: Services that want a load balancer, or still carry our
+// finalizer or an address that must be cleaned up.
+func relevant(svc *v1.Service) bool {
+	return wants(svc) || servicehelper.HasLBFinalizer(svc) || len(svc.Status.LoadBalancer.Ingress) > 0
+}
+
+// changed filters out updates that cannot change the outcome (resyncs,
+// unrelated status fields), so the controller's own status patch costs no
+// second reconciliation write.
+func changed(o, n *v1.Service) bool {
+	return !apiequality.Semantic.DeepEqual(o.Spec, n.Spec) ||
+		!apiequality.Semantic.DeepEqual(o.Annotations, n.Annotations) ||
+		!slices.Equal(o.Finalizers, n.Finalizers) ||
+		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
+		!servicehelper.LoadBalancerStatusEqual(&o.Status.LoadBalancer, &n.Status.LoadBalancer)
+}
+
+// Run processes Services with the given number of workers until ctx ends.
+func (c *Controller) Run(ctx context.Context, workers int) {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+	c.broadcaster.StartStructuredLogging(3)
+	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	defer c.broadcaster.Shutdown()
+	logger := klog.FromContext(ctx)
+	logger.Info("Starting openelb service controller", "workers", workers)
+	if !cache.WaitForNamedCacheSync("openelb-service", ctx.Done(), c.synced) {
+		return
+	}
+	for range workers {
+		go func() {
+			for c.processNext(ctx) {
+			}
+		}()
+	}
+	<-ctx.Done()
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	k, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(k)
+	err := c.sync(ctx, k)
+	if err == nil {
+		c.queue.Forget(k)
+		return true
+	}
+	var re *api.RetryError
+	if errors.As(err, &re) {
+		klog.FromContext(ctx).V(2).Info("Retrying Service later", "service", k, "after", re.RetryAfter(), "reason", err)
+		c.queue.AddAfter(k, re.RetryAfter())
+		return true
+	}
+	utilruntime.HandleErrorWithContext(ctx, err, "Syncing Service failed; retrying with backoff", "service", k)
+	c.queue.AddRateLimited(k)
+	return true
+}
+
+func (c *Controller) sync(ctx context.Context, k string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(k)
+	if err != nil {
+		return nil
+	}
+	svc, err := c.lister.Services(ns).Get(name)
+	switch {
+	case apierrors.IsNotFound(err):
+		c.lock()
+		last := c.gone[k]
+		c.unlock()
+		if last == nil {
+			return nil
+		}
+		if err := c.lb.EnsureLoadBalancerDeleted(ctx, c.clusterName, last); err != nil {
+			return err
+		}
+		c.lock()
+		if c.gone[k] == last {
+			delete(c.gone, k)
+		}
+		c.unlock()
+		return nil
+	case err != nil:
+		return err
+	}
+	if wants(svc) && svc.DeletionTimestamp == nil {
+		return c.ensure(ctx, svc)
+	}
+	return c.cleanup(ctx, svc)
+}
+
+func (c *Controller) ensure(ctx context.Context, svc *v1.Service) error {
+	logger := klog.FromContext(ctx)
+	began := time.Now()
+	status, err := c.lb.EnsureLoadBalancer(ctx, c.clusterName, svc, nil)
+	if err != nil {
+		var re *api.RetryError
+		if !errors.As(err, &re) && !cloud.IsReported(err) {
+			c.recorder.Eventf(svc, v1.EventTypeWarning, "SyncLoadBalancerFailed", "Error syncing load balancer: %v", err)
+		}
+		return err
+	}
+	if status == nil {
+		return fmt.Errorf("the provider returned no status for %s", key(svc))
+	}
+	if servicehelper.HasLBFinalizer(svc) && servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, status) {
+		return nil
+	}
+	upd := svc.DeepCopy()
+	if !servicehelper.HasLBFinalizer(upd) {
+		upd.Finalizers = append(upd.Finalizers, servicehelper.LoadBalancerCleanupFinalizer)
+	}
+	upd.Status.LoadBalancer = *status
+	ensured := time.Now()
+	if _, err := servicehelper.PatchService(c.client.CoreV1(), svc, upd); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("writing status and finalizer of %s: %w", key(svc), err)
+	}
+	logger.V(4).Info("Service status written", "service", klog.KObj(svc),
+		"ensure", ensured.Sub(began), "patch", time.Since(ensured))
+	return nil
+}
+
+// cleanup releases the addresses of a Service that is being deleted or no
+// longer wants a load balancer, then drops the finalizer (and, if the
+// Service stays, its status) in one patch.
+func (c *Controller) cleanup(ctx context.Context, svc *v1.Service) error {
+	if _, exists, err := c.lb.GetLoadBalancer(ctx, c.clusterName, svc); err != nil {
+		return err
+	} else if exists {
+		if err := c.lb.EnsureLoadBalancerDeleted(ctx, c.clusterName, svc); err != nil {
+			c.recorder.Eventf(svc, v1.EventTypeWarning, "DeleteLoadBalancerFailed", "Error deleting load balancer: %v", err)
+			return err
+		}
+	}
+	if !servicehelper.HasLBFinalizer(svc) && len(svc.Status.LoadBalancer.Ingress) == 0 {
+		return nil
+	}
+	upd := svc.DeepCopy()
+	upd.Finalizers = slices.DeleteFunc(upd.Finalizers, func(f string) bool { return f == servicehelper.LoadBalancerCleanupFinalizer })
+	upd.Status.LoadBalancer = v1.LoadBalancerStatus{}
+	if _, err := servicehelper.PatchService(c.client.CoreV1(), svc, upd); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing finalizer of %s: %w", key(svc), err)
+	}
+	return nil
+}
