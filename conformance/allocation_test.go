@@ -196,6 +196,16 @@ func TestAllocation(t *testing.T) {
 		if got := l.waitIPs("tiny", "c", 1, ipTimeout); got[0] != a[0] {
 			t.Errorf("c got %s, want the released %s", got[0], a[0])
 		}
+		// The deleted Service's plan went with it (owner reference, or the
+		// provider), and the address's claim now names c.
+		waitGone(t, l, &v1alpha2.LoadBalancerPlan{}, client.ObjectKey{Namespace: "tiny", Name: "a"})
+		var claim v1alpha2.IPClaim
+		if err := l.crd.Get(context.Background(), client.ObjectKey{Name: v1alpha2.ClaimName(a[0])}, &claim); err != nil {
+			t.Fatal(err)
+		}
+		if len(claim.Spec.Owners) != 1 || claim.Spec.Owners[0].Name != "c" {
+			t.Errorf("claim of the reused address = %+v, want only tiny/c", claim.Spec.Owners)
+		}
 	})
 
 	t.Run("Refusals", func(t *testing.T) {

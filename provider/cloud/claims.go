@@ -168,13 +168,7 @@ func (p *Provider) unclaim(ctx context.Context, svc *v1.Service, addr netip.Addr
 		if len(owners) == len(c.Spec.Owners) {
 			return nil
 		}
-		if len(owners) == 0 {
-			err = p.cluster.DeleteClaim(ctx, c)
-		} else {
-			upd := c.DeepCopy()
-			upd.Spec.Owners = owners
-			err = p.cluster.UpdateClaim(ctx, upd)
-		}
+		err = p.setOwners(ctx, c, owners)
 		if err == nil || apierrors.IsNotFound(err) {
 			return nil
 		}
@@ -274,15 +268,19 @@ func (p *Provider) adopt(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (p *Provider) pruneClaim(ctx context.Context, c *v1alpha2.IPClaim, live []v1alpha2.ClaimOwner) error {
-	var err error
-	if len(live) == 0 {
-		err = p.cluster.DeleteClaim(ctx, c)
-	} else {
-		upd := c.DeepCopy()
-		upd.Spec.Owners = live
-		err = p.cluster.UpdateClaim(ctx, upd)
+// setOwners writes a claim's new holders, deleting it when none is left;
+// both are conditional on the version read, so a concurrent change wins.
+func (p *Provider) setOwners(ctx context.Context, c *v1alpha2.IPClaim, owners []v1alpha2.ClaimOwner) error {
+	if len(owners) == 0 {
+		return p.cluster.DeleteClaim(ctx, c)
 	}
+	upd := c.DeepCopy()
+	upd.Spec.Owners = owners
+	return p.cluster.UpdateClaim(ctx, upd)
+}
+
+func (p *Provider) pruneClaim(ctx context.Context, c *v1alpha2.IPClaim, live []v1alpha2.ClaimOwner) error {
+	err := p.setOwners(ctx, c, live)
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("pruning IPClaim %s: %w", c.Name, err)
 	}

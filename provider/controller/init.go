@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	cloudcontrollerconfig "k8s.io/cloud-provider/app/config"
@@ -35,12 +36,26 @@ func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.Com
 			klog.FromContext(ctx).Info("The cloud provider has no LoadBalancer; service controller not started")
 			return nil, false, nil
 		}
+		services := cfg.SharedInformers.Core().V1().Services()
+		// Nothing in the CCM reads managed fields; dropping them from the
+		// shared Service cache saves a large share of its memory with tens
+		// of thousands of Services. Informers are not started yet here.
+		if err := services.Informer().SetTransform(stripManagedFields); err != nil {
+			klog.FromContext(ctx).V(2).Info("Could not set a transform on the Service informer", "err", err)
+		}
 		c, err := New(lb, cfg.ClientBuilder.ClientOrDie(initContext.ClientName),
-			cfg.SharedInformers.Core().V1().Services(), cfg.ComponentConfig.KubeCloudShared.ClusterName)
+			services, cfg.ComponentConfig.KubeCloudShared.ClusterName)
 		if err != nil {
 			return nil, false, err
 		}
 		go c.Run(ctx, int(cfg.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
 		return nil, true, nil
 	}
+}
+
+func stripManagedFields(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil && a.GetManagedFields() != nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
 }
