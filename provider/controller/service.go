@@ -76,6 +76,7 @@ func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer co
 	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if svc, ok := obj.(*v1.Service); ok && relevant(svc) {
+				klog.V(5).InfoS("Service added", "service", klog.KObj(svc))
 				c.enqueue(svc)
 			}
 		},
@@ -219,6 +220,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 func (c *Controller) ensure(ctx context.Context, svc *v1.Service) error {
 	logger := klog.FromContext(ctx)
 	began := time.Now()
+	logger.V(5).Info("Ensuring", "service", klog.KObj(svc))
 	status, err := c.lb.EnsureLoadBalancer(ctx, c.clusterName, svc, nil)
 	if err != nil {
 		var re *api.RetryError

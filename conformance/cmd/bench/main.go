@@ -274,6 +274,12 @@ func (w *watcher) seen(key string) (time.Time, bool) {
 func createAndWait(ctx context.Context, cs kubernetes.Interface, w *watcher, ns, name string) (time.Duration, error) {
 	ch := w.wait(ns + "/" + name)
 	start := time.Now()
+	if os.Getenv("BENCH_TRACE") != "" {
+		defer func() {
+			t, _ := w.seen(ns + "/" + name)
+			fmt.Fprintf(os.Stderr, "trace %s create-start %s seen %s\n", name, start.Format("15:04:05.000000"), t.Format("15:04:05.000000"))
+		}()
+	}
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, newService(ns, name), metav1.CreateOptions{}); err != nil {
 		return 0, err
 	}
