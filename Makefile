@@ -57,6 +57,8 @@ verify: generate
 		|| { echo "generated files or go.mod are stale: run 'make generate' and 'go mod tidy' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- provider/api deploy/crds)" \
 		|| { echo "untracked generated files: commit them"; git status --porcelain -- provider/api deploy/crds; exit 1; }
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; test -z "$$unformatted" \
+		|| { echo "not gofmt-ed: $$unformatted"; exit 1; }
 	go vet ./...
 
 ## Tools: the real control plane --------------------------------------------

@@ -5,6 +5,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
@@ -21,6 +22,7 @@ type Cluster interface {
 	Eips(ctx context.Context) ([]*v1alpha2.Eip, error)
 	Claims(ctx context.Context) ([]*v1alpha2.IPClaim, error)
 	Services(ctx context.Context) ([]*v1.Service, error)
+	BgpPeers(ctx context.Context) ([]*v1alpha2.BgpPeer, error)
 	Nodes(ctx context.Context) ([]*v1.Node, error)
 	EndpointSlices(ctx context.Context, namespace, service string) ([]*discoveryv1.EndpointSlice, error)
 	Service(ctx context.Context, namespace, name string) (*v1.Service, error)
@@ -37,13 +39,15 @@ type Cluster interface {
 	UpdatePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPlan) error
 	DeletePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPlan) error
 	UpdateEipStatus(ctx context.Context, eip *v1alpha2.Eip) error
+	PatchPlanConditions(ctx context.Context, plan *v1alpha2.LoadBalancerPlan, conds []metav1.Condition) error
 
 	Event(obj runtime.Object, eventType, reason, message string)
 }
 
 // Handlers are called with the cache key ("namespace/name" or "name") of
-// every added, changed or deleted object of their kind. Nil handlers are
-// skipped. They must not block.
+// every added, changed or deleted object of their kind; EndpointSlice
+// handlers get the key of the slice's Service. Nil handlers are skipped.
+// They must not block.
 type Handlers struct {
-	Eip, Claim, Plan, Service, Namespace, Node, EndpointSlice func(key string)
+	Eip, Claim, Plan, BgpPeer, Service, Namespace, Node, EndpointSlice func(key string)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/provider/ipam"
+	"github.com/openelb/cloud-provider-openelb/provider/planner"
 )
 
 // planWorker writes LoadBalancerPlans off the allocation path: a Service
@@ -55,8 +56,13 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 		existing = nil
 	}
 	var desired *v1alpha2.LoadBalancerPlan
+	var problems []planner.Problem
 	if svc != nil && wantsLoadBalancer(svc) {
-		desired = p.desiredPlan(svc)
+		topo, err := p.topology(ctx)
+		if err != nil {
+			return err
+		}
+		desired, problems = p.desiredPlan(ctx, svc, topo)
 	}
 	switch {
 	case desired == nil && existing == nil:
@@ -80,6 +86,8 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 		if apierrors.IsAlreadyExists(err) {
 			return nil // the cache will deliver it and requeue
 		}
+		// Conditions are written once the cache has the plan (its handler
+		// requeues the Service).
 		return err
 	case existing.Spec.ServiceUID != desired.Spec.ServiceUID:
 		// A plan of an earlier Service with the same name; replace it.
@@ -87,22 +95,34 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 			return err
 		}
 		return fmt.Errorf("replaced stale plan %s, recreating", key)
-	case apiequality.Semantic.DeepEqual(existing.Spec, desired.Spec):
-		return nil
-	default:
+	}
+	if !apiequality.Semantic.DeepEqual(existing.Spec, desired.Spec) {
 		upd := existing.DeepCopy()
 		upd.Spec = desired.Spec
-		return p.cluster.UpdatePlan(ctx, upd)
+		if err := p.cluster.UpdatePlan(ctx, upd); err != nil {
+			return err
+		}
 	}
+	// Planning problems live in status conditions. A plan without problems
+	// and without earlier conditions costs no write.
+	if len(problems) == 0 && len(existing.Status.Conditions) == 0 {
+		return nil
+	}
+	conds := planConditions(existing.Status.Conditions, problems, existing.Generation)
+	if conditionsEqual(existing.Status.Conditions, conds) {
+		return nil
+	}
+	return p.cluster.PatchPlanConditions(ctx, existing, conds)
 }
 
-// desiredPlan is the plan for a Service, from its confirmed addresses and
-// their pools; nil when it holds none.
-func (p *Provider) desiredPlan(svc *v1.Service) *v1alpha2.LoadBalancerPlan {
+// desiredPlan is the plan for a Service, from its confirmed addresses,
+// their pools and, for BGP addresses, the rack assignment; nil when it
+// holds none.
+func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service, topo *topology) (*v1alpha2.LoadBalancerPlan, []planner.Problem) {
 	key := serviceKey(svc)
 	addrs := p.confirmedAddrs(key)
 	if len(addrs) == 0 {
-		return nil
+		return nil, nil
 	}
 	pools := map[string]string{}
 	for _, a := range p.alloc.Lookup(key) {
@@ -133,7 +153,9 @@ func (p *Provider) desiredPlan(svc *v1.Service) *v1alpha2.LoadBalancerPlan {
 		}
 		plan.Spec.Addresses = append(plan.Spec.Addresses, pa)
 	}
-	return plan
+	var problems []planner.Problem
+	plan.Spec.Racks, problems = p.racks(ctx, svc, plan.Spec.Addresses, topo)
+	return plan, problems
 }
 
 // rememberPlan records the spec just created for a Service, so a sync that
@@ -159,7 +181,11 @@ func (p *Provider) wrotePlan(key string, spec *v1alpha2.LoadBalancerPlanSpec) bo
 // planFresh reports whether the Service's cached plan already matches what
 // it should be, so an unchanged Service queues no plan work.
 func (p *Provider) planFresh(key ipam.ServiceKey, svc *v1.Service) bool {
-	desired := p.desiredPlan(svc)
+	topo, err := p.topology(context.Background())
+	if err != nil {
+		return false
+	}
+	desired, _ := p.desiredPlan(context.Background(), svc, topo)
 	existing, err := p.cluster.Plan(context.Background(), svc.Namespace, svc.Name)
 	if err != nil || desired == nil {
 		return false

@@ -53,8 +53,12 @@ type Provider struct {
 	// created remembers plans created but maybe not yet in the cache.
 	created map[string]*v1alpha2.LoadBalancerPlanSpec
 
-	planQueue   workqueue.TypedRateLimitingInterface[string]
-	poolsDirty  chan struct{}
+	planQueue  workqueue.TypedRateLimitingInterface[string]
+	poolsDirty chan struct{}
+	// nodeSeen is what planning last saw of each node; only a change of
+	// it (labels, readiness, addresses, deletion) re-plans Services, not
+	// every status heartbeat.
+	nodeSeen    map[string]string
 	statusDirty chan struct{}
 
 	lb        *LoadBalancer
@@ -81,6 +85,7 @@ func New(opts Options) (*Provider, error) {
 		confirmed:   map[ipam.ServiceKey][]netip.Addr{},
 		created:     map[string]*v1alpha2.LoadBalancerPlanSpec{},
 		poolsDirty:  make(chan struct{}, 1),
+		nodeSeen:    map[string]string{},
 		statusDirty: make(chan struct{}, 1),
 		planQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
@@ -145,11 +150,12 @@ func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilde
 func (p *Provider) start(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	handlers := Handlers{
-		Eip:       func(string) { signal(p.poolsDirty) },
-		Claim:     nil,
-		Plan:      p.planQueue.Add,
-		Service:   p.planQueue.Add,
-		Namespace: nil,
+		Eip:           func(string) { signal(p.poolsDirty) },
+		Plan:          p.planQueue.Add,
+		Service:       p.planQueue.Add,
+		EndpointSlice: p.planQueue.Add,
+		BgpPeer:       func(string) { p.replanAll() },
+		Node:          func(name string) { p.nodeChanged(ctx, name) },
 	}
 	if err := p.cluster.Start(ctx, handlers); err != nil {
 		return err
@@ -237,3 +243,33 @@ func (p *Provider) confirmedAddrs(key ipam.ServiceKey) []netip.Addr {
 // retryNotReady is how soon a Service is retried while the provider is
 // still re-adopting held addresses (normally well under a second).
 const retryNotReady = 500 * time.Millisecond
+
+// replanAll queues the plan of every Service holding addresses.
+func (p *Provider) replanAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for key := range p.confirmed {
+		p.planQueue.Add(string(key))
+	}
+}
+
+// nodeChanged re-plans every Service when something planning reads of the
+// node changed.
+func (p *Provider) nodeChanged(ctx context.Context, name string) {
+	seen := ""
+	if n, err := p.cluster.Node(ctx, name); err == nil {
+		seen = fmt.Sprintf("%+v", plannerNode(n))
+	}
+	p.mu.Lock()
+	old, known := p.nodeSeen[name]
+	if seen == "" {
+		delete(p.nodeSeen, name)
+	} else {
+		p.nodeSeen[name] = seen
+	}
+	p.mu.Unlock()
+	if known && old == seen {
+		return
+	}
+	p.replanAll()
+}

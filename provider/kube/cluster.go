@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -85,6 +86,7 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 		{&v1alpha2.Eip{}, handlers.Eip},
 		{&v1alpha2.IPClaim{}, handlers.Claim},
 		{&v1alpha2.LoadBalancerPlan{}, handlers.Plan},
+		{&v1alpha2.BgpPeer{}, handlers.BgpPeer},
 		{&v1.Service{}, handlers.Service},
 		{&v1.Namespace{}, handlers.Namespace},
 		{&v1.Node{}, handlers.Node},
@@ -99,7 +101,7 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 		}
 		fn := kind.fn
 		notify := func(obj any) {
-			if key, err := toolscache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			if key, ok := notifyKey(obj); ok {
 				fn(key)
 			}
 		}
@@ -123,6 +125,20 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 	return nil
 }
 
+// notifyKey is the key handlers get: the object's own, except for an
+// EndpointSlice, which is reported as its Service's key.
+func notifyKey(obj any) (string, bool) {
+	if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		return es.Namespace + "/" + svc, svc != ""
+	}
+	key, err := toolscache.MetaNamespaceKeyFunc(obj)
+	return key, err == nil
+}
+
 func listPtrs[T any](items []T) []*T {
 	out := make([]*T, len(items))
 	for i := range items {
@@ -143,6 +159,15 @@ func (c *Cluster) Eips(ctx context.Context) ([]*v1alpha2.Eip, error) {
 // Claims lists the cached IPClaims.
 func (c *Cluster) Claims(ctx context.Context) ([]*v1alpha2.IPClaim, error) {
 	var l v1alpha2.IPClaimList
+	if err := c.cache.List(ctx, &l); err != nil {
+		return nil, err
+	}
+	return listPtrs(l.Items), nil
+}
+
+// BgpPeers lists the cached BgpPeers.
+func (c *Cluster) BgpPeers(ctx context.Context) ([]*v1alpha2.BgpPeer, error) {
+	var l v1alpha2.BgpPeerList
 	if err := c.cache.List(ctx, &l); err != nil {
 		return nil, err
 	}
@@ -260,6 +285,19 @@ func (c *Cluster) UpdatePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPla
 // DeletePlan deletes a LoadBalancerPlan.
 func (c *Cluster) DeletePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPlan) error {
 	return c.client.Delete(ctx, plan, client.Preconditions{UID: &plan.UID})
+}
+
+// PatchPlanConditions replaces only status.conditions of a plan (a merge
+// patch), leaving the per-node entries the speakers own untouched.
+func (c *Cluster) PatchPlanConditions(ctx context.Context, plan *v1alpha2.LoadBalancerPlan, conds []metav1.Condition) error {
+	if conds == nil {
+		conds = []metav1.Condition{}
+	}
+	body, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": conds}})
+	if err != nil {
+		return err
+	}
+	return c.client.Status().Patch(ctx, plan, client.RawPatch(types.MergePatchType, body))
 }
 
 // UpdateEipStatus writes an Eip's status subresource.

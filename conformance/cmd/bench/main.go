@@ -114,10 +114,13 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 	if err != nil {
 		return err
 	}
-	// One default pool large enough for every Service of the run.
+	// One default pool large enough for every Service of the run. It is a
+	// layer2 pool: the lab has no nodes or BGP peers, and a BGP pool would
+	// make every plan carry a (true) "no eligible nodes" condition - one
+	// extra write per Service that a healthy cluster does not pay.
 	if err := crd.Create(ctx, &v1alpha2.Eip{
 		ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
-		Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14"},
+		Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14", Protocol: v1alpha2.ProtocolLayer2, Interface: "eth0"},
 	}); err != nil {
 		return err
 	}
