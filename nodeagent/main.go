@@ -1,6 +1,7 @@
-// Command openelb-speaker is the node agent. Until the rack-scoped BGP and
-// layer-2 issues land it only serves /healthz and exits on SIGTERM; it
-// announces nothing, and says so at start.
+// Command openelb-speaker is the node agent: it executes, on its node, the
+// LoadBalancerPlans that name the node as a speaker, advertising the
+// Services' addresses over BGP (embedded GoBGP) to the routers its
+// BgpPeers select. Layer 2 (ARP/NDP) arrives with its own issue.
 package main
 
 import (
@@ -13,30 +14,79 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+
+	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
 )
 
 func main() {
-	nodeName := flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on")
-	healthAddr := flag.String("health-address", ":10259", "address of the /healthz endpoint")
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file; empty: in-cluster config")
+	nodeName := flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
+	namespace := flag.String("namespace", envOr("POD_NAMESPACE", "openelb-system"), "namespace of BgpPeer password Secrets (default $POD_NAMESPACE)")
+	healthAddr := flag.String("health-address", ":10259", "address of /healthz; empty disables it")
 	klog.InitFlags(nil)
 	flag.Parse()
+	if *nodeName == "" {
+		klog.ErrorS(nil, "--node-name or $NODE_NAME is required")
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	klog.InfoS("openelb-speaker started; BGP and layer-2 announcement are not implemented yet", "node", *nodeName)
+	logger := klog.Background().WithValues("node", *nodeName)
+	ctx = klog.NewContext(ctx, logger)
 
+	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		klog.ErrorS(err, "Cannot build the API client config")
+		os.Exit(1)
+	}
+	speaker := bgp.NewGoBGP(logger.WithName("gobgp"))
+	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, Speaker: speaker})
+	if err != nil {
+		klog.ErrorS(err, "Cannot create the agent")
+		os.Exit(1)
+	}
+	if *healthAddr != "" {
+		serveHealth(ctx, *healthAddr, stop)
+	}
+	runErr := a.Run(ctx)
+	// On SIGTERM: withdraw, or keep routes stale at the routers when
+	// graceful restart is configured (a rolling update then causes no churn).
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Shutdown(shutdownCtx); err != nil {
+		klog.ErrorS(err, "Stopping the BGP speaker failed")
+	}
+	if runErr != nil {
+		klog.ErrorS(runErr, "Agent stopped")
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func serveHealth(ctx context.Context, addr string, fail func()) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	srv := &http.Server{Addr: *healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "Health endpoint failed")
-			stop()
+			fail()
 		}
 	}()
-	<-ctx.Done()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutdownCtx)
+	go func() {
+		<-ctx.Done()
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(c)
+	}()
 }

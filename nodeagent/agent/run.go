@@ -1,0 +1,255 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/kube"
+)
+
+// Options configure the agent.
+type Options struct {
+	NodeName  string
+	Namespace string // where BgpPeer password Secrets live (the speaker's own)
+	Speaker   bgp.Speaker
+	// StatusInterval is how often peer states are reported. Default 10s.
+	StatusInterval time.Duration
+}
+
+// Agent reconciles this node's speaker with the cluster.
+type Agent struct {
+	opts    Options
+	cache   ctrlcache.Cache
+	client  client.Client
+	trigger chan struct{}
+	last    State
+	applied bool
+}
+
+// New builds the agent; Run starts it.
+func New(cfg *rest.Config, opts Options) (*Agent, error) {
+	if opts.StatusInterval <= 0 {
+		opts.StatusInterval = 10 * time.Second
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.ContentType = "application/json"
+	scheme := kube.NewScheme()
+	c, err := ctrlcache.New(cfg, ctrlcache.Options{
+		Scheme:                       scheme,
+		DefaultUnsafeDisableDeepCopy: ptr.To(true),
+		DefaultTransform:             ctrlcache.TransformStripManagedFields(),
+		ByObject: map[client.Object]ctrlcache.ByObject{
+			// Only this node, and only Secrets of the speaker's namespace:
+			// the agent reads no more than it needs (and RBAC allows).
+			&v1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName)},
+			&v1.Secret{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building cache: %w", err)
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("building client: %w", err)
+	}
+	return &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1)}, nil
+}
+
+// Run reconciles until ctx ends. When the API server is unreachable the
+// caches keep their last content and the speaker keeps advertising what it
+// last applied: nothing is withdrawn for lack of news.
+func (a *Agent) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithValues("node", a.opts.NodeName)
+	for _, obj := range []client.Object{&v1.Node{}, &v1alpha2.BgpConf{}, &v1alpha2.BgpPeer{}, &v1alpha2.LoadBalancerPlan{}, &v1.Secret{}} {
+		inf, err := a.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("informer for %T: %w", obj, err)
+		}
+		kick := func(any) { a.kick() }
+		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc: kick, UpdateFunc: func(_, o any) { kick(o) }, DeleteFunc: kick,
+		}); err != nil {
+			return err
+		}
+	}
+	go func() { _ = a.cache.Start(ctx) }()
+	if !a.cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("caches did not sync: %w", ctx.Err())
+	}
+	logger.Info("Speaker agent synced; reconciling")
+	tick := time.NewTicker(a.opts.StatusInterval)
+	defer tick.Stop()
+	a.kick()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.trigger:
+			// Coalesce bursts of changes into one Apply.
+			time.Sleep(20 * time.Millisecond)
+			if err := a.reconcile(ctx); err != nil {
+				logger.Error(err, "Reconcile failed; retrying")
+				time.AfterFunc(time.Second, a.kick)
+			}
+		case <-tick.C:
+			a.report(ctx)
+		}
+	}
+}
+
+func (a *Agent) kick() {
+	select {
+	case a.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) reconcile(ctx context.Context) error {
+	var node v1.Node
+	nodePtr := &node
+	if err := a.cache.Get(ctx, types.NamespacedName{Name: a.opts.NodeName}, &node); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		nodePtr = nil
+	}
+	var conf v1alpha2.BgpConf
+	confPtr := &conf
+	if err := a.cache.Get(ctx, types.NamespacedName{Name: "default"}, &conf); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return err
+		}
+		confPtr = nil
+	}
+	var peers v1alpha2.BgpPeerList
+	if err := a.cache.List(ctx, &peers); err != nil {
+		return err
+	}
+	var plans v1alpha2.LoadBalancerPlanList
+	if err := a.cache.List(ctx, &plans); err != nil {
+		return err
+	}
+	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), ptrs(plans.Items), a.readSecret(ctx))
+	for _, p := range problems {
+		klog.FromContext(ctx).Info("Configuration problem", "object", p.Object, "problem", p.Message)
+	}
+	if a.applied && reflect.DeepEqual(st, a.last) {
+		return nil
+	}
+	if !st.Enabled {
+		if err := a.opts.Speaker.Stop(ctx, false); err != nil {
+			return err
+		}
+	} else if err := a.opts.Speaker.Apply(ctx, st.Global, st.Peers, st.Paths); err != nil {
+		return err
+	}
+	a.last, a.applied = st, true
+	a.report(ctx)
+	return nil
+}
+
+func (a *Agent) readSecret(ctx context.Context) SecretReader {
+	return func(name, key string) (string, error) {
+		var s v1.Secret
+		if err := a.cache.Get(ctx, types.NamespacedName{Namespace: a.opts.Namespace, Name: name}, &s); err != nil {
+			return "", err
+		}
+		v, ok := s.Data[key]
+		if !ok {
+			return "", fmt.Errorf("no key %q", key)
+		}
+		return string(v), nil
+	}
+}
+
+func ptrs[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
+}
+
+// report writes this node's view into BgpPeer and plan statuses with
+// server-side apply under a per-node field manager, so speakers never
+// conflict and each owns only its own key.
+func (a *Agent) report(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	states, err := a.opts.Speaker.States(ctx)
+	if err != nil {
+		logger.V(2).Info("Reading BGP states failed", "err", err)
+		return
+	}
+	addPath := true
+	for _, s := range states {
+		addPath = addPath && s.AddPathNegotiated
+		status := map[string]any{"nodesPeerStatus": map[string]any{a.opts.NodeName: map[string]any{
+			"peerState": map[string]any{
+				"neighborAddress":   s.Address,
+				"sessionState":      s.State,
+				"addPathNegotiated": s.AddPathNegotiated,
+				"advertisedPaths":   s.AdvertisedPaths,
+			},
+			"timersState": map[string]any{"uptime": s.Uptime.Round(time.Second).String()},
+		}}}
+		if err := a.applyStatus(ctx, &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: s.Name}}, "BgpPeer", status); err != nil {
+			logger.V(2).Info("Reporting BgpPeer status failed", "bgppeer", s.Name, "err", err)
+		}
+	}
+	for key, n := range a.last.PlanPaths {
+		ns, name, _ := strings.Cut(key, "/")
+		entry := map[string]any{"advertised": n > 0 && len(states) > 0, "reason": "Advertised",
+			"message": fmt.Sprintf("%d path(s) to %d peer(s)", n, len(states))}
+		if !addPath {
+			entry["reason"] = "NoAddPath"
+			entry["message"] = "a peer did not negotiate ADD-PATH: it receives one path only"
+		}
+		status := map[string]any{"nodes": map[string]any{a.opts.NodeName: entry}}
+		if err := a.applyStatus(ctx, &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, "LoadBalancerPlan", status); err != nil {
+			logger.V(2).Info("Reporting plan status failed", "plan", key, "err", err)
+		}
+	}
+}
+
+func (a *Agent) applyStatus(ctx context.Context, obj client.Object, kind string, status map[string]any) error {
+	body := map[string]any{
+		"apiVersion": v1alpha2.SchemeGroupVersion.String(),
+		"kind":       kind,
+		"metadata":   map[string]any{"name": obj.GetName()},
+		"status":     status,
+	}
+	if ns := obj.GetNamespace(); ns != "" {
+		body["metadata"].(map[string]any)["namespace"] = ns
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	return a.client.Status().Patch(ctx, obj, client.RawPatch(types.ApplyPatchType, raw),
+		client.FieldOwner("openelb-speaker/"+a.opts.NodeName), client.ForceOwnership)
+}
+
+// Shutdown stops the speaker: with graceful restart configured the routes
+// stay at the routers as stale while the agent restarts (no churn on a
+// rolling update); otherwise they are withdrawn at once.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	return a.opts.Speaker.Stop(ctx, a.last.Global.GracefulRestart)
+}

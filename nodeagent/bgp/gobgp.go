@@ -1,0 +1,443 @@
+package bgp
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+const importPolicyName = "openelb-speaker-import"
+
+// GoBGP is the Speaker backed by an embedded GoBGP server.
+type GoBGP struct {
+	log logr.Logger
+
+	mu     sync.Mutex
+	srv    *server.BgpServer // nil until the first Apply and after Stop
+	global Global
+	peers  map[netip.Addr]Peer
+	paths  map[Path]struct{}
+}
+
+var _ Speaker = (*GoBGP)(nil)
+
+// NewGoBGP returns an idle speaker; the BGP instance starts on the first Apply.
+// GoBGP's gRPC API is never enabled: the agent drives the server in-process,
+// and an extra management port on every node would only widen the attack surface.
+func NewGoBGP(log logr.Logger) *GoBGP {
+	return &GoBGP{log: log}
+}
+
+func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path) error {
+	g = g.withDefaults()
+	if err := g.validate(); err != nil {
+		return err
+	}
+	wantPeers := make(map[netip.Addr]Peer, len(peers))
+	for _, p := range peers {
+		p = p.withDefaults()
+		p.Address = p.Address.Unmap()
+		if err := p.validate(); err != nil {
+			return err
+		}
+		if _, dup := wantPeers[p.Address]; dup {
+			return errInvalid("peer address %s configured twice", p.Address)
+		}
+		wantPeers[p.Address] = p
+	}
+	wantPaths := make(map[Path]struct{}, len(paths))
+	for _, p := range paths {
+		p = p.normalize()
+		if err := p.validate(); err != nil {
+			return err
+		}
+		wantPaths[p] = struct{}{}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	if s.srv != nil && s.global != g {
+		s.log.Info("global BGP configuration changed, restarting the BGP instance")
+		if err := s.stopLocked(ctx, false); err != nil {
+			return fmt.Errorf("restarting BGP instance: %w", err)
+		}
+	}
+	if s.srv == nil {
+		if err := s.startLocked(ctx, g); err != nil {
+			return err
+		}
+	}
+
+	var errs []error
+	// Withdraw first so a prefix that moved next hops is never advertised
+	// with both the stale and the new next hop longer than necessary.
+	var withdraw []Path
+	for p := range s.paths {
+		if _, ok := wantPaths[p]; !ok {
+			withdraw = append(withdraw, p)
+		}
+	}
+	if len(withdraw) > 0 {
+		if err := s.deletePaths(withdraw); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	for addr, old := range s.peers {
+		want, ok := wantPeers[addr]
+		if ok && want.equal(old) {
+			continue
+		}
+		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("removing neighbor %s: %w", addr, err))
+			continue
+		}
+		delete(s.peers, addr)
+	}
+	for _, addr := range sortedKeys(wantPeers) {
+		if _, ok := s.peers[addr]; ok {
+			continue
+		}
+		p := wantPeers[addr]
+		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p, g)}); err != nil {
+			errs = append(errs, fmt.Errorf("adding neighbor %s (%s): %w", addr, p.Name, err))
+			continue
+		}
+		s.peers[addr] = p
+	}
+
+	var add []Path
+	for p := range wantPaths {
+		if _, ok := s.paths[p]; !ok {
+			add = append(add, p)
+		}
+	}
+	if len(add) > 0 {
+		if err := s.addPaths(add); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
+	srv := server.NewBgpServer(server.LoggerOption(slog.New(logr.ToSlogHandler(s.log.WithName("gobgp"))), nil))
+	go srv.Serve()
+
+	port := g.ListenPort
+	if port == 0 {
+		// GoBGP reads 0 as "use 179"; -1 is its way of saying no listener.
+		port = -1
+	}
+	req := &api.StartBgpRequest{Global: &api.Global{
+		Asn:        g.AS,
+		RouterId:   g.RouterID.String(),
+		ListenPort: port,
+	}}
+	if g.GracefulRestart {
+		req.Global.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: g.RestartTime}
+	}
+	if err := srv.StartBgp(ctx, req); err != nil {
+		srv.Stop()
+		return fmt.Errorf("starting BGP instance: %w", err)
+	}
+	if err := installImportReject(ctx, srv); err != nil {
+		srv.Stop()
+		return err
+	}
+	s.srv = srv
+	s.global = g
+	s.peers = map[netip.Addr]Peer{}
+	s.paths = map[Path]struct{}{}
+	return nil
+}
+
+// installImportReject makes the speaker deaf: routers send it full tables,
+// which would only cost memory and could never be used (the agent does not
+// program the kernel). GoBGP runs locally originated paths through the global
+// import policy too, so those must be explicitly accepted.
+func installImportReject(ctx context.Context, srv *server.BgpServer) error {
+	pol := &api.Policy{
+		Name: importPolicyName,
+		Statements: []*api.Statement{{
+			Name:       importPolicyName + "-accept-local",
+			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+		}},
+	}
+	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+		return fmt.Errorf("adding import policy: %w", err)
+	}
+	err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Direction:     api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Policies:      []*api.Policy{{Name: importPolicyName}},
+		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}})
+	if err != nil {
+		return fmt.Errorf("assigning global import policy: %w", err)
+	}
+	return nil
+}
+
+func (s *GoBGP) Stop(ctx context.Context, graceful bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopLocked(ctx, graceful)
+}
+
+func (s *GoBGP) stopLocked(ctx context.Context, graceful bool) error {
+	if s.srv == nil {
+		return nil
+	}
+	srv := s.srv
+	s.srv, s.peers, s.paths = nil, nil, nil
+	if graceful {
+		// StopBgp skips the NOTIFICATION only for neighbors that negotiated
+		// graceful restart; the others drop the routes, which is correct
+		// since they would not keep them as stale anyway. srv.Stop() is not
+		// used because it would tear the sessions down non-gracefully first.
+		if err := srv.StopBgp(ctx, &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
+			return fmt.Errorf("stopping BGP instance gracefully: %w", err)
+		}
+		return nil
+	}
+	// Explicit withdrawals make routers drop the paths even if they run
+	// graceful restart helper mode for this session.
+	if err := srv.DeletePath(apiutil.DeletePathRequest{DeleteAll: true}); err != nil {
+		s.log.Error(err, "withdrawing all paths before stop")
+	}
+	srv.Stop()
+	return nil
+}
+
+func (s *GoBGP) States(ctx context.Context) ([]PeerState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv == nil {
+		return nil, nil
+	}
+	families := map[bgp.Family]bool{}
+	for p := range s.paths {
+		families[familyOf(p.Prefix)] = true
+	}
+	var out []PeerState
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		addr := p.GetConf().GetNeighborAddress()
+		st := PeerState{Address: addr}
+		if a, err := netip.ParseAddr(addr); err == nil {
+			st.Name = s.peers[a].Name
+		}
+		state := p.GetState().GetSessionState()
+		st.State = strings.ToLower(strings.TrimPrefix(state.String(), "SESSION_STATE_"))
+		if state == api.PeerState_SESSION_STATE_ESTABLISHED {
+			if up := p.GetTimers().GetState().GetUptime(); up != nil {
+				st.Uptime = time.Since(up.AsTime()).Round(time.Second)
+			}
+			st.AddPathNegotiated = addPathSendNegotiated(p.GetState().GetRemoteCap(), families)
+		}
+		for _, af := range p.GetAfiSafis() {
+			st.AdvertisedPaths += int(af.GetState().GetAdvertised())
+		}
+		out = append(out, st)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing neighbors: %w", err)
+	}
+	slices.SortFunc(out, func(a, b PeerState) int { return cmp.Compare(a.Address, b.Address) })
+	return out, nil
+}
+
+// addPathSendNegotiated reports whether the peer is willing to receive
+// multiple paths for every family we advertise (IPv4 unicast when we
+// advertise nothing yet, since that is what matters first).
+func addPathSendNegotiated(remote []*api.Capability, families map[bgp.Family]bool) bool {
+	if len(families) == 0 {
+		families = map[bgp.Family]bool{bgp.RF_IPv4_UC: true}
+	}
+	accepts := map[bgp.Family]bool{}
+	for _, c := range remote {
+		for _, t := range c.GetAddPath().GetTuples() {
+			m := t.GetMode()
+			if m == api.AddPathCapabilityTuple_MODE_RECEIVE || m == api.AddPathCapabilityTuple_MODE_BOTH {
+				f := t.GetFamily()
+				accepts[bgp.NewFamily(uint16(f.GetAfi()), uint8(f.GetSafi()))] = true
+			}
+		}
+	}
+	for f := range families {
+		if !accepts[f] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *GoBGP) addPaths(paths []Path) error {
+	// Sorted so GoBGP hands out its on-the-wire path identifiers in the same
+	// order after a restart.
+	slices.SortFunc(paths, comparePaths)
+	var errs []error
+	for _, p := range paths {
+		ap, err := toAPIUtilPath(p)
+		if err == nil {
+			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{ap}})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("advertising %s via %s: %w", p.Prefix, p.NextHop, err))
+			continue
+		}
+		s.paths[p] = struct{}{}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *GoBGP) deletePaths(paths []Path) error {
+	var errs []error
+	for _, p := range paths {
+		ap, err := toAPIUtilPath(p)
+		if err == nil {
+			err = s.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{ap}})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("withdrawing %s via %s: %w", p.Prefix, p.NextHop, err))
+			continue
+		}
+		delete(s.paths, p)
+	}
+	return errors.Join(errs...)
+}
+
+// pathID keys a path inside GoBGP's RIB: local paths with the same prefix
+// and the same identifier replace each other, so each next hop needs its own.
+// A hash (not a counter) keeps it identical across agent restarts.
+func pathID(p Path) uint32 {
+	h := fnv.New32a()
+	b, _ := p.Prefix.MarshalBinary()
+	h.Write(b)
+	b, _ = p.NextHop.MarshalBinary()
+	h.Write(b)
+	if id := h.Sum32(); id != 0 {
+		return id
+	}
+	return 1
+}
+
+func familyOf(p netip.Prefix) bgp.Family {
+	if p.Addr().Is4() {
+		return bgp.RF_IPv4_UC
+	}
+	return bgp.RF_IPv6_UC
+}
+
+func toAPIUtilPath(p Path) (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(p.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("building NLRI: %w", err)
+	}
+	fam := familyOf(p.Prefix)
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	if fam == bgp.RF_IPv4_UC {
+		nh, err := bgp.NewPathAttributeNextHop(p.NextHop)
+		if err != nil {
+			return nil, fmt.Errorf("building next hop: %w", err)
+		}
+		attrs = append(attrs, nh)
+	} else {
+		mp, err := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: nlri}}, p.NextHop)
+		if err != nil {
+			return nil, fmt.Errorf("building MP_REACH_NLRI: %w", err)
+		}
+		attrs = append(attrs, mp)
+	}
+	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs, RemoteID: pathID(p)}, nil
+}
+
+func seconds(d time.Duration) uint64 {
+	return uint64(math.Ceil(d.Seconds()))
+}
+
+func toAPIPeer(p Peer, g Global) *api.Peer {
+	retry := seconds(p.ConnectRetry)
+	out := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Address.String(),
+			PeerAsn:         p.AS,
+			AuthPassword:    p.Password,
+			Description:     p.Name,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:      retry,
+			HoldTime:          seconds(p.HoldTime),
+			KeepaliveInterval: seconds(p.Keepalive),
+			// GoBGP waits 30s in Idle after a session reset by default;
+			// tying it to the connect retry keeps recovery as fast as the
+			// operator asked for.
+			IdleHoldTimeAfterReset: retry,
+		}},
+		Transport: &api.Transport{RemotePort: uint32(p.Port)},
+	}
+	if p.EBGPMultihopTTL > 0 {
+		out.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: p.EBGPMultihopTTL}
+	}
+	gr := p.GracefulRestart && g.GracefulRestart
+	if gr {
+		out.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: g.RestartTime}
+	}
+	if p.BFD != nil {
+		out.Bfd = &api.BfdPeerConfig{
+			Enabled:                  true,
+			DesiredMinimumTxInterval: uint32(p.BFD.DesiredMinTx.Microseconds()),
+			RequiredMinimumReceive:   uint32(p.BFD.RequiredMinRx.Microseconds()),
+			DetectionMultiplier:      p.BFD.DetectMultiplier,
+		}
+	}
+	for _, f := range []*api.Family{
+		{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
+		{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST},
+	} {
+		af := &api.AfiSafi{
+			Config:   &api.AfiSafiConfig{Family: f, Enabled: true},
+			AddPaths: &api.AddPaths{Config: &api.AddPathsConfig{SendMax: p.AddPathSendMax}},
+		}
+		if gr {
+			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+		out.AfiSafis = append(out.AfiSafis, af)
+	}
+	return out
+}
+
+func comparePaths(a, b Path) int {
+	if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()); c != 0 {
+		return c
+	}
+	return a.NextHop.Compare(b.NextHop)
+}
+
+func sortedKeys[V any](m map[netip.Addr]V) []netip.Addr {
+	keys := make([]netip.Addr, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, netip.Addr.Compare)
+	return keys
+}

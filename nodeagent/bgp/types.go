@@ -1,0 +1,177 @@
+package bgp
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// Global is the speaker-wide BGP configuration. Changing any field restarts the BGP instance.
+type Global struct {
+	AS       uint32
+	RouterID netip.Addr // must be IPv4 (BGP identifier)
+	// ListenPort 0 means the speaker only dials out: routers are always
+	// configured as neighbors by address, so an open port on every node is
+	// not needed.
+	ListenPort      int32
+	GracefulRestart bool
+	RestartTime     uint32 // seconds; 0 = 120 when GracefulRestart
+}
+
+// BFD enables BFD liveness detection for a neighbor. Zero values take
+// GoBGP's defaults (1 s intervals, multiplier 3).
+type BFD struct {
+	DesiredMinTx     time.Duration
+	RequiredMinRx    time.Duration
+	DetectMultiplier uint32
+}
+
+// Peer is one BGP neighbor (a leaf router).
+type Peer struct {
+	Name            string // BgpPeer object name, carried through to PeerState for status
+	Address         netip.Addr
+	AS              uint32
+	Port            uint16        // 0 = 179
+	Password        string        // TCP MD5; "" = none
+	EBGPMultihopTTL uint32        // 0 = off
+	HoldTime        time.Duration // 0 = 90s
+	Keepalive       time.Duration // 0 = 30s
+	// ConnectRetry 0 = 5s. GoBGP's own default (120s) would leave a node
+	// unannounced for minutes after the router refused one connection.
+	ConnectRetry    time.Duration
+	GracefulRestart bool
+	AddPathSendMax  uint32 // 0 = 255
+	BFD             *BFD   // nil = off
+}
+
+// Path is one advertisement: Prefix reachable via NextHop.
+type Path struct {
+	Prefix  netip.Prefix // /32 or /128
+	NextHop netip.Addr
+}
+
+// PeerState is the observed state of one configured neighbor.
+type PeerState struct {
+	Name, Address     string
+	State             string // "established", "active", "idle", ... lower case
+	AddPathNegotiated bool   // the peer accepted our ADD-PATH send for the advertised families
+	AdvertisedPaths   int
+	Uptime            time.Duration
+}
+
+// Speaker is what the agent drives; the GoBGP implementation and a map-backed fake satisfy it.
+type Speaker interface {
+	// Apply makes the speaker's global config, neighbors and advertised paths equal to the arguments:
+	// adds/updates/removes neighbors (a changed neighbor setting may reset that session only),
+	// adds/withdraws paths. Several paths for one prefix with different next hops are all advertised,
+	// each with its own stable path identifier (derived from prefix+next hop, so a restart reuses it).
+	// A changed Global (AS, router ID, listen port) restarts the BGP instance.
+	Apply(ctx context.Context, g Global, peers []Peer, paths []Path) error
+	States(ctx context.Context) ([]PeerState, error)
+	// Stop withdraws everything and closes sessions (graceful=false), or keeps routes at the peers
+	// for graceful restart (graceful=true: stop without sending withdrawals/NOTIFICATION, so the
+	// router keeps the paths as stale during the restart time).
+	Stop(ctx context.Context, graceful bool) error
+}
+
+const (
+	defaultRestartTime  = 120
+	defaultHoldTime     = 90 * time.Second
+	defaultKeepalive    = 30 * time.Second
+	defaultConnectRetry = 5 * time.Second
+	defaultSendMax      = 255
+	defaultPort         = 179
+)
+
+func (g Global) withDefaults() Global {
+	if g.GracefulRestart && g.RestartTime == 0 {
+		g.RestartTime = defaultRestartTime
+	}
+	if !g.GracefulRestart {
+		// Only meaningful with graceful restart; ignoring it avoids a
+		// needless instance restart when it alone changes.
+		g.RestartTime = 0
+	}
+	return g
+}
+
+func (g Global) validate() error {
+	if g.AS == 0 {
+		return errInvalid("global AS must not be 0")
+	}
+	if !g.RouterID.Is4() {
+		return errInvalid("router ID %q must be an IPv4 address", g.RouterID)
+	}
+	if g.ListenPort < 0 || g.ListenPort > 65535 {
+		return errInvalid("listen port %d out of range", g.ListenPort)
+	}
+	return nil
+}
+
+func (p Peer) withDefaults() Peer {
+	if p.Port == 0 {
+		p.Port = defaultPort
+	}
+	if p.HoldTime == 0 {
+		p.HoldTime = defaultHoldTime
+	}
+	if p.Keepalive == 0 {
+		p.Keepalive = defaultKeepalive
+	}
+	if p.ConnectRetry == 0 {
+		p.ConnectRetry = defaultConnectRetry
+	}
+	if p.AddPathSendMax == 0 {
+		p.AddPathSendMax = defaultSendMax
+	}
+	if p.BFD != nil {
+		b := *p.BFD
+		p.BFD = &b
+	}
+	return p
+}
+
+func (p Peer) validate() error {
+	if !p.Address.IsValid() {
+		return errInvalid("peer %q: invalid address", p.Name)
+	}
+	if p.AS == 0 {
+		return errInvalid("peer %q: AS must not be 0", p.Name)
+	}
+	if p.EBGPMultihopTTL > 255 {
+		return errInvalid("peer %q: multihop TTL %d > 255", p.Name, p.EBGPMultihopTTL)
+	}
+	return nil
+}
+
+// equal compares normalized peers; BFD is a pointer so it is compared by value.
+func (p Peer) equal(o Peer) bool {
+	pb, ob := p.BFD, o.BFD
+	p.BFD, o.BFD = nil, nil
+	if p != o {
+		return false
+	}
+	if (pb == nil) != (ob == nil) {
+		return false
+	}
+	return pb == nil || *pb == *ob
+}
+
+func (p Path) validate() error {
+	if !p.Prefix.IsValid() || !p.NextHop.IsValid() {
+		return errInvalid("path %v via %v: invalid prefix or next hop", p.Prefix, p.NextHop)
+	}
+	if p.Prefix.Addr().Is4() != p.NextHop.Is4() {
+		// IPv4 prefixes over IPv6 next hops need RFC 8950 extended next hop,
+		// which the speaker does not negotiate.
+		return errInvalid("path %v via %v: prefix and next hop families differ", p.Prefix, p.NextHop)
+	}
+	if p.Prefix.Bits() != p.Prefix.Addr().BitLen() {
+		return errInvalid("path %v: only host prefixes (/32, /128) are advertised", p.Prefix)
+	}
+	return nil
+}
+
+func (p Path) normalize() Path {
+	return Path{Prefix: p.Prefix.Masked(), NextHop: p.NextHop.Unmap()}
+}
