@@ -40,32 +40,10 @@ var seedNodes = []seedNode{
 // label, peer and endpoint changes live. The node lifecycle controller is
 // off so the Ready conditions the test writes (there is no kubelet) stay.
 func TestPlanRacks(t *testing.T) {
-	cp := harness.StartForTest(t, harness.Options{
-		ControllerManager:           true,
-		ExtraControllerManagerFlags: []string{"--controllers=*,-node-lifecycle-controller"},
-	})
+	l := newNodeLab(t)
 	ctx := context.Background()
-	if err := cp.ApplyCRDs(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &lab{t: t, cp: cp, cs: cp.Client(), crd: c}
-	l.namespace(cloudNamespace, nil)
 	l.ccm("ccm")
-
-	for _, n := range seedNodes {
-		labels := map[string]string{v1alpha2.LabelRack: n.rack}
-		if n.speaker {
-			labels[v1alpha2.LabelSpeaker] = v1alpha2.LabelSpeakerValue
-		}
-		if _, err := l.cs.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: labels}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		l.setNodeStatus(n.name, true, n.ip)
-	}
+	l.createSeedNodes()
 	for _, p := range []struct{ name, addr, rack string }{{"leaf1", "192.168.0.2", "leaf1"}, {"leaf2", "192.168.1.1", "leaf2"}} {
 		bp := &v1alpha2.BgpPeer{
 			ObjectMeta: metav1.ObjectMeta{Name: p.name},
@@ -162,6 +140,43 @@ func TestPlanRacks(t *testing.T) {
 		l.waitRacks("master1 back in leaf1", "default", "nginx", []v1alpha2.RackPlan{leaf1, leaf2})
 		l.waitCondition("default", "nginx", "Planned", "")
 	})
+}
+
+// newNodeLab is a lab whose Node objects keep the status the test writes:
+// the node lifecycle controller is off, as there is no kubelet.
+func newNodeLab(t *testing.T) *lab {
+	t.Helper()
+	cp := harness.StartForTest(t, harness.Options{
+		ControllerManager:           true,
+		ExtraControllerManagerFlags: []string{"--controllers=*,-node-lifecycle-controller"},
+	})
+	ctx := context.Background()
+	if err := cp.ApplyCRDs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &lab{t: t, cp: cp, cs: cp.Client(), crd: c}
+	l.namespace(cloudNamespace, nil)
+	return l
+}
+
+// createSeedNodes creates seed 000's nodes, Ready, labelled as the guide
+// says (kubectl label for the speaker and rack labels).
+func (l *lab) createSeedNodes() {
+	l.t.Helper()
+	for _, n := range seedNodes {
+		if _, err := l.cs.CoreV1().Nodes().Create(context.Background(), &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name}}, metav1.CreateOptions{}); err != nil {
+			l.t.Fatal(err)
+		}
+		l.setNodeStatus(n.name, true, n.ip)
+		l.label(n.name, v1alpha2.LabelRack, n.rack)
+		if n.speaker {
+			l.label(n.name, v1alpha2.LabelSpeaker, v1alpha2.LabelSpeakerValue)
+		}
+	}
 }
 
 func (l *lab) setReady(name string, ready bool) { l.setNodeStatus(name, ready, "") }
