@@ -174,4 +174,3 @@ func TestSpeakerAdvertisesPlan(t *testing.T) {
 	}
 	router.waitNextHops(t, "after SIGTERM", "172.22.0.2/32", nil)
 }
-
