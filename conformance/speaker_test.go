@@ -3,8 +3,11 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,6 +164,19 @@ func TestSpeakerAdvertisesPlan(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("master1 never reported an established ADD-PATH session and an advertised plan: %v", err)
+	}
+
+	// Metrics on the speaker's health port.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", healthPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`openelb_bgp_session_up{peer="leaf1"} 1`, `openelb_bgp_advertised_paths{peer="leaf1"} 2`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("speaker /metrics lacks %s", want)
+		}
 	}
 
 	l.setReady("worker-p001", false)

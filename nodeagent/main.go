@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
 	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
@@ -25,7 +26,7 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file; empty: in-cluster config")
 	nodeName := flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
 	namespace := flag.String("namespace", envOr("POD_NAMESPACE", "openelb-system"), "namespace of BgpPeer password Secrets (default $POD_NAMESPACE)")
-	healthAddr := flag.String("health-address", ":10259", "address of /healthz; empty disables it")
+	healthAddr := flag.String("health-address", ":10259", "address of /healthz and /metrics; empty disables them")
 	klog.InitFlags(nil)
 	flag.Parse()
 	if *nodeName == "" {
@@ -76,6 +77,7 @@ func envOr(key, def string) string {
 func serveHealth(ctx context.Context, addr string, fail func()) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.Handle("/metrics", legacyregistry.Handler())
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {

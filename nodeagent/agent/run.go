@@ -46,6 +46,7 @@ type Agent struct {
 
 // New builds the agent; Run starts it.
 func New(cfg *rest.Config, opts Options) (*Agent, error) {
+	RegisterMetrics()
 	if opts.StatusInterval <= 0 {
 		opts.StatusInterval = 10 * time.Second
 	}
@@ -156,11 +157,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	if !st.Enabled {
 		if err := a.opts.Speaker.Stop(ctx, false); err != nil {
+			metricApplies.WithLabelValues("error").Inc()
 			return err
 		}
 	} else if err := a.opts.Speaker.Apply(ctx, st.Global, st.Peers, st.Paths); err != nil {
+		metricApplies.WithLabelValues("error").Inc()
 		return err
 	}
+	metricApplies.WithLabelValues("ok").Inc()
 	a.last, a.applied = st, true
 	a.report(ctx)
 	return nil
@@ -199,7 +203,15 @@ func (a *Agent) report(ctx context.Context) {
 		return
 	}
 	addPath := true
+	metricSessionUp.Reset()
+	metricAdvertised.Reset()
 	for _, s := range states {
+		up := 0.0
+		if s.State == "established" {
+			up = 1
+		}
+		metricSessionUp.WithLabelValues(s.Name).Set(up)
+		metricAdvertised.WithLabelValues(s.Name).Set(float64(s.AdvertisedPaths))
 		addPath = addPath && s.AddPathNegotiated
 		status := map[string]any{"nodesPeerStatus": map[string]any{a.opts.NodeName: map[string]any{
 			"peerState": map[string]any{
