@@ -32,7 +32,12 @@ type lab struct {
 
 func newLab(t *testing.T) *lab {
 	t.Helper()
-	cp := harness.StartForTest(t, harness.Options{ControllerManager: true})
+	return newLabWith(t, harness.Options{ControllerManager: true})
+}
+
+func newLabWith(t *testing.T, opts harness.Options) *lab {
+	t.Helper()
+	cp := harness.StartForTest(t, opts)
 	ctx := context.Background()
 	if err := cp.ApplyCRDs(ctx); err != nil {
 		t.Fatalf("installing CRDs: %v", err)

@@ -19,7 +19,6 @@ import (
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 // seedNode is a node of OpenELB's multi-router guide (seed 000).
@@ -146,21 +145,10 @@ func TestPlanRacks(t *testing.T) {
 // the node lifecycle controller is off, as there is no kubelet.
 func newNodeLab(t *testing.T) *lab {
 	t.Helper()
-	cp := harness.StartForTest(t, harness.Options{
+	return newLabWith(t, harness.Options{
 		ControllerManager:           true,
 		ExtraControllerManagerFlags: []string{"--controllers=*,-node-lifecycle-controller"},
 	})
-	ctx := context.Background()
-	if err := cp.ApplyCRDs(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &lab{t: t, cp: cp, cs: cp.Client(), crd: c}
-	l.namespace(cloudNamespace, nil)
-	return l
 }
 
 // createSeedNodes creates seed 000's nodes, Ready, labelled as the guide
