@@ -30,7 +30,7 @@ type testRouter struct {
 	port int
 }
 
-func startTestRouter(t *testing.T) *testRouter {
+func startTestRouter(t *testing.T, gracefulRestart bool) *testRouter {
 	t.Helper()
 	port, err := harness.FreePort()
 	if err != nil {
@@ -45,7 +45,7 @@ func startTestRouter(t *testing.T) *testRouter {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Stop)
-	err = srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
+	peer := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.1", PeerAsn: 65001},
 		Transport: &api.Transport{PassiveMode: true},
 		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
@@ -53,7 +53,13 @@ func startTestRouter(t *testing.T) *testRouter {
 			Config:   &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, Enabled: true},
 			AddPaths: &api.AddPaths{Config: &api.AddPathsConfig{Receive: true}},
 		}},
-	}})
+	}
+	if gracefulRestart {
+		// Helper mode: keep the speaker's routes as stale while it restarts.
+		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: 60}
+		peer.AfiSafis[0].MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+	}
+	err = srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,24 +103,33 @@ func (r *testRouter) waitNextHops(t *testing.T, what, prefix string, want []stri
 // is a GoBGP router on loopback; master1's rack next hops reach it as two
 // ADD-PATH paths, follow node readiness live, are reported in the BgpPeer
 // and plan statuses, and are withdrawn on SIGTERM.
-func TestSpeakerAdvertisesPlan(t *testing.T) {
+// newSpeakerLab is seed 000 with the CCM, the nodes, a pool, and leaf1 as a
+// GoBGP router on loopback; startSpeaker runs openelb-speaker as master1.
+func newSpeakerLab(t *testing.T, gracefulRestart bool) (*lab, *testRouter, int, func() *harness.Component) {
+	t.Helper()
 	l := newNodeLab(t)
 	ctx := context.Background()
 	l.ccm("ccm")
 	l.createSeedNodes()
-	router := startTestRouter(t)
+	router := startTestRouter(t, gracefulRestart)
 
-	if err := l.crd.Create(ctx, &v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"},
-		Spec: v1alpha2.BgpConfSpec{As: 65001}}); err != nil {
+	conf := v1alpha2.BgpConfSpec{As: 65001}
+	var peerGR *v1alpha2.GracefulRestart
+	if gracefulRestart {
+		conf.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true, RestartTime: 60}
+		peerGR = &v1alpha2.GracefulRestart{Enabled: true}
+	}
+	if err := l.crd.Create(ctx, &v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: conf}); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.crd.Create(ctx, &v1alpha2.BgpPeer{
 		ObjectMeta: metav1.ObjectMeta{Name: "leaf1"},
 		Spec: v1alpha2.BgpPeerSpec{
-			Conf:         &v1alpha2.PeerConf{PeerAs: 65002, NeighborAddress: "127.0.0.2"},
-			Transport:    &v1alpha2.Transport{RemotePort: uint32(router.port)},
-			Timers:       &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{ConnectRetry: "1", HoldTime: "9", KeepaliveInterval: "3"}},
-			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{v1alpha2.LabelRack: "leaf1"}},
+			Conf:            &v1alpha2.PeerConf{PeerAs: 65002, NeighborAddress: "127.0.0.2"},
+			Transport:       &v1alpha2.Transport{RemotePort: uint32(router.port)},
+			Timers:          &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{ConnectRetry: "1", HoldTime: "9", KeepaliveInterval: "3"}},
+			GracefulRestart: peerGR,
+			NodeSelector:    &metav1.LabelSelector{MatchLabels: map[string]string{v1alpha2.LabelRack: "leaf1"}},
 		},
 	}); err != nil {
 		t.Fatal(err)
@@ -122,7 +137,6 @@ func TestSpeakerAdvertisesPlan(t *testing.T) {
 	l.eip("eip-sample-pool", "172.22.0.2-172.22.0.10", func(e *v1alpha2.Eip) {
 		e.Annotations = map[string]string{v1alpha2.AnnotationDefaultEip: "true"}
 	})
-
 	bin, err := harness.ProjectBinary("openelb-speaker")
 	if err != nil {
 		t.Fatal(err)
@@ -131,18 +145,30 @@ func TestSpeakerAdvertisesPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	speaker, err := l.cp.StartComponent("speaker-master1", bin, "--kubeconfig="+l.cp.Kubeconfig, "--node-name=master1",
-		fmt.Sprintf("--health-address=127.0.0.1:%d", healthPort), "--v=2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- speaker log tail ---\n%s", speaker.LogTail(40))
+	runs := 0
+	start := func() *harness.Component {
+		t.Helper()
+		runs++
+		speaker, err := l.cp.StartComponent(fmt.Sprintf("speaker-master1-%d", runs), bin, "--kubeconfig="+l.cp.Kubeconfig, "--node-name=master1",
+			fmt.Sprintf("--health-address=127.0.0.1:%d", healthPort), "--v=2")
+		if err != nil {
+			t.Fatal(err)
 		}
-		_ = speaker.Stop()
-	})
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("--- speaker log tail ---\n%s", speaker.LogTail(40))
+			}
+			_ = speaker.Stop()
+		})
+		return speaker
+	}
+	return l, router, healthPort, start
+}
 
+func TestSpeakerAdvertisesPlan(t *testing.T) {
+	l, router, healthPort, startSpeaker := newSpeakerLab(t, false)
+	ctx := context.Background()
+	speaker := startSpeaker()
 	l.create(newService("default", "nginx"))
 	if ips := l.waitIPs("default", "nginx", 1, ipTimeout); ips[0] != netip.MustParseAddr("172.22.0.2") {
 		t.Fatalf("got %v, want 172.22.0.2", ips)
@@ -150,7 +176,7 @@ func TestSpeakerAdvertisesPlan(t *testing.T) {
 	router.waitNextHops(t, "seed plan", "172.22.0.2/32", []string{"192.168.0.3", "192.168.0.4"})
 
 	// Status: the BgpPeer and the plan carry master1's report.
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		var bp v1alpha2.BgpPeer
 		if err := l.crd.Get(ctx, client.ObjectKey{Name: "leaf1"}, &bp); err != nil {
 			return false, nil
@@ -189,4 +215,49 @@ func TestSpeakerAdvertisesPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	router.waitNextHops(t, "after SIGTERM", "172.22.0.2/32", nil)
+}
+
+// TestSpeakerGracefulRestartKeepsRoutes restarts the speaker the way a
+// rolling update does (SIGTERM, new process) with graceful restart on both
+// sides: the router keeps the paths throughout - zero route churn.
+func TestSpeakerGracefulRestartKeepsRoutes(t *testing.T) {
+	l, router, _, startSpeaker := newSpeakerLab(t, true)
+	speaker := startSpeaker()
+	l.create(newService("default", "nginx"))
+	l.waitIPs("default", "nginx", 1, ipTimeout)
+	want := []string{"192.168.0.3", "192.168.0.4"}
+	router.waitNextHops(t, "before the restart", "172.22.0.2/32", want)
+
+	// Watch the router's table every 20ms through the restart.
+	stop := make(chan struct{})
+	lost := make(chan []string, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if got := router.nextHops("172.22.0.2/32"); !slices.Equal(got, want) {
+				select {
+				case lost <- got:
+				default:
+				}
+			}
+		}
+	}()
+	if err := speaker.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the old process is gone; routes are stale at the router
+	startSpeaker()
+	// Let the new session come up and the new process re-advertise.
+	time.Sleep(8 * time.Second)
+	close(stop)
+	select {
+	case got := <-lost:
+		t.Errorf("the router's paths changed during the graceful restart: saw next hops %v, want %v throughout", got, want)
+	default:
+	}
+	router.waitNextHops(t, "after the restart", "172.22.0.2/32", want)
 }
