@@ -64,10 +64,13 @@ func (l *lab) namespace(name string, labels map[string]string) {
 // name is per test so tests never wait on each other's leases.
 func (l *lab) ccm(name string, extra ...string) *harness.Component {
 	l.t.Helper()
+	// Shorter than the shipped 15s/10s/2s so takeovers are quick, long
+	// enough that a busy 2-core CI machine does not make a leader miss its
+	// renewal and flap.
 	args := append([]string{
 		"--leader-elect-resource-name=" + leaseName(l.t),
-		"--leader-elect-lease-duration=4s",
-		"--leader-elect-renew-deadline=3s",
+		"--leader-elect-lease-duration=8s",
+		"--leader-elect-renew-deadline=6s",
 		"--leader-elect-retry-period=1s",
 		"--v=2",
 	}, extra...)
