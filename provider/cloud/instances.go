@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	cloudprovider "k8s.io/cloud-provider"
@@ -65,24 +66,10 @@ func (i *Instances) InstanceMetadata(ctx context.Context, node *v1.Node) (*cloud
 		add(a)
 	}
 	if ip := node.Annotations["alpha.kubernetes.io/provided-node-ip"]; ip != "" {
-		for _, one := range splitComma(ip) {
-			add(v1.NodeAddress{Type: v1.NodeInternalIP, Address: one})
+		for _, one := range strings.Split(ip, ",") {
+			add(v1.NodeAddress{Type: v1.NodeInternalIP, Address: strings.TrimSpace(one)})
 		}
 	}
 	add(v1.NodeAddress{Type: v1.NodeHostName, Address: node.Name})
 	return md, nil
-}
-
-func splitComma(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == ',' {
-			if i > start {
-				out = append(out, s[start:i])
-			}
-			start = i + 1
-		}
-	}
-	return out
 }

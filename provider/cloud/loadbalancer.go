@@ -148,7 +148,7 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 		}
 	}
 	p.setConfirmed(key, addrs)
-	if !sameAddrs(before, addrs) {
+	if !slices.Equal(before, addrs) {
 		p.cluster.Event(svc, v1.EventTypeNormal, ReasonAllocated, describe(as))
 		metricAllocations.WithLabelValues(ReasonAllocated).Inc()
 		signal(p.statusDirty)
@@ -156,9 +156,6 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 	// The plan is written when the Service's status update reaches the
 	// provider's cache (the Service handler queues it): after the write the
 	// user waits for, not competing with it. Pools and nodes requeue it too.
-	if !p.planFresh(key, svc) {
-		p.planQueue.Add(string(key))
-	}
 	return ingressStatus(as), nil
 }
 

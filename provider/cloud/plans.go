@@ -13,7 +13,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/ipam"
 	"github.com/openelb/cloud-provider-openelb/provider/planner"
 )
 
@@ -176,19 +175,4 @@ func (p *Provider) wrotePlan(key string, spec *v1alpha2.LoadBalancerPlanSpec) bo
 	defer p.mu.Unlock()
 	w, ok := p.created[key]
 	return ok && apiequality.Semantic.DeepEqual(w, spec)
-}
-
-// planFresh reports whether the Service's cached plan already matches what
-// it should be, so an unchanged Service queues no plan work.
-func (p *Provider) planFresh(key ipam.ServiceKey, svc *v1.Service) bool {
-	topo, err := p.topology(context.Background())
-	if err != nil {
-		return false
-	}
-	desired, _ := p.desiredPlan(context.Background(), svc, topo)
-	existing, err := p.cluster.Plan(context.Background(), svc.Namespace, svc.Name)
-	if err != nil || desired == nil {
-		return false
-	}
-	return existing.Spec.ServiceUID == desired.Spec.ServiceUID && apiequality.Semantic.DeepEqual(existing.Spec, desired.Spec)
 }

@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,7 +59,13 @@ type Provider struct {
 	// nodeSeen is what planning last saw of each node; only a change of
 	// it (labels, readiness, addresses, deletion) re-plans Services, not
 	// every status heartbeat.
-	nodeSeen    map[string]string
+	nodeSeen map[string]string
+
+	// topo is the node/peer snapshot every plan of a pass shares; nil when
+	// a change invalidated it. topoGen counts invalidations.
+	topoMu      sync.Mutex
+	topo        *topology
+	topoGen     uint64
 	statusDirty chan struct{}
 
 	lb        *LoadBalancer
@@ -109,10 +116,8 @@ func ReadConfig(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("reading cloud config: %w", err)
 	}
-	for _, c := range b {
-		if c != ' ' && c != '\n' && c != '\t' && c != '\r' {
-			return errors.New("the openelb provider takes no --cloud-config settings; configure it with Eip, BgpConf and BgpPeer objects")
-		}
+	if len(bytes.TrimSpace(b)) > 0 {
+		return errors.New("the openelb provider takes no --cloud-config settings; configure it with Eip, BgpConf and BgpPeer objects")
 	}
 	return nil
 }
@@ -154,8 +159,11 @@ func (p *Provider) start(ctx context.Context) error {
 		Plan:          p.planQueue.Add,
 		Service:       p.planQueue.Add,
 		EndpointSlice: p.planQueue.Add,
-		BgpPeer:       func(string) { p.replanAll() },
-		Node:          func(name string) { p.nodeChanged(ctx, name) },
+		BgpPeer: func(string) {
+			p.invalidateTopology()
+			p.replanAll()
+		},
+		Node: func(name string) { p.nodeChanged(ctx, name) },
 	}
 	if err := p.cluster.Start(ctx, handlers); err != nil {
 		return err
@@ -271,5 +279,6 @@ func (p *Provider) nodeChanged(ctx context.Context, name string) {
 	if known && old == seen {
 		return
 	}
+	p.invalidateTopology()
 	p.replanAll()
 }

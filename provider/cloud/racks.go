@@ -29,7 +29,37 @@ type topology struct {
 	peers []planner.Peer
 }
 
+// topology returns the current snapshot, building it when a node or peer
+// change invalidated it. A snapshot built while another change arrived is
+// used once but not kept (the generation moved on).
 func (p *Provider) topology(ctx context.Context) (*topology, error) {
+	p.topoMu.Lock()
+	t, gen := p.topo, p.topoGen
+	p.topoMu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	t, err := p.buildTopology(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.topoMu.Lock()
+	if p.topoGen == gen {
+		p.topo = t
+	}
+	p.topoMu.Unlock()
+	return t, nil
+}
+
+// invalidateTopology drops the snapshot after a node or BgpPeer change.
+func (p *Provider) invalidateTopology() {
+	p.topoMu.Lock()
+	p.topo = nil
+	p.topoGen++
+	p.topoMu.Unlock()
+}
+
+func (p *Provider) buildTopology(ctx context.Context) (*topology, error) {
 	nodes, err := p.cluster.Nodes(ctx)
 	if err != nil {
 		return nil, err
@@ -95,12 +125,12 @@ func plannerPeer(bp *v1alpha2.BgpPeer) (planner.Peer, error) {
 
 // endpointNodes lists the nodes with a ready endpoint of the Service.
 func (p *Provider) endpointNodes(ctx context.Context, svc *v1.Service) map[string]bool {
-	slices, err := p.cluster.EndpointSlices(ctx, svc.Namespace, svc.Name)
+	eps, err := p.cluster.EndpointSlices(ctx, svc.Namespace, svc.Name)
 	if err != nil {
 		return nil
 	}
 	out := map[string]bool{}
-	for _, es := range slices {
+	for _, es := range eps {
 		for _, ep := range es.Endpoints {
 			if ep.NodeName == nil || (ep.Conditions.Ready != nil && !*ep.Conditions.Ready) {
 				continue

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -52,7 +53,7 @@ func buildRequest(svc *v1.Service, nsLabels map[string]string) (ipam.Request, er
 		return req, fmt.Errorf("%w: spec.loadBalancerIP: %w", errInvalidService, err)
 	}
 	switch {
-	case len(annIPs) > 0 && len(specIPs) > 0 && !sameAddrs(annIPs, specIPs):
+	case len(annIPs) > 0 && len(specIPs) > 0 && !slices.Equal(annIPs, specIPs):
 		return req, fmt.Errorf("%w: annotation %s=%q and spec.loadBalancerIP=%q disagree", errInvalidService,
 			v1alpha2.AnnotationIP, svc.Annotations[v1alpha2.AnnotationIP], svc.Spec.LoadBalancerIP)
 	case len(annIPs) > 0:
@@ -130,18 +131,6 @@ func familyOf(a netip.Addr) ipam.Family {
 		return ipam.IPv4
 	}
 	return ipam.IPv6
-}
-
-func sameAddrs(a, b []netip.Addr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // statusAddrs reads the addresses a Service already holds from its status.

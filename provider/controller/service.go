@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -52,7 +53,7 @@ type Controller struct {
 	// (force-removed, or deleted inside the window above), so their
 	// addresses are still released.
 	gone map[string]*v1.Service
-	mu   chan struct{}
+	mu   sync.Mutex
 }
 
 // New builds the controller; Run starts it.
@@ -71,7 +72,6 @@ func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer co
 		broadcaster: b,
 		recorder:    b.NewRecorder(scheme.Scheme, v1.EventSource{Component: "service-controller"}),
 		gone:        map[string]*v1.Service{},
-		mu:          make(chan struct{}, 1),
 	}
 	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
@@ -101,9 +101,9 @@ func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer co
 			if !relevant(svc) {
 				return
 			}
-			c.lock()
+			c.mu.Lock()
 			c.gone[key(svc)] = svc
-			c.unlock()
+			c.mu.Unlock()
 			c.enqueue(svc)
 		},
 	})
@@ -112,9 +112,6 @@ func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer co
 	}
 	return c, nil
 }
-
-func (c *Controller) lock()   { c.mu <- struct{}{} }
-func (c *Controller) unlock() { <-c.mu }
 
 func key(svc *v1.Service) string { return svc.Namespace + "/" + svc.Name }
 
@@ -193,20 +190,20 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	svc, err := c.lister.Services(ns).Get(name)
 	switch {
 	case apierrors.IsNotFound(err):
-		c.lock()
+		c.mu.Lock()
 		last := c.gone[k]
-		c.unlock()
+		c.mu.Unlock()
 		if last == nil {
 			return nil
 		}
 		if err := c.lb.EnsureLoadBalancerDeleted(ctx, c.clusterName, last); err != nil {
 			return err
 		}
-		c.lock()
+		c.mu.Lock()
 		if c.gone[k] == last {
 			delete(c.gone, k)
 		}
-		c.unlock()
+		c.mu.Unlock()
 		return nil
 	case err != nil:
 		return err

@@ -309,7 +309,3 @@ func (c *Cluster) UpdateEipStatus(ctx context.Context, eip *v1alpha2.Eip) error 
 func (c *Cluster) Event(obj runtime.Object, eventType, reason, message string) {
 	c.events.Event(obj, eventType, reason, message)
 }
-
-// Now is the API-facing clock (kept here so status timestamps come from one
-// place).
-func (c *Cluster) Now() metav1.Time { return metav1.Now() }

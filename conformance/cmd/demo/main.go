@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -63,7 +64,7 @@ func run(ctx context.Context, keep bool) error {
 		return err
 	}
 	kubectl := func(args ...string) error {
-		fmt.Printf("$ kubectl %s\n", joinArgs(args))
+		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
 		out, err := cp.Kubectl(ctx, args...)
 		fmt.Print(out)
 		return err
@@ -108,15 +109,4 @@ func run(ctx context.Context, keep bool) error {
 		<-ctx.Done()
 	}
 	return nil
-}
-
-func joinArgs(args []string) string {
-	s := ""
-	for i, a := range args {
-		if i > 0 {
-			s += " "
-		}
-		s += a
-	}
-	return s
 }
