@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -98,6 +99,9 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 		return nil, lb.refuse(svc, err)
 	}
 
+	if err := lb.followRecorded(ctx, svc, req); err != nil {
+		return nil, err
+	}
 	before := p.confirmedAddrs(key)
 	var as []ipam.Assignment
 	for attempt := 0; ; attempt++ {
@@ -157,6 +161,89 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 	// provider's cache (the Service handler queues it): after the write the
 	// user waits for, not competing with it. Pools and nodes requeue it too.
 	return ingressStatus(as), nil
+}
+
+// retryFollow is how soon followRecorded is retried when it cannot follow yet.
+const retryFollow = 200 * time.Millisecond
+
+// followRecorded makes this replica agree with what the API server records
+// for svc when another active replica got there first: an address in the
+// Service's status that this replica did not pick, claimed at the API server
+// by this very Service (same UID), is what clients already see. It replaces
+// this replica's own pick of the same family, which is released. This only
+// happens with two active replicas (leader election off, or a leader that
+// lost its lease mid-write); with the conditional status write of the
+// service controller it makes them converge on the first writer's address
+// instead of overwriting each other. Status addresses without such a claim
+// (stale cache, or released meanwhile) are ignored: the replica's own
+// record stands.
+func (lb *LoadBalancer) followRecorded(ctx context.Context, svc *v1.Service, req ipam.Request) error {
+	p := lb.p
+	key := serviceKey(svc)
+	mine := p.confirmedAddrs(key)
+	var foreign []netip.Addr
+	for _, a := range statusAddrs(svc) {
+		if !slices.Contains(mine, a) {
+			foreign = append(foreign, a)
+		}
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	recorded := map[netip.Addr]*v1alpha2.IPClaim{}
+	for _, a := range foreign {
+		c, err := p.cluster.LiveClaim(ctx, v1alpha2.ClaimName(a))
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading the claim of %s: %w", a, err)
+		}
+		if !holds(c, string(svc.UID)) {
+			return nil
+		}
+		recorded[a] = c
+	}
+	follow := slices.Clone(foreign)
+	var drop []netip.Addr
+	for _, a := range mine {
+		if slices.ContainsFunc(foreign, func(f netip.Addr) bool { return ipam.FamilyOf(f) == ipam.FamilyOf(a) }) {
+			drop = append(drop, a)
+		} else {
+			follow = append(follow, a)
+		}
+	}
+	// The claim is the truth: whoever else this replica's allocator has on
+	// a recorded address is either a stale record or a pick of its own not
+	// claimed yet (that claim is bound to fail at the API server, which
+	// then teaches the allocator the real holder). Evict them.
+	for a, c := range recorded {
+		for _, o := range p.alloc.Owners(a) {
+			if o != key && !slices.ContainsFunc(c.Spec.Owners, func(co v1alpha2.ClaimOwner) bool { return co.Namespace+"/"+co.Name == string(o) }) {
+				p.alloc.ReleaseAddr(o, a)
+			}
+		}
+	}
+	p.alloc.Release(key)
+	if _, err := p.alloc.Assign(key, follow, req.SharingKey, req.Ports); err != nil {
+		// Raced with another worker picking the address again: restore and
+		// retry shortly rather than write this replica's pick over the
+		// recorded one.
+		if len(mine) > 0 {
+			_, _ = p.alloc.Assign(key, mine, req.SharingKey, req.Ports)
+		}
+		return api.NewRetryError(fmt.Sprintf("cannot follow the address recorded for %s yet: %v", key, err), retryFollow)
+	}
+	logger := klog.FromContext(ctx)
+	logger.Info("Following the address another replica recorded", "service", klog.KObj(svc), "recorded", foreign, "dropped", drop)
+	for _, a := range drop {
+		if err := p.unclaim(ctx, svc, a); err != nil {
+			logger.Error(err, "Releasing a superseded address failed", "service", klog.KObj(svc), "address", a)
+		}
+	}
+	p.setConfirmed(key, follow)
+	signal(p.statusDirty)
+	return nil
 }
 
 func (lb *LoadBalancer) claimAll(ctx context.Context, svc *v1.Service, as []ipam.Assignment, req ipam.Request) error {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,7 +12,10 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -177,6 +181,13 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		c.queue.AddAfter(k, re.RetryAfter())
 		return true
 	}
+	if apierrors.IsConflict(err) {
+		// The Service changed since the cache copy this sync started from:
+		// not a failure, just retry soon from the newer copy.
+		klog.FromContext(ctx).V(2).Info("Service changed while syncing; retrying", "service", k)
+		c.queue.AddAfter(k, retryConflict)
+		return true
+	}
 	utilruntime.HandleErrorWithContext(ctx, err, "Syncing Service failed; retrying with backoff", "service", k)
 	c.queue.AddRateLimited(k)
 	return true
@@ -238,12 +249,56 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service) error {
 	}
 	upd.Status.LoadBalancer = *status
 	ensured := time.Now()
-	if _, err := servicehelper.PatchService(c.client.CoreV1(), svc, upd); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.patch(ctx, svc, upd, true); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("writing status and finalizer of %s: %w", key(svc), err)
 	}
 	logger.V(4).Info("Service status written", "service", klog.KObj(svc),
 		"ensure", ensured.Sub(began), "patch", time.Since(ensured))
 	return nil
+}
+
+// retryConflict is how soon a Service whose status write lost a race is
+// synced again: long enough for the cache to see the newer version.
+const retryConflict = 100 * time.Millisecond
+
+// patch writes upd's finalizers and status over old's through the status
+// subresource. A conditional patch carries old's resourceVersion, so the API
+// server refuses it (Conflict) if anything wrote the Service since: the
+// status is only ever written from the latest version. This is what keeps
+// two active replicas (a split brain, or a leader that lost its lease
+// mid-write) from overwriting each other's address: the loser re-syncs,
+// sees the winner's address and follows it.
+func (c *Controller) patch(ctx context.Context, old, upd *v1.Service, conditional bool) error {
+	upd.Spec = old.Spec
+	oldJSON, err := json.Marshal(old)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", key(old), err)
+	}
+	updJSON, err := json.Marshal(upd)
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", key(old), err)
+	}
+	patch, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, updJSON, v1.Service{})
+	if err != nil {
+		return fmt.Errorf("building the patch of %s: %w", key(old), err)
+	}
+	if conditional {
+		var m map[string]any
+		if err := json.Unmarshal(patch, &m); err != nil {
+			return fmt.Errorf("building the patch of %s: %w", key(old), err)
+		}
+		meta, _ := m["metadata"].(map[string]any)
+		if meta == nil {
+			meta = map[string]any{}
+			m["metadata"] = meta
+		}
+		meta["resourceVersion"] = old.ResourceVersion
+		if patch, err = json.Marshal(m); err != nil {
+			return fmt.Errorf("building the patch of %s: %w", key(old), err)
+		}
+	}
+	_, err = c.client.CoreV1().Services(old.Namespace).Patch(ctx, old.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	return err
 }
 
 // cleanup releases the addresses of a Service that is being deleted or no
@@ -264,7 +319,7 @@ func (c *Controller) cleanup(ctx context.Context, svc *v1.Service) error {
 	upd := svc.DeepCopy()
 	upd.Finalizers = slices.DeleteFunc(upd.Finalizers, func(f string) bool { return f == servicehelper.LoadBalancerCleanupFinalizer })
 	upd.Status.LoadBalancer = v1.LoadBalancerStatus{}
-	if _, err := servicehelper.PatchService(c.client.CoreV1(), svc, upd); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.patch(ctx, svc, upd, false); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("removing finalizer of %s: %w", key(svc), err)
 	}
 	return nil

@@ -722,6 +722,26 @@ func (a *Allocator) Release(svc ServiceKey) []Assignment {
 	return out
 }
 
+// ReleaseAddr drops svc's hold on one address, leaving its other addresses
+// alone; addr becomes free once nobody holds it. Used when an outside record
+// (the API server) says svc does not hold addr after all.
+func (a *Allocator) ReleaseAddr(svc ServiceKey, addr netip.Addr) {
+	x, err := normalizeAddr(addr)
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Contains(a.bySvc[svc], x) {
+		return
+	}
+	a.dropOwner(x, svc)
+	a.bySvc[svc] = slices.DeleteFunc(a.bySvc[svc], func(y netip.Addr) bool { return y == x })
+	if len(a.bySvc[svc]) == 0 {
+		delete(a.bySvc, svc)
+	}
+}
+
 // Lookup returns what svc holds, or nil.
 func (a *Allocator) Lookup(svc ServiceKey) []Assignment {
 	a.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -665,5 +666,37 @@ func TestConcurrentAllocate(t *testing.T) {
 		if got := a.Lookup(svc); len(got) != 1 || got[0].Addr != addr {
 			t.Errorf("Lookup(%s) = %v, want %s", svc, got, addr)
 		}
+	}
+}
+
+func TestReleaseAddrKeepsOtherAddresses(t *testing.T) {
+	a := New()
+	if err := a.SetPools([]Pool{{Name: "p", Range: mustRange(t, "10.0.0.0/30"), Default: true}}); err != nil {
+		t.Fatal(err)
+	}
+	x, y := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	if _, err := a.Assign("ns/a", []netip.Addr{x, y}, "k", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Assign("ns/b", []netip.Addr{x}, "k", []Port{{Protocol: "TCP", Port: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	a.ReleaseAddr("ns/a", x)
+	if got := a.Owners(x); !slices.Equal(got, []ServiceKey{"ns/b"}) {
+		t.Errorf("owners of %s after releasing ns/a: %v, want [ns/b]", x, got)
+	}
+	if got := a.Lookup("ns/a"); len(got) != 1 || got[0].Addr != y {
+		t.Errorf("ns/a holds %v, want only %s", got, y)
+	}
+	a.ReleaseAddr("ns/b", x)
+	if got := a.Owners(x); got != nil {
+		t.Errorf("%s still held by %v", x, got)
+	}
+	if _, err := a.Assign("ns/c", []netip.Addr{x}, "", nil); err != nil {
+		t.Errorf("%s not free again: %v", x, err)
+	}
+	a.ReleaseAddr("ns/zzz", y) // not a holder: no effect
+	if got := a.Owners(y); !slices.Equal(got, []ServiceKey{"ns/a"}) {
+		t.Errorf("owners of %s: %v", y, got)
 	}
 }
