@@ -19,9 +19,9 @@ KUBE_STAMP          := $(CACHE_BIN)/.kube-$(KUBE_VERSION)
 ETCD_STAMP          := $(CACHE_BIN)/.etcd-$(ETCD_VERSION)
 CG_STAMP            := $(CACHE_BIN)/.controller-gen-$(CONTROLLER_GEN_VER)
 
-# Debian packages the test layers need (FRR, arping, ndisc6 arrive with the
-# BGP and layer-2 suites).
-APT_PACKAGES := iproute2 git ca-certificates
+# Debian packages the test layers need: FRR routers for the BGP lab,
+# arping/ndisc6 clients for layer 2, socat/curl for client traffic.
+APT_PACKAGES := iproute2 git ca-certificates frr iputils-arping ndisc6 socat curl
 
 TEST_TIMEOUT ?= 45m
 
