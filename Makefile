@@ -18,6 +18,20 @@ CONTROLLER_GEN      := $(CACHE_BIN)/controller-gen
 KUBE_STAMP          := $(CACHE_BIN)/.kube-$(KUBE_VERSION)
 ETCD_STAMP          := $(CACHE_BIN)/.etcd-$(ETCD_VERSION)
 CG_STAMP            := $(CACHE_BIN)/.controller-gen-$(CONTROLLER_GEN_VER)
+# helm renders charts/openelb in the conformance tests; built from its Go
+# module (wrapper conformance/tools/helm) with the version and the default
+# Kubernetes version its own release build would stamp in.
+HELM_VERSION        := v3.22.0
+HELM_STAMP          := $(CACHE_BIN)/.helm-$(HELM_VERSION)
+HELM_LDFLAGS        := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=36
+
+# Images: `make image` writes bin/images/<name>.tar (docker-archive; `docker
+# load -i` / `podman load -i`). The tag matches deploy/kustomization.yaml and
+# the chart's appVersion (a conformance test checks they agree).
+IMAGE_TAG  ?= v0.1.0
+IMAGE_REPO ?= openelb/
 
 # Debian packages the test layers need: FRR routers for the BGP lab,
 # arping/ndisc6 clients for layer 2, socat/curl for client traffic.
@@ -25,14 +39,21 @@ APT_PACKAGES := iproute2 git ca-certificates frr iputils-arping ndisc6 socat cur
 
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build generate manifests verify tools deps test test-unit test-fuzz test-conformance bench demo clean
+.PHONY: all build image chart-crds generate manifests verify tools deps test test-unit test-fuzz test-conformance bench demo clean
 
 all: build
 
+# Static binaries (no cgo), the same ones the images carry, so the tests run
+# what ships and `make image` reuses the build cache.
 build:
 	@mkdir -p $(BIN)
-	go build -o $(BIN)/openelb-cloud-controller-manager ./ccm
-	go build -o $(BIN)/openelb-speaker ./nodeagent
+	CGO_ENABLED=0 go build -o $(BIN)/openelb-cloud-controller-manager ./ccm
+	CGO_ENABLED=0 go build -o $(BIN)/openelb-speaker ./nodeagent
+
+# No Docker needed: hack/ociimage compiles each binary statically and layers
+# it onto an empty base (go-containerregistry).
+image:
+	go run ./hack/ociimage -out $(BIN)/images -tag $(IMAGE_TAG) -repository-prefix $(IMAGE_REPO)
 
 ## Code generation -----------------------------------------------------------
 
@@ -47,13 +68,21 @@ generate: $(CG_STAMP)
 
 manifests: $(CG_STAMP)
 	$(CONTROLLER_GEN) crd paths=./provider/api/... output:crd:artifacts:config=deploy/crds
+	$(MAKE) chart-crds
+
+# The chart ships the generated CRDs verbatim (a conformance test fails when
+# they differ).
+chart-crds:
+	rm -f charts/openelb/crds/*.yaml
+	cp deploy/crds/*.yaml charts/openelb/crds/
 
 # verify fails when generated files or go.mod/go.sum are stale.
 verify: generate
 	go mod tidy
 	cd conformance/tools/kube && go mod tidy
 	cd conformance/tools/etcd && go mod tidy
-	@git diff --exit-code -- provider/api deploy/crds go.mod go.sum conformance/tools \
+	cd conformance/tools/helm && go mod tidy
+	@git diff --exit-code -- provider/api deploy/crds charts/openelb/crds go.mod go.sum conformance/tools \
 		|| { echo "generated files or go.mod are stale: run 'make generate' and 'go mod tidy' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- provider/api deploy/crds)" \
 		|| { echo "untracked generated files: commit them"; git status --porcelain -- provider/api deploy/crds; exit 1; }
@@ -76,7 +105,13 @@ $(ETCD_STAMP):
 	cd conformance/tools/etcd && go build -o $(CACHE_BIN)/etcd go.etcd.io/etcd/server/v3
 	@touch $@
 
-tools: $(KUBE_STAMP) $(ETCD_STAMP) $(CG_STAMP)
+$(HELM_STAMP):
+	@mkdir -p $(CACHE_BIN)
+	@echo ">> building helm $(HELM_VERSION) (about 3 minutes, once)"
+	cd conformance/tools/helm && go build -ldflags '$(HELM_LDFLAGS)' -o $(CACHE_BIN)/helm helm.sh/helm/v3/cmd/helm
+	@touch $@
+
+tools: $(KUBE_STAMP) $(ETCD_STAMP) $(CG_STAMP) $(HELM_STAMP)
 
 # deps installs the Debian packages the tests use, only when one is missing
 # (apt-get update is slow and needs the network).
@@ -93,7 +128,7 @@ deps:
 test: deps tools build verify test-unit test-fuzz test-conformance
 
 test-unit:
-	go test -count=1 -race ./provider/... ./nodeagent/agent/...
+	go test -count=1 -race ./provider/... ./nodeagent/agent/... ./nodeagent/layer2/...
 	@# GoBGP's StartBgp writes package-level state that every GoBGP server in
 	@# a process reads; these tests run two servers, so the race detector
 	@# would flag GoBGP itself. The speaker runs one server per process.

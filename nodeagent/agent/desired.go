@@ -214,6 +214,13 @@ func peerFrom(bp *v1alpha2.BgpPeer, secret SecretReader) (bgp.Peer, error) {
 	if gr := bp.Spec.GracefulRestart; gr != nil && gr.Enabled {
 		p.GracefulRestart = true
 	}
+	if b := bp.Spec.Bfd; b != nil && b.Enabled {
+		p.BFD = &bgp.BFD{
+			DesiredMinTx:     time.Duration(b.DesiredMinTxIntervalMs) * time.Millisecond,
+			RequiredMinRx:    time.Duration(b.RequiredMinRxIntervalMs) * time.Millisecond,
+			DetectMultiplier: b.DetectMultiplier,
+		}
+	}
 	for _, af := range bp.Spec.AfiSafis {
 		if af != nil && af.AddPaths != nil && af.AddPaths.Config != nil && af.AddPaths.Config.SendMax > 0 {
 			p.AddPathSendMax = af.AddPaths.Config.SendMax

@@ -120,13 +120,15 @@ func TestDesired(t *testing.T) {
 				p.Spec.Transport = &v1alpha2.Transport{RemotePort: 1179}
 				p.Spec.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true}
 				p.Spec.AfiSafis = []*v1alpha2.AfiSafi{{AddPaths: &v1alpha2.AddPaths{Config: &v1alpha2.AddPathsConfig{SendMax: 8}}}}
+				p.Spec.Bfd = &v1alpha2.Bfd{Enabled: true, DetectMultiplier: 3, DesiredMinTxIntervalMs: 100, RequiredMinRxIntervalMs: 200}
 				return p
 			}()},
 			want: State{Enabled: true,
 				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3"), GracefulRestart: true, RestartTime: 90},
 				Peers: []bgp.Peer{{Name: "leaf1", Address: netip.MustParseAddr("192.168.0.2"), AS: 50001, Port: 1179,
 					Password: "s3cret", EBGPMultihopTTL: 255, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
-					ConnectRetry: time.Second, GracefulRestart: true, AddPathSendMax: 8}},
+					ConnectRetry: time.Second, GracefulRestart: true, AddPathSendMax: 8,
+					BFD: &bgp.BFD{DesiredMinTx: 100 * time.Millisecond, RequiredMinRx: 200 * time.Millisecond, DetectMultiplier: 3}}},
 				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")},
 				PlanPaths: map[string]int{"default/nginx": 2}},
 		},

@@ -42,6 +42,9 @@ type Agent struct {
 	trigger chan struct{}
 	last    State
 	applied bool
+	// problems are the configuration problems of the last reconcile, by
+	// object ("BgpPeer/leaf1"), reported in that object's status.
+	problems map[string]string
 }
 
 // New builds the agent; Run starts it.
@@ -149,9 +152,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		return err
 	}
 	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), ptrs(plans.Items), a.readSecret(ctx))
+	probs := make(map[string]string, len(problems))
 	for _, p := range problems {
-		klog.FromContext(ctx).Info("Configuration problem", "object", p.Object, "problem", p.Message)
+		if a.problems[p.Object] != p.Message {
+			klog.FromContext(ctx).Info("Configuration problem", "object", p.Object, "problem", p.Message)
+		}
+		probs[p.Object] = p.Message
 	}
+	a.problems = probs
 	if a.applied && reflect.DeepEqual(st, a.last) {
 		return nil
 	}
@@ -194,7 +202,9 @@ func ptrs[T any](items []T) []*T {
 
 // report writes this node's view into BgpPeer and plan statuses with
 // server-side apply under a per-node field manager, so speakers never
-// conflict and each owns only its own key.
+// conflict and each owns only its own key. It writes only what changed
+// against the cached objects (which carry the statuses): a steady speaker
+// makes no API requests, however many Services it announces.
 func (a *Agent) report(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	states, err := a.opts.Speaker.States(ctx)
@@ -202,42 +212,122 @@ func (a *Agent) report(ctx context.Context) {
 		logger.V(2).Info("Reading BGP states failed", "err", err)
 		return
 	}
-	addPath := true
+	now := time.Now()
+	established, nextHopSelf := 0, []string{}
 	metricSessionUp.Reset()
 	metricAdvertised.Reset()
+	seen := map[string]bool{}
+	peerAS := make(map[string]uint32, len(a.last.Peers))
+	for _, p := range a.last.Peers {
+		peerAS[p.Name] = p.AS
+	}
 	for _, s := range states {
+		seen[s.Name] = true
 		up := 0.0
 		if s.State == "established" {
 			up = 1
+			established++
+			if s.NextHopSelf {
+				nextHopSelf = append(nextHopSelf, s.Name)
+			}
 		}
 		metricSessionUp.WithLabelValues(s.Name).Set(up)
 		metricAdvertised.WithLabelValues(s.Name).Set(float64(s.AdvertisedPaths))
-		addPath = addPath && s.AddPathNegotiated
-		status := map[string]any{"nodesPeerStatus": map[string]any{a.opts.NodeName: map[string]any{
-			"peerState": map[string]any{
-				"neighborAddress":   s.Address,
-				"sessionState":      s.State,
-				"addPathNegotiated": s.AddPathNegotiated,
-				"advertisedPaths":   s.AdvertisedPaths,
-			},
-			"timersState": map[string]any{"uptime": s.Uptime.Round(time.Second).String()},
-		}}}
-		if err := a.applyStatus(ctx, &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: s.Name}}, "BgpPeer", status); err != nil {
-			logger.V(2).Info("Reporting BgpPeer status failed", "bgppeer", s.Name, "err", err)
+		metricUpdatesSent.WithLabelValues(s.Name).Set(float64(s.UpdatesSent))
+		a.reportPeer(ctx, s.Name, v1alpha2.PeerState{
+			NeighborAddress:   s.Address,
+			PeerAs:            peerAS[s.Name],
+			LocalAs:           a.last.Global.AS,
+			RouterId:          a.last.Global.RouterID.String(),
+			SessionState:      s.State,
+			AddPathNegotiated: s.AddPathNegotiated,
+			NextHopSelf:       s.NextHopSelf,
+			AdvertisedPaths:   int32(s.AdvertisedPaths),
+			BfdState:          s.BFDState,
+			Message:           a.problems["BgpPeer/"+s.Name],
+		}, now)
+	}
+	// Peers this node should use but could not configure (bad password
+	// Secret, invalid timers...) say why, under this node's key.
+	for obj, msg := range a.problems {
+		if name, ok := strings.CutPrefix(obj, "BgpPeer/"); ok && !seen[name] {
+			a.reportPeer(ctx, name, v1alpha2.PeerState{SessionState: "unconfigured", Message: msg}, now)
 		}
 	}
-	for key, n := range a.last.PlanPaths {
-		ns, name, _ := strings.Cut(key, "/")
-		entry := map[string]any{"advertised": n > 0 && len(states) > 0, "reason": "Advertised",
-			"message": fmt.Sprintf("%d path(s) to %d peer(s)", n, len(states))}
-		if !addPath {
-			entry["reason"] = "NoAddPath"
-			entry["message"] = "a peer did not negotiate ADD-PATH: it receives one path only"
+
+	var plans v1alpha2.LoadBalancerPlanList
+	if err := a.cache.List(ctx, &plans); err != nil {
+		logger.V(2).Info("Listing plans failed", "err", err)
+		return
+	}
+	for i := range plans.Items {
+		p := &plans.Items[i]
+		key := p.Namespace + "/" + p.Name
+		cur, has := p.Status.Nodes[a.opts.NodeName]
+		n, mine := a.last.PlanPaths[key]
+		if !mine {
+			if has {
+				// No longer a speaker of this plan: drop this node's key.
+				a.writePlanStatus(ctx, p, nil)
+			}
+			continue
 		}
-		status := map[string]any{"nodes": map[string]any{a.opts.NodeName: entry}}
-		if err := a.applyStatus(ctx, &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, "LoadBalancerPlan", status); err != nil {
-			logger.V(2).Info("Reporting plan status failed", "plan", key, "err", err)
+		want := planEntry(n, len(states), established, nextHopSelf)
+		if has && want.Advertised == cur.Advertised && want.Reason == cur.Reason && want.Message == cur.Message {
+			continue
 		}
+		want.LastUpdate = metav1.NewTime(now)
+		a.writePlanStatus(ctx, p, &want)
+	}
+}
+
+// planEntry says whether and how this node advertises a plan's n paths.
+func planEntry(n, peers, established int, nextHopSelf []string) v1alpha2.NodeAnnouncement {
+	switch {
+	case peers == 0:
+		return v1alpha2.NodeAnnouncement{Reason: "NoPeers", Message: "no BgpPeer matches this node"}
+	case established == 0:
+		return v1alpha2.NodeAnnouncement{Reason: "NoSession", Message: fmt.Sprintf("none of %d BGP session(s) is established", peers)}
+	case len(nextHopSelf) > 0:
+		return v1alpha2.NodeAnnouncement{Advertised: true, Reason: "NoAddPath",
+			Message: fmt.Sprintf("%s did not negotiate ADD-PATH: one path with this node as next hop instead of %d", strings.Join(nextHopSelf, ","), n)}
+	default:
+		return v1alpha2.NodeAnnouncement{Advertised: true, Reason: "Advertised",
+			Message: fmt.Sprintf("%d path(s) to %d of %d peer(s)", n, established, peers)}
+	}
+}
+
+// reportPeer writes this node's entry of a BgpPeer status when it differs
+// from the cached one. LastTransitionTime moves only when the session state
+// does.
+func (a *Agent) reportPeer(ctx context.Context, name string, ps v1alpha2.PeerState, now time.Time) {
+	var bp v1alpha2.BgpPeer
+	if err := a.cache.Get(ctx, types.NamespacedName{Name: name}, &bp); err != nil {
+		return
+	}
+	cur, has := bp.Status.NodesPeerStatus[a.opts.NodeName]
+	ps.LastTransitionTime = cur.PeerState.LastTransitionTime
+	if !has || cur.PeerState.SessionState != ps.SessionState || ps.LastTransitionTime == nil {
+		ps.LastTransitionTime = &metav1.Time{Time: now.Truncate(time.Second)}
+	}
+	if has && reflect.DeepEqual(cur.PeerState, ps) {
+		return
+	}
+	status := map[string]any{"nodesPeerStatus": map[string]any{a.opts.NodeName: map[string]any{"peerState": ps}}}
+	if err := a.applyStatus(ctx, &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: name}}, "BgpPeer", status); err != nil {
+		klog.FromContext(ctx).V(2).Info("Reporting BgpPeer status failed", "bgppeer", name, "err", err)
+	}
+}
+
+// writePlanStatus applies this node's entry of a plan's status; nil
+// removes it (server-side apply drops fields its manager no longer sets).
+func (a *Agent) writePlanStatus(ctx context.Context, p *v1alpha2.LoadBalancerPlan, entry *v1alpha2.NodeAnnouncement) {
+	status := map[string]any{}
+	if entry != nil {
+		status["nodes"] = map[string]any{a.opts.NodeName: entry}
+	}
+	if err := a.applyStatus(ctx, &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}}, "LoadBalancerPlan", status); err != nil {
+		klog.FromContext(ctx).V(2).Info("Reporting plan status failed", "plan", klog.KObj(p), "err", err)
 	}
 }
 

@@ -16,6 +16,9 @@ func TestFake(t *testing.T) {
 	leaf2 := Peer{Name: "leaf2", Address: netip.MustParseAddr("10.1.0.2"), AS: 65002}
 	p3 := Path{Prefix: vip, NextHop: netip.MustParseAddr("192.168.0.3")}
 	p4 := Path{Prefix: vip, NextHop: netip.MustParseAddr("192.168.0.4")}
+	p5 := Path{Prefix: vip, NextHop: netip.MustParseAddr("192.168.0.5")}
+	leaf2BFD := leaf2
+	leaf2BFD.BFD = &BFD{}
 	boom := errors.New("boom")
 
 	type step struct {
@@ -23,6 +26,7 @@ func TestFake(t *testing.T) {
 		paths     []Path
 		applyErr  error
 		override  [2]string // address, state
+		noAddPath string    // address of a peer without ADD-PATH
 		stop      *bool
 		wantErr   error
 		wantPaths []Path
@@ -38,11 +42,11 @@ func TestFake(t *testing.T) {
 			name: "apply then shrink",
 			steps: []step{
 				{peers: []Peer{leaf1, leaf2}, paths: []Path{p4, p3, p3}, wantPaths: []Path{p3, p4}, wantState: []PeerState{
-					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, AdvertisedPaths: 2},
-					{Name: "leaf2", Address: "10.1.0.2", State: "established", AddPathNegotiated: true, AdvertisedPaths: 2},
+					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 2, UpdatesSent: 2},
+					{Name: "leaf2", Address: "10.1.0.2", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 2, UpdatesSent: 2},
 				}},
 				{peers: []Peer{leaf2}, paths: []Path{p4}, wantPaths: []Path{p4}, wantState: []PeerState{
-					{Name: "leaf2", Address: "10.1.0.2", State: "established", AddPathNegotiated: true, AdvertisedPaths: 1},
+					{Name: "leaf2", Address: "10.1.0.2", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 1, UpdatesSent: 3},
 				}},
 			},
 			wantCalls: 2,
@@ -51,10 +55,10 @@ func TestFake(t *testing.T) {
 			name: "failed apply keeps previous state but is recorded",
 			steps: []step{
 				{peers: []Peer{leaf1}, paths: []Path{p3}, wantPaths: []Path{p3}, wantState: []PeerState{
-					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, AdvertisedPaths: 1},
+					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 1, UpdatesSent: 1},
 				}},
 				{peers: nil, paths: nil, applyErr: boom, wantErr: boom, wantPaths: []Path{p3}, wantState: []PeerState{
-					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, AdvertisedPaths: 1},
+					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 1, UpdatesSent: 1},
 				}},
 			},
 			wantCalls: 2,
@@ -72,11 +76,26 @@ func TestFake(t *testing.T) {
 			name: "stop clears everything",
 			steps: []step{
 				{peers: []Peer{leaf1}, paths: []Path{p3}, wantPaths: []Path{p3}, wantState: []PeerState{
-					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, AdvertisedPaths: 1},
+					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 1, UpdatesSent: 1},
 				}},
 				{stop: &graceful, wantPaths: []Path{}},
 			},
 			wantCalls: 1,
+		},
+		{
+			name: "peer without ADD-PATH gets next-hop-self, BFD and changed settings",
+			steps: []step{
+				{peers: []Peer{leaf1, leaf2BFD}, paths: []Path{p3, p4}, noAddPath: "10.1.0.1", wantPaths: []Path{p3, p4}, wantState: []PeerState{
+					{Name: "leaf1", Address: "10.1.0.1", State: "established", NextHopSelf: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 1, UpdatesSent: 2},
+					{Name: "leaf2", Address: "10.1.0.2", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 2, UpdatesSent: 2, BFDState: "up"},
+				}},
+				// leaf2 without BFD is a changed neighbor: its counter restarts.
+				{peers: []Peer{leaf1, leaf2}, paths: []Path{p3, p5}, override: [2]string{"10.1.0.1", "active"}, wantPaths: []Path{p3, p5}, wantState: []PeerState{
+					{Name: "leaf1", Address: "10.1.0.1", State: "active", UpdatesSent: 2},
+					{Name: "leaf2", Address: "10.1.0.2", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 2, UpdatesSent: 2},
+				}},
+			},
+			wantCalls: 2,
 		},
 	}
 	for _, tt := range tests {
@@ -86,6 +105,9 @@ func TestFake(t *testing.T) {
 			for i, s := range tt.steps {
 				if s.override[0] != "" {
 					f.SetPeerState(s.override[0], s.override[1])
+				}
+				if s.noAddPath != "" {
+					f.SetPeerAddPath(s.noAddPath, false)
 				}
 				if s.stop != nil {
 					if err := f.Stop(ctx, *s.stop); err != nil {

@@ -32,6 +32,9 @@ type GoBGP struct {
 	global Global
 	peers  map[netip.Addr]Peer
 	paths  map[Path]struct{}
+	// nextHopSelf holds the peers in a next-hop-self neighbor-set (see nexthopself.go).
+	nextHopSelf map[netip.Addr]bool
+	stopWatch   context.CancelFunc // ends the session watch of srv
 }
 
 var _ Speaker = (*GoBGP)(nil)
@@ -109,6 +112,9 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 			continue
 		}
 		delete(s.peers, addr)
+		if err := s.leaveNextHopSelfLocked(ctx, addr); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for _, addr := range sortedKeys(wantPeers) {
 		if _, ok := s.peers[addr]; ok {
@@ -157,15 +163,30 @@ func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
 		srv.Stop()
 		return fmt.Errorf("starting BGP instance: %w", err)
 	}
-	if err := installImportReject(ctx, srv); err != nil {
+	if err := installPolicies(ctx, srv); err != nil {
+		srv.Stop()
+		return err
+	}
+	// Watching before any neighbor exists means no Established event can be missed.
+	stopWatch, err := s.watchSessions(srv)
+	if err != nil {
 		srv.Stop()
 		return err
 	}
 	s.srv = srv
+	s.stopWatch = stopWatch
 	s.global = g
 	s.peers = map[netip.Addr]Peer{}
 	s.paths = map[Path]struct{}{}
+	s.nextHopSelf = map[netip.Addr]bool{}
 	return nil
+}
+
+func installPolicies(ctx context.Context, srv *server.BgpServer) error {
+	if err := installImportReject(ctx, srv); err != nil {
+		return err
+	}
+	return installExportNextHopSelf(ctx, srv)
 }
 
 // installImportReject makes the speaker deaf: routers send it full tables,
@@ -206,7 +227,10 @@ func (s *GoBGP) stopLocked(ctx context.Context, graceful bool) error {
 		return nil
 	}
 	srv := s.srv
-	s.srv, s.peers, s.paths = nil, nil, nil
+	// The watch callback checks s.srv under s.mu, so after this point it
+	// never touches the old instance.
+	s.stopWatch()
+	s.srv, s.peers, s.paths, s.nextHopSelf, s.stopWatch = nil, nil, nil, nil, nil
 	if graceful {
 		// StopBgp skips the NOTIFICATION only for neighbors that negotiated
 		// graceful restart; the others drop the routes, which is correct
@@ -240,9 +264,8 @@ func (s *GoBGP) States(ctx context.Context) ([]PeerState, error) {
 	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
 		addr := p.GetConf().GetNeighborAddress()
 		st := PeerState{Address: addr}
-		if a, err := netip.ParseAddr(addr); err == nil {
-			st.Name = s.peers[a].Name
-		}
+		a, _ := netip.ParseAddr(addr)
+		st.Name = s.peers[a].Name
 		state := p.GetState().GetSessionState()
 		st.State = strings.ToLower(strings.TrimPrefix(state.String(), "SESSION_STATE_"))
 		if state == api.PeerState_SESSION_STATE_ESTABLISHED {
@@ -250,10 +273,16 @@ func (s *GoBGP) States(ctx context.Context) ([]PeerState, error) {
 				st.Uptime = time.Since(up.AsTime()).Round(time.Second)
 			}
 			st.AddPathNegotiated = addPathSendNegotiated(p.GetState().GetRemoteCap(), families)
+			st.NextHopSelf = s.nextHopSelf[a]
+			if local, err := netip.ParseAddr(p.GetTransport().GetLocalAddress()); err == nil {
+				st.LocalAddress = local.String()
+			}
 		}
 		for _, af := range p.GetAfiSafis() {
 			st.AdvertisedPaths += int(af.GetState().GetAdvertised())
 		}
+		st.UpdatesSent = p.GetState().GetMessages().GetSent().GetUpdate()
+		st.BFDState = bfdState(s.peers[a].BFD != nil, p.GetState().GetBfdState().GetSessionState())
 		out = append(out, st)
 	})
 	if err != nil {
@@ -261,6 +290,25 @@ func (s *GoBGP) States(ctx context.Context) ([]PeerState, error) {
 	}
 	slices.SortFunc(out, func(a, b PeerState) int { return cmp.Compare(a.Address, b.Address) })
 	return out, nil
+}
+
+// bfdState maps GoBGP's BFD session state to PeerState.BFDState. GoBGP
+// registers the BFD session asynchronously, so a configured session it does
+// not report yet is "down" rather than "" (off).
+func bfdState(configured bool, st api.BfdSessionState) string {
+	if !configured {
+		return ""
+	}
+	switch st {
+	case api.BfdSessionState_BFD_SESSION_STATE_UP:
+		return "up"
+	case api.BfdSessionState_BFD_SESSION_STATE_INIT:
+		return "init"
+	case api.BfdSessionState_BFD_SESSION_STATE_ADMIN_DOWN:
+		return "admin-down"
+	default:
+		return "down"
+	}
 }
 
 // addPathSendNegotiated reports whether the peer is willing to receive
@@ -339,7 +387,11 @@ func pathID(p Path) uint32 {
 }
 
 func familyOf(p netip.Prefix) bgp.Family {
-	if p.Addr().Is4() {
+	return addrFamily(p.Addr())
+}
+
+func addrFamily(a netip.Addr) bgp.Family {
+	if a.Is4() {
 		return bgp.RF_IPv4_UC
 	}
 	return bgp.RF_IPv6_UC
@@ -372,6 +424,12 @@ func seconds(d time.Duration) uint64 {
 	return uint64(math.Ceil(d.Seconds()))
 }
 
+// microseconds rounds up, so a sub-microsecond interval does not become 0,
+// which GoBGP would read as "default" (1 s). validate bounds d.
+func microseconds(d time.Duration) uint32 {
+	return uint32((d + time.Microsecond - 1) / time.Microsecond)
+}
+
 func toAPIPeer(p Peer, g Global) *api.Peer {
 	retry := seconds(p.ConnectRetry)
 	out := &api.Peer{
@@ -400,10 +458,13 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 		out.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: g.RestartTime}
 	}
 	if p.BFD != nil {
+		// GoBGP takes the intervals in microseconds, as on the wire; it
+		// applies its defaults to zero values and keeps Port (the router's
+		// UDP port) at 3784, RFC 5881's single-hop port.
 		out.Bfd = &api.BfdPeerConfig{
 			Enabled:                  true,
-			DesiredMinimumTxInterval: uint32(p.BFD.DesiredMinTx.Microseconds()),
-			RequiredMinimumReceive:   uint32(p.BFD.RequiredMinRx.Microseconds()),
+			DesiredMinimumTxInterval: microseconds(p.BFD.DesiredMinTx),
+			RequiredMinimumReceive:   microseconds(p.BFD.RequiredMinRx),
 			DetectionMultiplier:      p.BFD.DetectMultiplier,
 		}
 	}

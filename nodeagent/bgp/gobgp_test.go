@@ -49,8 +49,14 @@ func startRouter(t *testing.T, addr string, addPathReceive bool) *router {
 
 func startRouterWithPassword(t *testing.T, addr string, addPathReceive bool, password string) *router {
 	t.Helper()
+	return startRouterAt(t, addr, freePort(t, addr), addPathReceive, password)
+}
+
+// startRouterAt starts a router on a given port, so a test can replace a
+// router with a differently configured one the speaker reconnects to.
+func startRouterAt(t *testing.T, addr string, port uint16, addPathReceive bool, password string) *router {
+	t.Helper()
 	ctx := context.Background()
-	port := freePort(t, addr)
 	srv := server.NewBgpServer()
 	go srv.Serve()
 	err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
@@ -217,26 +223,172 @@ func TestAddPathAdvertiseAndWithdraw(t *testing.T) {
 	waitNextHops(t, r)
 }
 
-func TestWithoutAddPathReceiveOnePath(t *testing.T) {
+// peerState polls the speaker until cond holds for the state of the peer at addr.
+func peerState(t *testing.T, s *GoBGP, addr netip.Addr, timeout time.Duration, what string, cond func(PeerState) bool) PeerState {
+	t.Helper()
+	var st PeerState
+	eventually(t, timeout, what, func() (bool, string) {
+		states, err := s.States(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, st = range states {
+			if st.Address == addr.String() && cond(st) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("states %+v", states)
+	})
+	return st
+}
+
+// stableNextHops waits for the router to hold exactly want, then checks it
+// still does a second later, so a late UPDATE (a second path, a third-party
+// next hop) cannot slip through.
+func stableNextHops(t *testing.T, r *router, want ...string) {
+	t.Helper()
+	waitNextHops(t, r, want...)
+	time.Sleep(time.Second)
+	if got := nextHops(t, r.srv, vip); !slices.Equal(got, addrs(want...)) {
+		t.Fatalf("router %s holds %v a second later, want %v", r.addr, got, want)
+	}
+}
+
+// nextHopSelfMembers lists the speaker's next-hop-self neighbor-set for
+// IPv4 sessions, without the sentinel.
+func nextHopSelfMembers(t *testing.T, s *GoBGP) []string {
+	t.Helper()
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	var out []string
+	err := srv.ListDefinedSet(context.Background(), &api.ListDefinedSetRequest{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: nextHopSelfFamilies[0].set,
+	}, func(d *api.DefinedSet) {
+		for _, e := range d.GetList() {
+			if e != nextHopSelfFamilies[0].sentinel {
+				out = append(out, e)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("listing neighbor-set: %v", err)
+	}
+	return out
+}
+
+// A router without ADD-PATH receive gets one path per prefix via the speaker,
+// while an ADD-PATH router of the same speaker keeps every node's next hop.
+func TestNextHopSelfWithoutAddPath(t *testing.T) {
 	ctx := context.Background()
-	r := startRouter(t, "127.0.0.1", false)
+	plain := startRouter(t, "127.0.0.2", false)
+	multi := startRouter(t, "127.0.0.3", true)
 	s := newSpeaker(t)
-	if err := s.Apply(ctx, testGlobal, []Peer{r.peer("leaf1")}, paths("192.168.0.3", "192.168.0.4")); err != nil {
+	peers := []Peer{plain.peer("plain"), multi.peer("multi")}
+	const self = "127.0.0.1" // the speaker's address on both sessions
+
+	// The ADD-PATH router alone first: an export policy whose next-hop-self
+	// set has no members must leave its paths alone.
+	if err := s.Apply(ctx, testGlobal, peers[1:], paths("192.168.0.3", "192.168.0.4")); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	st := waitEstablished(t, s, r.addr)
-	if st.AddPathNegotiated {
-		t.Errorf("AddPathNegotiated = true against a router without ADD-PATH receive")
+	stableNextHops(t, multi, "192.168.0.3", "192.168.0.4")
+
+	if err := s.Apply(ctx, testGlobal, peers, paths("192.168.0.3", "192.168.0.4")); err != nil {
+		t.Fatalf("Apply: %v", err)
 	}
-	eventually(t, 10*time.Second, "exactly one path at the router", func() (bool, string) {
-		got := nextHops(t, r.srv, vip)
-		return len(got) == 1 && (got[0] == netip.MustParseAddr("192.168.0.3") || got[0] == netip.MustParseAddr("192.168.0.4")),
-			fmt.Sprintf("got %v", got)
+	waitEstablished(t, s, plain.addr)
+	// waitEstablished polls every 100ms, so this bounds the correction to
+	// about a second after the session came up.
+	eventually(t, 1500*time.Millisecond, "plain router to hold one path via the speaker", func() (bool, string) {
+		got := nextHops(t, plain.srv, vip)
+		return slices.Equal(got, addrs(self)), fmt.Sprintf("got %v", got)
 	})
-	// Let a possible second UPDATE arrive before checking it did not add a path.
-	time.Sleep(time.Second)
-	if got := nextHops(t, r.srv, vip); len(got) != 1 {
-		t.Errorf("router holds %v, want exactly one path", got)
+	stableNextHops(t, plain, self)
+	stableNextHops(t, multi, "192.168.0.3", "192.168.0.4")
+
+	st := peerState(t, s, plain.addr, 5*time.Second, "plain peer served with next-hop-self", func(st PeerState) bool { return st.NextHopSelf })
+	if st.AddPathNegotiated || st.LocalAddress != self || st.Name != "plain" {
+		t.Errorf("plain state = %+v, want AddPathNegotiated false, LocalAddress %s", st, self)
+	}
+	stMulti := waitEstablished(t, s, multi.addr)
+	if !stMulti.AddPathNegotiated || stMulti.NextHopSelf || stMulti.LocalAddress != self {
+		t.Errorf("multi state = %+v, want ADD-PATH, no next-hop-self, LocalAddress %s", stMulti, self)
+	}
+	if got := nextHopSelfMembers(t, s); !slices.Equal(got, []string{"127.0.0.2/32"}) {
+		t.Errorf("next-hop-self set = %v, want only the plain router", got)
+	}
+	sent := map[string]uint64{plain.addr.String(): st.UpdatesSent, multi.addr.String(): stMulti.UpdatesSent}
+	for addr, n := range sent {
+		if n == 0 {
+			t.Errorf("UpdatesSent to %s = 0 after advertising", addr)
+		}
+	}
+
+	// Next hops come and go (either may have been GoBGP's best path): the
+	// plain router must keep exactly one path via the speaker throughout.
+	for _, step := range [][]string{
+		{"192.168.0.4", "192.168.0.5"},
+		{"192.168.0.5"},
+		{"192.168.0.3", "192.168.0.5", "192.168.0.6"},
+	} {
+		if err := s.Apply(ctx, testGlobal, peers, paths(step...)); err != nil {
+			t.Fatalf("Apply %v: %v", step, err)
+		}
+		waitNextHops(t, multi, step...)
+		stableNextHops(t, plain, self)
+	}
+	if err := s.Apply(ctx, testGlobal, peers, nil); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	waitNextHops(t, multi)
+	waitNextHops(t, plain)
+
+	states, err := s.States(ctx)
+	if err != nil {
+		t.Fatalf("States: %v", err)
+	}
+	for _, st := range states {
+		if st.UpdatesSent <= sent[st.Address] {
+			t.Errorf("UpdatesSent to %s did not grow: %d, before %d", st.Address, st.UpdatesSent, sent[st.Address])
+		}
+	}
+
+	// Deleting the neighbor removes it from the set, and the emptied set
+	// still leaves the ADD-PATH router alone.
+	if err := s.Apply(ctx, testGlobal, peers[1:], paths("192.168.0.3", "192.168.0.4")); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if got := nextHopSelfMembers(t, s); len(got) != 0 {
+		t.Errorf("next-hop-self set = %v after deleting the plain router, want empty", got)
+	}
+	stableNextHops(t, multi, "192.168.0.3", "192.168.0.4")
+}
+
+// A router that re-establishes with ADD-PATH (same address and port, new
+// capabilities) leaves next-hop-self and gets every next hop again.
+func TestNextHopSelfLeftWhenAddPathNegotiated(t *testing.T) {
+	ctx := context.Background()
+	r := startRouter(t, "127.0.0.2", false)
+	s := newSpeaker(t)
+	peers := []Peer{r.peer("leaf1")}
+	if err := s.Apply(ctx, testGlobal, peers, paths("192.168.0.3", "192.168.0.4")); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	waitNextHops(t, r, "127.0.0.1")
+	peerState(t, s, r.addr, 5*time.Second, "next-hop-self", func(st PeerState) bool { return st.NextHopSelf })
+
+	r.srv.Stop()
+	r2 := startRouterAt(t, r.addr.String(), r.port, true, "")
+	stableNextHops(t, r2, "192.168.0.3", "192.168.0.4")
+	st := peerState(t, s, r.addr, 5*time.Second, "ADD-PATH without next-hop-self", func(st PeerState) bool {
+		return st.State == "established" && st.AddPathNegotiated && !st.NextHopSelf
+	})
+	if st.LocalAddress != "127.0.0.1" {
+		t.Errorf("LocalAddress = %q", st.LocalAddress)
+	}
+	if got := nextHopSelfMembers(t, s); len(got) != 0 {
+		t.Errorf("next-hop-self set = %v, want empty", got)
 	}
 }
 
@@ -442,5 +594,96 @@ func TestPassword(t *testing.T) {
 				time.Sleep(200 * time.Millisecond)
 			}
 		})
+	}
+}
+
+func TestToAPIPeerBFD(t *testing.T) {
+	base := Peer{Name: "leaf1", Address: netip.MustParseAddr("10.1.0.1"), AS: routerAS}
+	for _, tc := range []struct {
+		name string
+		bfd  *BFD
+		want *api.BfdPeerConfig
+	}{
+		{"off", nil, nil},
+		{"defaults", &BFD{}, &api.BfdPeerConfig{Enabled: true}},
+		{"timers", &BFD{DesiredMinTx: 50 * time.Millisecond, RequiredMinRx: 300 * time.Millisecond, DetectMultiplier: 5},
+			&api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: 50000, RequiredMinimumReceive: 300000, DetectionMultiplier: 5}},
+		// Rounded up: 0 would mean GoBGP's 1s default.
+		{"sub-microsecond", &BFD{DesiredMinTx: 500 * time.Nanosecond, RequiredMinRx: 1500 * time.Nanosecond},
+			&api.BfdPeerConfig{Enabled: true, DesiredMinimumTxInterval: 1, RequiredMinimumReceive: 2}},
+	} {
+		p := base
+		p.BFD = tc.bfd
+		got := toAPIPeer(p.withDefaults(), testGlobal).GetBfd()
+		if (got == nil) != (tc.want == nil) || got != nil && !sameBFD(got, tc.want) {
+			t.Errorf("%s: Bfd = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func sameBFD(a, b *api.BfdPeerConfig) bool {
+	return a.GetEnabled() == b.GetEnabled() && a.GetPort() == b.GetPort() &&
+		a.GetDesiredMinimumTxInterval() == b.GetDesiredMinimumTxInterval() &&
+		a.GetRequiredMinimumReceive() == b.GetRequiredMinimumReceive() &&
+		a.GetDetectionMultiplier() == b.GetDetectionMultiplier()
+}
+
+func TestInvalidBFD(t *testing.T) {
+	s := newSpeaker(t)
+	for name, b := range map[string]BFD{
+		"multiplier":        {DetectMultiplier: 256},
+		"negative interval": {DesiredMinTx: -time.Millisecond},
+		"huge interval":     {RequiredMinRx: 2 * time.Hour},
+	} {
+		p := Peer{Address: netip.MustParseAddr("10.1.0.1"), AS: routerAS, BFD: &b}
+		if err := s.Apply(context.Background(), testGlobal, []Peer{p}, nil); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: Apply error = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+}
+
+// GoBGP takes the BFD settings for the neighbor (with its port default), and
+// BFDState is reported for a BFD neighbor only. Whether the session comes up
+// is TestBFDUpAndFastDetection's business.
+func TestBFDConfig(t *testing.T) {
+	ctx := context.Background()
+	withBFD := startRouter(t, "127.0.0.2", true)
+	without := startRouter(t, "127.0.0.3", true)
+	s := newSpeaker(t)
+	p := withBFD.peer("bfd")
+	p.BFD = &BFD{DesiredMinTx: 50 * time.Millisecond, RequiredMinRx: 200 * time.Millisecond, DetectMultiplier: 5}
+	if err := s.Apply(ctx, testGlobal, []Peer{p, without.peer("plain")}, nil); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	got := map[string]*api.BfdPeerConfig{}
+	err := srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) { got[p.GetConf().GetNeighborAddress()] = p.GetBfd() })
+	if err != nil {
+		t.Fatalf("ListPeer: %v", err)
+	}
+	want := &api.BfdPeerConfig{Enabled: true, Port: server.BfdServerPort, DesiredMinimumTxInterval: 50000, RequiredMinimumReceive: 200000, DetectionMultiplier: 5}
+	if b := got["127.0.0.2"]; !sameBFD(b, want) {
+		t.Errorf("BFD neighbor config = %v, want %v", b, want)
+	}
+	if b := got["127.0.0.3"]; b.GetEnabled() {
+		t.Errorf("BFD enabled for a neighbor without BFD: %v", b)
+	}
+	states, err := s.States(ctx)
+	if err != nil {
+		t.Fatalf("States: %v", err)
+	}
+	for _, st := range states {
+		switch st.Name {
+		case "bfd":
+			if !slices.Contains([]string{"down", "init", "up"}, st.BFDState) {
+				t.Errorf("BFDState of the BFD peer = %q", st.BFDState)
+			}
+		case "plain":
+			if st.BFDState != "" {
+				t.Errorf("BFDState of a peer without BFD = %q, want empty", st.BFDState)
+			}
+		}
 	}
 }

@@ -2,6 +2,8 @@ package bgp
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"net/netip"
 	"time"
 )
@@ -18,8 +20,13 @@ type Global struct {
 	RestartTime     uint32 // seconds; 0 = 120 when GracefulRestart
 }
 
-// BFD enables BFD liveness detection for a neighbor. Zero values take
-// GoBGP's defaults (1 s intervals, multiplier 3).
+// BFD enables BFD liveness detection for a neighbor (GoBGP's native,
+// single-hop asynchronous mode: control packets to UDP 3784 of the neighbor
+// address, the speaker listening on UDP 3784 of every local address). Zero
+// values take GoBGP's defaults (1 s intervals, multiplier 3). When BFD
+// declares the neighbor down, GoBGP hard-resets the BGP session, so a dead
+// router is noticed after about DetectMultiplier × the negotiated interval
+// instead of the hold time.
 type BFD struct {
 	DesiredMinTx     time.Duration
 	RequiredMinRx    time.Duration
@@ -55,8 +62,21 @@ type PeerState struct {
 	Name, Address     string
 	State             string // "established", "active", "idle", ... lower case
 	AddPathNegotiated bool   // the peer accepted our ADD-PATH send for the advertised families
-	AdvertisedPaths   int
-	Uptime            time.Duration
+	// NextHopSelf is true while the established peer is served one path per
+	// prefix with the speaker's own session address as next hop, because it
+	// did not negotiate ADD-PATH for the family of the session: a single
+	// third-party next hop would silently send all traffic to one node.
+	NextHopSelf bool
+	// LocalAddress is the speaker's address of the established session ("" otherwise).
+	LocalAddress    string
+	AdvertisedPaths int
+	// UpdatesSent counts UPDATE messages sent to the peer since the neighbor
+	// was configured (GoBGP's message counter; it restarts from 0 when the
+	// neighbor is re-added after a setting change or the instance restarts).
+	UpdatesSent uint64
+	// BFDState is "up", "down", "init", "admin-down", or "" when BFD is off.
+	BFDState string
+	Uptime   time.Duration
 }
 
 // Speaker is what the agent drives; the GoBGP implementation and a map-backed fake satisfy it.
@@ -140,6 +160,33 @@ func (p Peer) validate() error {
 	}
 	if p.EBGPMultihopTTL > 255 {
 		return errInvalid("peer %q: multihop TTL %d > 255", p.Name, p.EBGPMultihopTTL)
+	}
+	if p.BFD != nil {
+		if err := p.BFD.validate(); err != nil {
+			return errInvalid("peer %q: %s", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// maxBFDInterval is the largest interval a BFD control packet can carry
+// (a 32-bit count of microseconds).
+const maxBFDInterval = time.Duration(math.MaxUint32) * time.Microsecond
+
+// validate rejects timers GoBGP would refuse (multiplier is 8 bits on the
+// wire) or silently truncate, so a typo surfaces in the status instead of
+// an unexpected detection time.
+func (b BFD) validate() error {
+	for _, iv := range []struct {
+		name string
+		d    time.Duration
+	}{{"desired min TX", b.DesiredMinTx}, {"required min RX", b.RequiredMinRx}} {
+		if iv.d < 0 || iv.d > maxBFDInterval {
+			return fmt.Errorf("BFD %s interval %s out of range (0..%s)", iv.name, iv.d, maxBFDInterval)
+		}
+	}
+	if b.DetectMultiplier > math.MaxUint8 {
+		return fmt.Errorf("BFD detect multiplier %d > 255", b.DetectMultiplier)
 	}
 	return nil
 }

@@ -213,16 +213,16 @@ func Compute(in Input) Plan {
 			rack.NextHops = slices.Compact(rack.NextHops)
 		}
 
-		eligibleCount := countDistinct(st.eligible)
+		eligible := eligibleDesc(st.eligible)
 		switch {
 		case len(rack.NextHops) > 0 && len(rack.Speakers) == 0:
 			problems = append(problems, Problem{ReasonRackWithoutSpeaker, fmt.Sprintf(
 				"rack %s has %s but no ready speaker (label %s=%s)",
-				rackName(name), plural(eligibleCount, "eligible node"), SpeakerLabel, SpeakerValue)})
+				rackName(name), eligible, SpeakerLabel, SpeakerValue)})
 		case len(rack.NextHops) > 0 && len(rack.Peers) == 0:
 			problems = append(problems, Problem{ReasonRackNotAnnounced, fmt.Sprintf(
 				"rack %s has %s and ready speakers (%s) but none of them matches a BgpPeer, so its routers never learn the Service",
-				rackName(name), plural(eligibleCount, "eligible node"), strings.Join(rack.Speakers, ", "))})
+				rackName(name), eligible, strings.Join(rack.Speakers, ", "))})
 		}
 
 		if len(rack.Speakers) > 0 || len(rack.NextHops) > 0 {
@@ -326,10 +326,18 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-func countDistinct(names []string) int {
+// eligibleDesc counts the eligible nodes and names the first few, so an
+// operator knows which nodes to label: "2 eligible nodes (a, b)".
+func eligibleDesc(names []string) string {
 	s := slices.Clone(names)
 	slices.Sort(s)
-	return len(slices.Compact(s))
+	s = slices.Compact(s)
+	const show = 5
+	list := strings.Join(s[:min(len(s), show)], ", ")
+	if len(s) > show {
+		list += fmt.Sprintf(" and %d more", len(s)-show)
+	}
+	return fmt.Sprintf("%s (%s)", plural(len(s), "eligible node"), list)
 }
 
 func speakerNames(sps []speaker) []string {

@@ -215,7 +215,7 @@ func TestCompute(t *testing.T) {
 					{Name: "leaf1", NextHops: ips("192.168.0.4")},
 					{Name: "leaf2", Speakers: []string{"master1", "worker-p002"}, Peers: []PeerRef{leaf2Ref}, NextHops: ips("192.168.0.3", "192.168.1.2")},
 				},
-				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf1 has 1 eligible node" + noSpeakerSuffix}},
+				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf1 has 1 eligible node (worker-p001)" + noSpeakerSuffix}},
 			},
 		},
 		{
@@ -240,7 +240,7 @@ func TestCompute(t *testing.T) {
 			}),
 			want: Plan{
 				Racks:    []Rack{leaf1, leaf2, {Name: "leaf3", NextHops: ips("192.168.2.3", "192.168.2.4")}},
-				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf3 has 2 eligible nodes" + noSpeakerSuffix}},
+				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf3 has 2 eligible nodes (worker-p003, worker-p004)" + noSpeakerSuffix}},
 			},
 		},
 		{
@@ -248,7 +248,7 @@ func TestCompute(t *testing.T) {
 			in:   with(func(in *Input) { setNode(in, "master1", func(n *Node) { n.Ready = false }) }),
 			want: Plan{
 				Racks:    []Rack{{Name: "leaf1", NextHops: ips("192.168.0.4")}, leaf2},
-				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf1 has 1 eligible node" + noSpeakerSuffix}},
+				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf1 has 1 eligible node (worker-p001)" + noSpeakerSuffix}},
 			},
 		},
 		{
@@ -256,7 +256,7 @@ func TestCompute(t *testing.T) {
 			in:   with(func(in *Input) { setNode(in, "master1", func(n *Node) { n.Deleting = true }) }),
 			want: Plan{
 				Racks:    []Rack{{Name: "leaf1", NextHops: ips("192.168.0.4")}, leaf2},
-				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf1 has 1 eligible node" + noSpeakerSuffix}},
+				Problems: []Problem{{ReasonRackWithoutSpeaker, "rack leaf1 has 1 eligible node (worker-p001)" + noSpeakerSuffix}},
 			},
 		},
 		{
@@ -284,7 +284,7 @@ func TestCompute(t *testing.T) {
 			want: Plan{
 				Racks: []Rack{leaf1, leaf2, {Name: "leaf3", Speakers: []string{"worker-p003"}, NextHops: ips("192.168.2.3")}},
 				Problems: []Problem{
-					{ReasonRackNotAnnounced, "rack leaf3 has 1 eligible node and ready speakers (worker-p003) but none of them matches a BgpPeer, so its routers never learn the Service"},
+					{ReasonRackNotAnnounced, "rack leaf3 has 1 eligible node (worker-p003) and ready speakers (worker-p003) but none of them matches a BgpPeer, so its routers never learn the Service"},
 					{ReasonSpeakerWithoutPeer, "speaker worker-p003 in rack leaf3 matches no BgpPeer nodeSelector"},
 				},
 			},
@@ -299,8 +299,8 @@ func TestCompute(t *testing.T) {
 				},
 				Problems: []Problem{
 					{ReasonNoPeers, "no BgpPeer exists, so the ready speakers (master1, worker-p002) have no router to announce to"},
-					{ReasonRackNotAnnounced, "rack leaf1 has 2 eligible nodes and ready speakers (master1) but none of them matches a BgpPeer, so its routers never learn the Service"},
-					{ReasonRackNotAnnounced, "rack leaf2 has 1 eligible node and ready speakers (worker-p002) but none of them matches a BgpPeer, so its routers never learn the Service"},
+					{ReasonRackNotAnnounced, "rack leaf1 has 2 eligible nodes (master1, worker-p001) and ready speakers (master1) but none of them matches a BgpPeer, so its routers never learn the Service"},
+					{ReasonRackNotAnnounced, "rack leaf2 has 1 eligible node (worker-p002) and ready speakers (worker-p002) but none of them matches a BgpPeer, so its routers never learn the Service"},
 				},
 			},
 		},
@@ -318,8 +318,8 @@ func TestCompute(t *testing.T) {
 					{Name: "leaf2", NextHops: ips("192.168.1.2")},
 				},
 				Problems: []Problem{
-					{ReasonRackWithoutSpeaker, "rack leaf1 has 2 eligible nodes" + noSpeakerSuffix},
-					{ReasonRackWithoutSpeaker, "rack leaf2 has 1 eligible node" + noSpeakerSuffix},
+					{ReasonRackWithoutSpeaker, "rack leaf1 has 2 eligible nodes (master1, worker-p001)" + noSpeakerSuffix},
+					{ReasonRackWithoutSpeaker, "rack leaf2 has 1 eligible node (worker-p002)" + noSpeakerSuffix},
 				},
 			},
 		},
@@ -394,7 +394,7 @@ func TestCompute(t *testing.T) {
 			},
 			want: Plan{
 				Racks:    []Rack{{Name: "", NextHops: ips("10.0.0.11")}},
-				Problems: []Problem{{ReasonRackWithoutSpeaker, `rack "" (nodes without label openelb.kubesphere.io/rack) has 1 eligible node` + noSpeakerSuffix}},
+				Problems: []Problem{{ReasonRackWithoutSpeaker, `rack "" (nodes without label openelb.kubesphere.io/rack) has 1 eligible node (node-a)` + noSpeakerSuffix}},
 			},
 		},
 		{

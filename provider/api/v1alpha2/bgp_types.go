@@ -244,8 +244,20 @@ type PeerState struct {
 	// next hop is sent as its own path; false means this speaker advertises
 	// itself as the only next hop.
 	AddPathNegotiated bool `json:"addPathNegotiated,omitempty"`
+	// NextHopSelf is true when the router did not negotiate ADD-PATH: this
+	// speaker then sends one path per address with itself as next hop, so
+	// the router reaches the rack's nodes through this one.
+	// +optional
+	NextHopSelf bool `json:"nextHopSelf,omitempty"`
 	// AdvertisedPaths is the number of paths sent to this neighbor.
 	AdvertisedPaths int32 `json:"advertisedPaths,omitempty"`
+	// BfdState is the BFD session state (up, down, init, admin-down);
+	// empty when BFD is off.
+	// +optional
+	BfdState string `json:"bfdState,omitempty"`
+	// LastTransitionTime is when this speaker saw sessionState change.
+	// +optional
+	LastTransitionTime *metav1.Time `json:"lastTransitionTime,omitempty"`
 	// Message explains a failure (bad password Secret, no AS...).
 	Message string `json:"message,omitempty"`
 }
@@ -256,8 +268,11 @@ type TimersState struct {
 	HoldTime           string `json:"holdTime,omitempty"`
 	KeepaliveInterval  string `json:"keepaliveInterval,omitempty"`
 	NegotiatedHoldTime string `json:"negotiatedHoldTime,omitempty"`
-	Uptime             string `json:"uptime,omitempty"`
-	Downtime           string `json:"downtime,omitempty"`
+	// Uptime and Downtime are kept for OpenELB compatibility but not
+	// written: a value that changes every second would cost a status write
+	// per interval per node. peerState.lastTransitionTime says since when.
+	Uptime   string `json:"uptime,omitempty"`
+	Downtime string `json:"downtime,omitempty"`
 }
 
 // NodePeerStatus is one speaker's report on one BgpPeer.

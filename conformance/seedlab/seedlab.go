@@ -1,0 +1,226 @@
+// Package seedlab sets up OpenELB's multi-router guide (seed 000) against a
+// running control plane: the FRR leaf/spine network of package netlab, the
+// guide's Node objects and labels, the BgpConf, BgpPeers (one per rack,
+// selected by nodeSelector) and address pool, and the real openelb-speaker
+// in the nodes' namespaces. The conformance suite, `make demo` and
+// `make bench` share it.
+package seedlab
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openelb/cloud-provider-openelb/conformance/harness"
+	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/provider/kube"
+)
+
+// Namespace of the speakers (password Secrets live there).
+const Namespace = harness.CCMNamespace
+
+// GuideCommands are the guide's labelling commands, verbatim (the guide
+// prints the two rack commands on one line).
+var GuideCommands = []string{
+	"kubectl label --overwrite nodes master1 worker-p002 lb.kubesphere.io/v1alpha1=openelb",
+	"kubectl label --overwrite nodes master1 openelb.kubesphere.io/rack=leaf1",
+	"kubectl label --overwrite nodes worker-p002 openelb.kubesphere.io/rack=leaf2",
+}
+
+// Options tune the lab.
+type Options struct {
+	// Leaf2Password puts TCP MD5 on leaf2's speaker sessions; the leaf2
+	// BgpPeer then reads it from a Secret.
+	Leaf2Password string
+	// BFD on leaf1's speaker sessions (router and BgpPeer).
+	BFD bool
+	// SpeakerKubeconfig is the kubeconfig the speakers use (its server is
+	// rewritten to the management network); default: the admin one.
+	SpeakerKubeconfig string
+}
+
+// Lab is the running seed-000 lab.
+type Lab struct {
+	CP   *harness.ControlPlane
+	CS   kubernetes.Interface
+	CRD  client.Client
+	Net  *netlab.Lab
+	Topo *netlab.Seed000
+	// NodeKubeconfig is what speakers in node namespaces use.
+	NodeKubeconfig string
+	Speakers       map[string]*netlab.Proc
+
+	opts Options
+	runs map[string]int
+}
+
+// New builds the network and the nodes' kubeconfig. Close removes it.
+func New(ctx context.Context, cp *harness.ControlPlane, opts Options) (*Lab, error) {
+	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	if err != nil {
+		return nil, err
+	}
+	n, err := netlab.New("oe")
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{CP: cp, CS: cp.Client(), CRD: crd, Net: n, Speakers: map[string]*netlab.Proc{}, opts: opts, runs: map[string]int{}}
+	u, err := url.Parse(cp.APIServerURL)
+	if err != nil {
+		_ = n.Close()
+		return nil, err
+	}
+	l.Topo, err = netlab.BuildSeed000(ctx, n, netlab.Seed000Options{APIServer: u.Host, Leaf2Password: opts.Leaf2Password, BFD: opts.BFD})
+	if err != nil {
+		_ = n.Close()
+		return nil, fmt.Errorf("building the seed-000 network: %w", err)
+	}
+	src := opts.SpeakerKubeconfig
+	if src == "" {
+		src = cp.Kubeconfig
+	}
+	l.NodeKubeconfig, err = rewriteKubeconfig(src, "https://"+l.Topo.APIServer, filepath.Join(n.Dir(), "node.kubeconfig"))
+	if err != nil {
+		_ = n.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Close stops the speakers and routers and removes the namespaces.
+func (l *Lab) Close() error { return l.Net.Close() }
+
+// rewriteKubeconfig points a kubeconfig at the management network address
+// of the API server; the serving certificate is issued for 127.0.0.1,
+// hence tls-server-name.
+func rewriteKubeconfig(src, server, dst string) (string, error) {
+	cfg, err := clientcmd.LoadFromFile(src)
+	if err != nil {
+		return "", err
+	}
+	for _, c := range cfg.Clusters {
+		c.Server = server
+		c.TLSServerName = "127.0.0.1"
+	}
+	if err := clientcmd.WriteToFile(*cfg, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// RegisterNodes creates the Node objects as kubelets would: Ready, with
+// their InternalIP, no OpenELB labels.
+func (l *Lab) RegisterNodes(ctx context.Context) error {
+	for _, n := range l.Topo.Nodes {
+		if _, err := l.CS.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name}}, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		if err := l.SetNodeReady(ctx, n.Name, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetNodeReady writes the Ready condition and InternalIP a kubelet would.
+func (l *Lab) SetNodeReady(ctx context.Context, name string, ready bool) error {
+	st := v1.ConditionFalse
+	if ready {
+		st = v1.ConditionTrue
+	}
+	ip := l.Topo.Node(name).IP
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := l.CS.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: st, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		n.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: ip}, {Type: v1.NodeHostName, Address: name}}
+		_, err = l.CS.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// Kubectl runs a command line verbatim, as a user would type it.
+func (l *Lab) Kubectl(ctx context.Context, line string) error {
+	args := strings.Fields(strings.TrimPrefix(line, "kubectl "))
+	out, err := l.CP.Kubectl(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w\n%s", line, err, out)
+	}
+	return nil
+}
+
+// Configure creates the BgpConf (AS per rack), the BgpPeers (one per rack,
+// by nodeSelector; leaf2's password from a Secret when set; BFD on leaf1
+// when set) and the default pool of the guide (172.22.0.2 first).
+func (l *Lab) Configure(ctx context.Context, pool string) error {
+	if err := l.CRD.Create(ctx, &v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"},
+		Spec: v1alpha2.BgpConfSpec{As: 65000, AsPerRack: map[string]uint32{"leaf1": 65001, "leaf2": 65002}}}); err != nil {
+		return err
+	}
+	peer := func(name, addr string, as uint32) *v1alpha2.BgpPeer {
+		return &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha2.BgpPeerSpec{
+			Conf:         &v1alpha2.PeerConf{PeerAs: as, NeighborAddress: addr},
+			Timers:       &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{ConnectRetry: "1", HoldTime: "9", KeepaliveInterval: "3"}},
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{v1alpha2.LabelRack: name}},
+		}}
+	}
+	leaf1 := peer("leaf1", netlab.Leaf1Addr, netlab.Leaf1AS)
+	if l.opts.BFD {
+		leaf1.Spec.Bfd = &v1alpha2.Bfd{Enabled: true, DetectMultiplier: 3, DesiredMinTxIntervalMs: 100, RequiredMinRxIntervalMs: 100}
+	}
+	leaf2 := peer("leaf2", netlab.Leaf2Addr, netlab.Leaf2AS)
+	// A speaker relabelled into rack leaf2 from leaf1's segment reaches
+	// leaf2 through leaf1 and the spine.
+	leaf2.Spec.EbgpMultihop = &v1alpha2.EbgpMultihop{Enabled: true, MultihopTtl: 4}
+	if l.opts.Leaf2Password != "" {
+		if _, err := l.CS.CoreV1().Secrets(Namespace).Create(ctx, &v1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "leaf2-bgp"},
+			StringData: map[string]string{"password": l.opts.Leaf2Password},
+		}, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		leaf2.Spec.Conf.AuthPasswordSecretRef = &v1alpha2.SecretKeyRef{Name: "leaf2-bgp", Key: "password"}
+	}
+	for _, p := range []*v1alpha2.BgpPeer{leaf1, leaf2} {
+		if err := l.CRD.Create(ctx, p); err != nil {
+			return err
+		}
+	}
+	return l.CRD.Create(ctx, &v1alpha2.Eip{
+		ObjectMeta: metav1.ObjectMeta{Name: "eip-sample-pool", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
+		Spec:       v1alpha2.EipSpec{Address: pool},
+	})
+}
+
+// StartSpeaker runs openelb-speaker inside the node's namespace.
+func (l *Lab) StartSpeaker(node string, extra ...string) (*netlab.Proc, error) {
+	bin, err := harness.ProjectBinary("openelb-speaker")
+	if err != nil {
+		return nil, err
+	}
+	n := l.Topo.Node(node)
+	if n == nil {
+		return nil, fmt.Errorf("no node %q in the lab", node)
+	}
+	l.runs[node]++
+	args := append([]string{"--kubeconfig=" + l.NodeKubeconfig, "--node-name=" + node, "--namespace=" + Namespace,
+		"--health-address=127.0.0.1:10290"}, extra...)
+	p, err := l.Net.Start(n.NS, fmt.Sprintf("speaker-%s-%d", node, l.runs[node]), bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	l.Speakers[node] = p
+	return p, nil
+}

@@ -1,0 +1,100 @@
+package layer2
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mdlayher/arp"
+)
+
+// arpConn carries ARP packets on one interface. It is the seam between the
+// protocol logic and the AF_PACKET socket.
+type arpConn interface {
+	// ReadFrom blocks for the next IPv4-over-Ethernet ARP packet received.
+	ReadFrom() (*arp.Packet, error)
+	// WriteTo sends p in an Ethernet frame to dst; the frame's source is
+	// the interface's own MAC whatever p.SenderHardwareAddr says.
+	WriteTo(p *arp.Packet, dst net.HardwareAddr) error
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+var (
+	ethernetBroadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	ethernetZero      = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+)
+
+// handleARP replies to a request for an answered IP with its MAC.
+//
+// Only requests are answered: replies and announcements (sender IP equal to
+// target IP, i.e. gratuitous ARP) tell rather than ask. Packets sent from
+// this interface's own MAC are the node's own (or looped back) and ignored.
+// Probes (sender IP 0.0.0.0, RFC 5227) are answered, which is how a host
+// about to take the address learns it is in use.
+func (r *Responder) handleARP(req *arp.Packet) {
+	if bytes.Equal(req.SenderHardwareAddr, r.ifi.HardwareAddr) {
+		return
+	}
+	r.noticeConflict(req)
+	if req.Operation != arp.OperationRequest || req.SenderIP == req.TargetIP {
+		return
+	}
+
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	mac, ok := r.lookup(req.TargetIP)
+	if !ok {
+		return
+	}
+	reply := &arp.Packet{
+		HardwareType:       1,
+		ProtocolType:       0x0800,
+		HardwareAddrLength: 6,
+		IPLength:           4,
+		Operation:          arp.OperationReply,
+		SenderHardwareAddr: mac,
+		SenderIP:           req.TargetIP,
+		TargetHardwareAddr: req.SenderHardwareAddr,
+		TargetIP:           req.SenderIP,
+	}
+	err := r.arp.WriteTo(reply, req.SenderHardwareAddr)
+	r.countSend(err, &r.stats.arpAnswered, "ARP reply", req.TargetIP)
+	if err == nil {
+		r.log.V(1).Info("answered ARP request", "ip", req.TargetIP, "mac", mac, "from", req.SenderHardwareAddr)
+	}
+}
+
+// noticeConflict logs another host claiming an answered IP (in a reply, an
+// announcement or its own request): two hosts answering for one address
+// split its traffic, which the operator must know about.
+func (r *Responder) noticeConflict(p *arp.Packet) {
+	r.mu.RLock()
+	mac, ok := r.lookup(p.SenderIP)
+	r.mu.RUnlock()
+	if ok && !bytes.Equal(mac, p.SenderHardwareAddr) {
+		r.stats.arpConflicts.Add(1)
+		r.log.Info("another host claims an answered IP", "ip", p.SenderIP, "theirMAC", p.SenderHardwareAddr, "ourMAC", mac)
+	}
+}
+
+// sendGratuitousARP broadcasts an ARP announcement (RFC 5227: a request with
+// sender and target IP both ip), which updates every neighbour entry for ip
+// on the segment. The caller holds r.mu for reading.
+func (r *Responder) sendGratuitousARP(ip netip.Addr, mac net.HardwareAddr) error {
+	p := &arp.Packet{
+		HardwareType:       1,
+		ProtocolType:       0x0800,
+		HardwareAddrLength: 6,
+		IPLength:           4,
+		Operation:          arp.OperationRequest,
+		SenderHardwareAddr: mac,
+		SenderIP:           ip,
+		TargetHardwareAddr: ethernetZero,
+		TargetIP:           ip,
+	}
+	err := r.arp.WriteTo(p, ethernetBroadcast)
+	r.countSend(err, &r.stats.garpSent, "gratuitous ARP", ip)
+	return err
+}
