@@ -3,7 +3,6 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"testing"
@@ -138,52 +137,6 @@ func (b *bgpLab) waitSession(what string, r *netlab.FRR, addr string, up bool) {
 	}
 }
 
-// serveNodes makes every node accept the VIP and answer TCP on port 8080
-// with its name, as kube-proxy and a backend would.
-func (b *bgpLab) serveNodes(vip string) {
-	b.t.Helper()
-	for _, n := range b.topo.Nodes {
-		if err := b.net.Addr(n.NS, "lo", vip+"/32"); err != nil {
-			b.t.Fatal(err)
-		}
-		ln, err := b.net.ListenTCP(n.NS, "0.0.0.0:8080")
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, n.Name)
-				_ = c.Close()
-			}
-		}()
-	}
-}
-
-// connect opens count TCP connections from the client to addr and counts
-// the answering nodes.
-func (b *bgpLab) connect(addr string, count int) map[string]int {
-	b.t.Helper()
-	seen := map[string]int{}
-	for range count {
-		c, err := netlab.DialTCP(b.topo.Client, addr, 2*time.Second)
-		if err != nil {
-			b.t.Fatalf("client connect to %s: %v", addr, err)
-		}
-		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		name, err := io.ReadAll(c)
-		_ = c.Close()
-		if err != nil {
-			b.t.Fatalf("reading from %s: %v", addr, err)
-		}
-		seen[string(name)]++
-	}
-	return seen
-}
-
 // peerStatus returns node's entry of a BgpPeer's status.
 func (b *bgpLab) waitPeerStatus(peer, node string, ok func(v1alpha2.PeerState) bool) v1alpha2.PeerState {
 	b.t.Helper()
@@ -270,8 +223,17 @@ func TestSeed000BGP(t *testing.T) {
 	})
 
 	step("TCP from the client reaches all three nodes", func() {
-		b.serveNodes(seedVIP)
-		seen := b.connect(seedVIP+":8080", 120)
+		if err := b.s.ServeNodes(seedVIP, 8080); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for range 120 {
+			node, err := b.s.Request(seedVIP + ":8080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[node]++
+		}
 		t.Logf("120 connections: %v", seen)
 		for _, n := range b.topo.Nodes {
 			if seen[n.Name] == 0 {

@@ -9,9 +9,11 @@ package seedlab
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -223,4 +225,46 @@ func (l *Lab) StartSpeaker(node string, extra ...string) (*netlab.Proc, error) {
 	}
 	l.Speakers[node] = p
 	return p, nil
+}
+
+// ServeNodes makes every node accept vip (on its loopback, as kube-proxy's
+// IPVS dummy interface would) and answer TCP on port with its node name,
+// as a backend would.
+func (l *Lab) ServeNodes(vip string, port int) error {
+	for _, n := range l.Topo.Nodes {
+		if err := l.Net.Addr(n.NS, "lo", vip+"/32"); err != nil {
+			return err
+		}
+		ln, err := l.Net.ListenTCP(n.NS, fmt.Sprintf("0.0.0.0:%d", port))
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, n.Name)
+				_ = c.Close()
+			}
+		}()
+	}
+	return nil
+}
+
+// Request opens one TCP connection from the client to addr and returns
+// the name of the node that answered.
+func (l *Lab) Request(addr string) (string, error) {
+	c, err := netlab.DialTCP(l.Topo.Client, addr, 2*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("client connect to %s: %w", addr, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	name, err := io.ReadAll(c)
+	if err != nil {
+		return "", fmt.Errorf("reading from %s: %w", addr, err)
+	}
+	return string(name), nil
 }

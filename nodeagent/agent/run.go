@@ -30,7 +30,10 @@ type Options struct {
 	NodeName  string
 	Namespace string // where BgpPeer password Secrets live (the speaker's own)
 	Speaker   bgp.Speaker
-	// StatusInterval is how often peer states are reported. Default 10s.
+	// StatusInterval is how often session states are checked and, when
+	// they changed, reported. Default 2s: the check is in-process and a
+	// report writes only what changed, so a steady speaker costs the API
+	// server nothing.
 	StatusInterval time.Duration
 }
 
@@ -51,7 +54,7 @@ type Agent struct {
 func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	RegisterMetrics()
 	if opts.StatusInterval <= 0 {
-		opts.StatusInterval = 10 * time.Second
+		opts.StatusInterval = 2 * time.Second
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.ContentType = "application/json"

@@ -1,7 +1,11 @@
-// Command demo (make demo) brings up the local lab - a real kube-apiserver,
-// etcd and kube-controller-manager plus the openelb CCM - applies an Eip and
-// a LoadBalancer Service, prints the Service with its address and what the
-// provider recorded, and tears everything down (or waits with -wait).
+// Command demo (make demo) runs OpenELB's multi-router guide (seed 000) on
+// this machine: a real kube-apiserver, etcd and kube-controller-manager, the
+// openelb CCM, FRR spine and leaf routers in network namespaces, the real
+// openelb-speaker in the master1 and worker-p002 node namespaces. It runs
+// the guide's commands, creates a LoadBalancer Service, prints its address,
+// the routes the leaves and the spine learned, and which node answered each
+// of several requests from a client behind the spine; then it tears
+// everything down (or keeps it with -wait).
 package main
 
 import (
@@ -19,14 +23,21 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
+	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
+	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
 )
 
 func main() {
 	keep := flag.Bool("wait", false, "keep the lab running until Ctrl-C")
+	requests := flag.Int("requests", 12, "requests sent from the client")
 	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: run as root (it creates network namespaces and starts FRR)")
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *keep); err != nil {
+	if err := run(ctx, *keep, *requests); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -34,9 +45,12 @@ func main() {
 
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
-func run(ctx context.Context, keep bool) error {
+func run(ctx context.Context, keep bool, requests int) error {
 	step("starting etcd, kube-apiserver and kube-controller-manager (--cloud-provider=external)")
-	cp, err := harness.Start(ctx, harness.Options{ControllerManager: true})
+	// No kubelets: the node lifecycle controller would mark the lab's
+	// nodes NotReady, so it is off; the demo writes node status itself.
+	cp, err := harness.Start(ctx, harness.Options{ControllerManager: true,
+		ExtraControllerManagerFlags: []string{"--controllers=*,-node-lifecycle-controller"}})
 	if err != nil {
 		return err
 	}
@@ -59,8 +73,16 @@ func run(ctx context.Context, keep bool) error {
 	}
 	defer ccm.Stop()
 
-	root, err := harness.RepoRoot()
+	step("building the guide's network: FRR spine, leaf1, leaf2; nodes master1, worker-p001 (leaf1), worker-p002 (leaf2); a client behind the spine")
+	lab, err := seedlab.New(ctx, cp, seedlab.Options{})
 	if err != nil {
+		return err
+	}
+	defer lab.Close()
+	for _, n := range lab.Topo.Nodes {
+		fmt.Printf("  %-12s %-12s under %s\n", n.Name, n.IP, n.Leaf)
+	}
+	if err := lab.RegisterNodes(ctx); err != nil {
 		return err
 	}
 	kubectl := func(args ...string) error {
@@ -69,14 +91,46 @@ func run(ctx context.Context, keep bool) error {
 		fmt.Print(out)
 		return err
 	}
-	step("applying an OpenELB Eip and a LoadBalancer Service")
-	for _, f := range []string{"eip-bgp.yaml", "service.yaml"} {
-		if err := kubectl("apply", "-f", filepath.Join(root, "deploy", "samples", f)); err != nil {
+
+	step("the guide's commands, verbatim")
+	for _, line := range seedlab.GuideCommands {
+		fmt.Println("$ " + line)
+		if err := lab.Kubectl(ctx, line); err != nil {
+			return err
+		}
+	}
+	// The guide labels only the speakers' racks; a node without a rack
+	// label is in no rack and its address is never announced (the plan
+	// says so). Label worker-p001 too so leaf1 learns both its nodes.
+	line := "kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1"
+	fmt.Println("$ " + line + "   # not in the guide: every node of a rack needs the label")
+	if err := lab.Kubectl(ctx, line); err != nil {
+		return err
+	}
+
+	step("BgpConf (AS per rack), one BgpPeer per leaf selected by nodeSelector, the address pool")
+	if err := lab.Configure(ctx, "172.22.0.2-172.22.0.254"); err != nil {
+		return err
+	}
+	if err := kubectl("get", "bgpconf,bgppeer,eip"); err != nil {
+		return err
+	}
+
+	step("starting openelb-speaker in master1 and worker-p002 (the nodes labelled lb.kubesphere.io/v1alpha1=openelb)")
+	for _, n := range []string{"master1", "worker-p002"} {
+		if _, err := lab.StartSpeaker(n); err != nil {
 			return err
 		}
 	}
 
-	step("waiting for the Service's address")
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	step("creating a LoadBalancer Service")
+	if err := kubectl("apply", "-f", filepath.Join(root, "deploy", "samples", "service.yaml")); err != nil {
+		return err
+	}
 	var ip string
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		s, err := cp.Client().CoreV1().Services("default").Get(ctx, "nginx", metav1.GetOptions{})
@@ -91,21 +145,62 @@ func run(ctx context.Context, keep bool) error {
 		return fmt.Errorf("the Service got no address: %w", err)
 	}
 	fmt.Printf("Service default/nginx has address %s\n", ip)
-	// Give the plan and the Eip status their few milliseconds.
+
+	step("waiting for the routes: leaf1 via master1+worker-p001, leaf2 via worker-p002, spine via both leaves")
+	prefix := ip + "/32"
+	want := map[*netlab.FRR]int{lab.Topo.Leaf1: 2, lab.Topo.Leaf2: 1, lab.Topo.Spine: 2}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for r, n := range want {
+			hops, err := lab.Net.KernelNextHops(ctx, r.NS, prefix)
+			if err != nil || len(hops) != n {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("routes did not converge: %w", err)
+	}
+	for _, r := range []*netlab.FRR{lab.Topo.Leaf1, lab.Topo.Leaf2, lab.Topo.Spine} {
+		out, err := r.Vtysh(ctx, "show bgp ipv4 unicast "+prefix)
+		if err != nil {
+			return err
+		}
+		fib, err := lab.Net.Exec(ctx, r.NS, "ip", "route", "show", prefix)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n--- %s: BGP table ---\n%s--- %s: kernel route ---\n%s", r.Name, out, r.Name, fib)
+	}
+
+	step("%d requests from the client (%s) to %s:8080; each node answers with its name", requests, netlab.ClientIP, ip)
+	if err := lab.ServeNodes(ip, 8080); err != nil {
+		return err
+	}
+	count := map[string]int{}
+	for i := range requests {
+		node, err := lab.Request(ip + ":8080")
+		if err != nil {
+			return err
+		}
+		count[node]++
+		fmt.Printf("  request %2d -> %s\n", i+1, node)
+	}
+	fmt.Printf("answers per node: %v\n", count)
+
+	step("what the cluster says: the plan (who announces which IP to which router) and the peers' status")
 	time.Sleep(time.Second)
 	for _, args := range [][]string{
 		{"get", "service", "nginx", "-o", "wide"},
-		{"get", "eip"},
-		{"get", "lbplan", "-A"},
-		{"get", "ipclaims"},
-		{"get", "events", "--field-selector", "involvedObject.name=nginx"},
+		{"get", "lbplan", "nginx", "-o", "yaml"},
+		{"get", "bgppeer", "-o", "custom-columns=PEER:.metadata.name,NODE-STATUS:.status.nodesPeerStatus"},
 	} {
 		if err := kubectl(args...); err != nil {
 			return err
 		}
 	}
 	if keep {
-		step("lab running; KUBECONFIG=%s; Ctrl-C to stop", cp.Kubeconfig)
+		step("lab running; KUBECONFIG=%s; namespaces %s*; Ctrl-C to stop", cp.Kubeconfig, lab.Topo.Client[:strings.LastIndex(lab.Topo.Client, "-")+1])
 		<-ctx.Done()
 	}
 	return nil
