@@ -16,6 +16,8 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/component-base/metrics/legacyregistry"
+	// client-go's request metrics (rest_client_requests_total...) on /metrics.
+	_ "k8s.io/component-base/metrics/prometheus/restclient"
 	"k8s.io/klog/v2"
 
 	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
@@ -26,7 +28,13 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file; empty: in-cluster config")
 	nodeName := flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
 	namespace := flag.String("namespace", envOr("POD_NAMESPACE", "openelb-system"), "namespace of BgpPeer password Secrets (default $POD_NAMESPACE)")
-	healthAddr := flag.String("health-address", ":10259", "address of /healthz and /metrics; empty disables them")
+	healthAddr := flag.String("health-address", ":10262", "address of /healthz and /metrics; empty disables them (10259 would clash with kube-scheduler on control-plane nodes)")
+	// Statuses are written only on change, but a session flap changes the
+	// status of every plan the node announces: client-go's default 5 QPS
+	// would take minutes to report 1,000 of them. Routes never wait for
+	// status writes either way.
+	qps := flag.Float64("kube-api-qps", 20, "API requests per second the speaker may send")
+	burst := flag.Int("kube-api-burst", 40, "API request burst")
 	klog.InitFlags(nil)
 	flag.Parse()
 	if *nodeName == "" {
@@ -44,6 +52,7 @@ func main() {
 		klog.ErrorS(err, "Cannot build the API client config")
 		os.Exit(1)
 	}
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	speaker := bgp.NewGoBGP(logger.WithName("gobgp"))
 	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, Speaker: speaker})
 	if err != nil {

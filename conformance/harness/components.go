@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -140,18 +141,76 @@ func ProjectBinary(name string) (string, error) {
 
 // StartCCM runs bin/openelb-cloud-controller-manager against this control
 // plane with its shipped defaults, on a free secure port, plus extra flags
-// (later flags win). The namespace holding its Lease must exist.
+// (later flags win).
+//
+// It runs as the shipped ServiceAccount openelb-system/openelb-manager with
+// exactly the shipped RBAC: the first call on a control plane applies
+// deploy/namespace.yaml and deploy/rbac/manager.yaml (which creates the
+// namespace holding the Lease), and every CCM gets a TokenRequest token of
+// that ServiceAccount for its API client and for the delegated
+// authentication/authorization of its secure port. A permission missing
+// from deploy/rbac therefore fails whatever test needs it, with
+// "forbidden" in the CCM's log.
 func (c *ControlPlane) StartCCM(name string, extra ...string) (*Component, error) {
+	const (
+		saNamespace = CCMNamespace
+		saName      = "openelb-manager"
+		// Longer than any test, bench or demo run; the CCM reads its
+		// kubeconfig once and does not refresh a static token.
+		tokenSeconds = int64(24 * 3600)
+	)
 	bin, err := ProjectBinary("openelb-cloud-controller-manager")
 	if err != nil {
 		return nil, err
 	}
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Apply the shipped RBAC once per control plane: its ClusterRoleBinding
+	// existing means an earlier call (or a test) applied it.
+	if _, err := c.Client().RbacV1().ClusterRoleBindings().Get(ctx, saName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		files := []string{filepath.Join(root, "deploy", "namespace.yaml"), filepath.Join(root, "deploy", "rbac", "manager.yaml")}
+		if out, err := c.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-f", files[0], "-f", files[1]); err != nil {
+			return nil, fmt.Errorf("applying the shipped RBAC of the CCM: %w\n%s", err, out)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("checking the shipped RBAC of the CCM: %w", err)
+	}
+	exp := tokenSeconds
+	tr, err := c.Client().CoreV1().ServiceAccounts(saNamespace).CreateToken(ctx, saName,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}},
+		metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("token request for %s/%s: %w", saNamespace, saName, err)
+	}
+	kubeconfig := filepath.Join(c.Dir, "kubeconfigs", "ccm-"+sanitize(name)+".kubeconfig")
+	if err := os.MkdirAll(filepath.Dir(kubeconfig), 0o700); err != nil {
+		return nil, err
+	}
+	if err := writeKubeconfig(kubeconfig, c.APIServerURL, c.caPEM,
+		"system:serviceaccount:"+saNamespace+":"+saName, tr.Status.Token, saNamespace, nil); err != nil {
+		return nil, err
+	}
+
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	args := append([]string{
-		"--kubeconfig=" + c.Kubeconfig,
+		"--kubeconfig=" + kubeconfig,
+		// In a cluster these default to the in-cluster config; here they
+		// are explicit so the secure port's TokenReviews and
+		// SubjectAccessReviews run under the shipped RBAC too. This API
+		// server has no client CA, hence no ConfigMap
+		// kube-system/extension-apiserver-authentication to look up (a
+		// kubeadm cluster has one; deploy_test checks the CCM may read it).
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--authentication-skip-lookup=true",
 		"--cloud-provider=openelb",
 		"--bind-address=127.0.0.1",
 		fmt.Sprintf("--secure-port=%d", port),

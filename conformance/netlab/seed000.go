@@ -105,6 +105,9 @@ var routerTmpl = template.Must(template.New("frr").Parse(`frr version 8.4
 frr defaults datacenter
 hostname {{.Name}}
 no ipv6 forwarding
+! Routes carry their next hops inline (no kernel nexthop objects), so
+! route events name the gateways (benchmarks watch them over netlink).
+no zebra nexthop kernel enable
 !
 router bgp {{.AS}}
  bgp router-id {{.RouterID}}

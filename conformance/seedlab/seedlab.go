@@ -7,11 +7,15 @@
 package seedlab
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +35,10 @@ import (
 // Namespace of the speakers (password Secrets live there).
 const Namespace = harness.CCMNamespace
 
+// SpeakerHealthAddr is where speakers serve /healthz and /metrics, on each
+// node namespace's own loopback.
+const SpeakerHealthAddr = "127.0.0.1:10290"
+
 // GuideCommands are the guide's labelling commands, verbatim (the guide
 // prints the two rack commands on one line).
 var GuideCommands = []string{
@@ -46,6 +54,9 @@ type Options struct {
 	Leaf2Password string
 	// BFD on leaf1's speaker sessions (router and BgpPeer).
 	BFD bool
+	// BFDIntervalMs is the BgpPeer's BFD transmit and receive interval
+	// (detection: three missed); default 100.
+	BFDIntervalMs uint32
 	// SpeakerKubeconfig is the kubeconfig the speakers use (its server is
 	// rewritten to the management network); default: the admin one.
 	SpeakerKubeconfig string
@@ -180,7 +191,11 @@ func (l *Lab) Configure(ctx context.Context, pool string) error {
 	}
 	leaf1 := peer("leaf1", netlab.Leaf1Addr, netlab.Leaf1AS)
 	if l.opts.BFD {
-		leaf1.Spec.Bfd = &v1alpha2.Bfd{Enabled: true, DetectMultiplier: 3, DesiredMinTxIntervalMs: 100, RequiredMinRxIntervalMs: 100}
+		iv := l.opts.BFDIntervalMs
+		if iv == 0 {
+			iv = 100
+		}
+		leaf1.Spec.Bfd = &v1alpha2.Bfd{Enabled: true, DetectMultiplier: 3, DesiredMinTxIntervalMs: iv, RequiredMinRxIntervalMs: iv}
 	}
 	leaf2 := peer("leaf2", netlab.Leaf2Addr, netlab.Leaf2AS)
 	// A speaker relabelled into rack leaf2 from leaf1's segment reaches
@@ -218,7 +233,7 @@ func (l *Lab) StartSpeaker(node string, extra ...string) (*netlab.Proc, error) {
 	}
 	l.runs[node]++
 	args := append([]string{"--kubeconfig=" + l.NodeKubeconfig, "--node-name=" + node, "--namespace=" + Namespace,
-		"--health-address=127.0.0.1:10290"}, extra...)
+		"--health-address=" + SpeakerHealthAddr}, extra...)
 	p, err := l.Net.Start(n.NS, fmt.Sprintf("speaker-%s-%d", node, l.runs[node]), bin, args...)
 	if err != nil {
 		return nil, err
@@ -267,4 +282,38 @@ func (l *Lab) Request(addr string) (string, error) {
 		return "", fmt.Errorf("reading from %s: %w", addr, err)
 	}
 	return string(name), nil
+}
+
+// SpeakerRequests reads rest_client_requests_total (all verbs and codes)
+// from a speaker's metrics endpoint inside its node's namespace.
+func (l *Lab) SpeakerRequests(ctx context.Context, node string) (float64, error) {
+	ns := l.Topo.Node(node).NS
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(_ context.Context, _, addr string) (net.Conn, error) {
+			return netlab.DialTCP(ns, addr, 2*time.Second)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+SpeakerHealthAddr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("speaker metrics of %s: %w", node, err)
+	}
+	defer resp.Body.Close()
+	var total float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "rest_client_requests_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			total += v
+		}
+	}
+	return total, sc.Err()
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -48,6 +50,9 @@ type Agent struct {
 	// problems are the configuration problems of the last reconcile, by
 	// object ("BgpPeer/leaf1"), reported in that object's status.
 	problems map[string]string
+	// mu guards last and problems, shared with the report goroutine.
+	mu        sync.Mutex
+	reportNow chan struct{}
 }
 
 // New builds the agent; Run starts it.
@@ -77,7 +82,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building client: %w", err)
 	}
-	return &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1)}, nil
+	return &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1)}, nil
 }
 
 // Run reconciles until ctx ends. When the API server is unreachable the
@@ -102,8 +107,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("caches did not sync: %w", ctx.Err())
 	}
 	logger.Info("Speaker agent synced; reconciling")
-	tick := time.NewTicker(a.opts.StatusInterval)
-	defer tick.Stop()
+	go a.reportLoop(ctx)
 	a.kick()
 	for {
 		select {
@@ -111,15 +115,51 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-a.trigger:
 			// Coalesce bursts of changes into one Apply.
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 			if err := a.reconcile(ctx); err != nil {
 				logger.Error(err, "Reconcile failed; retrying")
 				time.AfterFunc(time.Second, a.kick)
 			}
-		case <-tick.C:
-			a.report(ctx)
 		}
 	}
+}
+
+// reportLoop writes statuses on its own goroutine, after every applied
+// change and every StatusInterval, so status writes (rate-limited by the
+// client) never delay a route change.
+func (a *Agent) reportLoop(ctx context.Context) {
+	tick := time.NewTicker(a.opts.StatusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.reportNow:
+		case <-tick.C:
+		}
+		a.report(ctx)
+	}
+}
+
+func (a *Agent) requestReport() {
+	select {
+	case a.reportNow <- struct{}{}:
+	default:
+	}
+}
+
+// snapshot is what report needs from the last reconcile.
+type snapshot struct {
+	global    bgp.Global
+	peers     []bgp.Peer
+	planPaths map[string]int
+	problems  map[string]string
+}
+
+func (a *Agent) snapshot() snapshot {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return snapshot{global: a.last.Global, peers: a.last.Peers, planPaths: a.last.PlanPaths, problems: a.problems}
 }
 
 func (a *Agent) kick() {
@@ -157,12 +197,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), ptrs(plans.Items), a.readSecret(ctx))
 	probs := make(map[string]string, len(problems))
 	for _, p := range problems {
-		if a.problems[p.Object] != p.Message {
+		if a.snapshot().problems[p.Object] != p.Message {
 			klog.FromContext(ctx).Info("Configuration problem", "object", p.Object, "problem", p.Message)
 		}
 		probs[p.Object] = p.Message
 	}
+	a.mu.Lock()
 	a.problems = probs
+	a.mu.Unlock()
 	if a.applied && reflect.DeepEqual(st, a.last) {
 		return nil
 	}
@@ -176,8 +218,10 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		return err
 	}
 	metricApplies.WithLabelValues("ok").Inc()
+	a.mu.Lock()
 	a.last, a.applied = st, true
-	a.report(ctx)
+	a.mu.Unlock()
+	a.requestReport()
 	return nil
 }
 
@@ -215,24 +259,27 @@ func (a *Agent) report(ctx context.Context) {
 		logger.V(2).Info("Reading BGP states failed", "err", err)
 		return
 	}
+	snap := a.snapshot()
 	now := time.Now()
-	established, nextHopSelf := 0, []string{}
+	var peerNames, nextHopSelf []string
 	metricSessionUp.Reset()
 	metricAdvertised.Reset()
 	seen := map[string]bool{}
-	peerAS := make(map[string]uint32, len(a.last.Peers))
-	for _, p := range a.last.Peers {
+	peerAS := make(map[string]uint32, len(snap.peers))
+	for _, p := range snap.peers {
 		peerAS[p.Name] = p.AS
 	}
 	for _, s := range states {
 		seen[s.Name] = true
 		up := 0.0
+		peerNames = append(peerNames, s.Name)
 		if s.State == "established" {
 			up = 1
-			established++
-			if s.NextHopSelf {
-				nextHopSelf = append(nextHopSelf, s.Name)
-			}
+		}
+		// Remembered while the session is down (the speaker keeps the peer
+		// in its next-hop-self set), so a flap does not rewrite plans.
+		if s.NextHopSelf {
+			nextHopSelf = append(nextHopSelf, s.Name)
 		}
 		metricSessionUp.WithLabelValues(s.Name).Set(up)
 		metricAdvertised.WithLabelValues(s.Name).Set(float64(s.AdvertisedPaths))
@@ -240,19 +287,19 @@ func (a *Agent) report(ctx context.Context) {
 		a.reportPeer(ctx, s.Name, v1alpha2.PeerState{
 			NeighborAddress:   s.Address,
 			PeerAs:            peerAS[s.Name],
-			LocalAs:           a.last.Global.AS,
-			RouterId:          a.last.Global.RouterID.String(),
+			LocalAs:           snap.global.AS,
+			RouterId:          snap.global.RouterID.String(),
 			SessionState:      s.State,
 			AddPathNegotiated: s.AddPathNegotiated,
 			NextHopSelf:       s.NextHopSelf,
 			AdvertisedPaths:   int32(s.AdvertisedPaths),
 			BfdState:          s.BFDState,
-			Message:           a.problems["BgpPeer/"+s.Name],
+			Message:           snap.problems["BgpPeer/"+s.Name],
 		}, now)
 	}
 	// Peers this node should use but could not configure (bad password
 	// Secret, invalid timers...) say why, under this node's key.
-	for obj, msg := range a.problems {
+	for obj, msg := range snap.problems {
 		if name, ok := strings.CutPrefix(obj, "BgpPeer/"); ok && !seen[name] {
 			a.reportPeer(ctx, name, v1alpha2.PeerState{SessionState: "unconfigured", Message: msg}, now)
 		}
@@ -267,7 +314,7 @@ func (a *Agent) report(ctx context.Context) {
 		p := &plans.Items[i]
 		key := p.Namespace + "/" + p.Name
 		cur, has := p.Status.Nodes[a.opts.NodeName]
-		n, mine := a.last.PlanPaths[key]
+		n, mine := snap.planPaths[key]
 		if !mine {
 			if has {
 				// No longer a speaker of this plan: drop this node's key.
@@ -275,28 +322,32 @@ func (a *Agent) report(ctx context.Context) {
 			}
 			continue
 		}
-		want := planEntry(n, len(states), established, nextHopSelf)
+		want := planEntry(n, peerNames, nextHopSelf)
 		if has && want.Advertised == cur.Advertised && want.Reason == cur.Reason && want.Message == cur.Message {
 			continue
 		}
-		want.LastUpdate = metav1.NewTime(now)
+		want.LastUpdate = metav1.NewTime(now.UTC().Truncate(time.Second))
 		a.writePlanStatus(ctx, p, &want)
 	}
 }
 
 // planEntry says whether and how this node advertises a plan's n paths.
-func planEntry(n, peers, established int, nextHopSelf []string) v1alpha2.NodeAnnouncement {
+// It depends on configuration (peers, their ADD-PATH capability), never on
+// the sessions' current state: a session flap is one BgpPeer status change
+// per node, not one plan status write per Service (10,000 writes for a
+// node announcing 10,000 Services). The BgpPeer status says whether the
+// sessions are up.
+func planEntry(n int, peers []string, nextHopSelf []string) v1alpha2.NodeAnnouncement {
 	switch {
-	case peers == 0:
+	case len(peers) == 0:
 		return v1alpha2.NodeAnnouncement{Reason: "NoPeers", Message: "no BgpPeer matches this node"}
-	case established == 0:
-		return v1alpha2.NodeAnnouncement{Reason: "NoSession", Message: fmt.Sprintf("none of %d BGP session(s) is established", peers)}
 	case len(nextHopSelf) > 0:
 		return v1alpha2.NodeAnnouncement{Advertised: true, Reason: "NoAddPath",
-			Message: fmt.Sprintf("%s did not negotiate ADD-PATH: one path with this node as next hop instead of %d", strings.Join(nextHopSelf, ","), n)}
+			Message: fmt.Sprintf("to %s: %s did not negotiate ADD-PATH and gets one path with this node as next hop instead of %d",
+				strings.Join(peers, ","), strings.Join(nextHopSelf, ","), n)}
 	default:
 		return v1alpha2.NodeAnnouncement{Advertised: true, Reason: "Advertised",
-			Message: fmt.Sprintf("%d path(s) to %d of %d peer(s)", n, established, peers)}
+			Message: fmt.Sprintf("%d path(s) to %s (session state: BgpPeer status)", n, strings.Join(peers, ","))}
 	}
 }
 
@@ -311,9 +362,11 @@ func (a *Agent) reportPeer(ctx context.Context, name string, ps v1alpha2.PeerSta
 	cur, has := bp.Status.NodesPeerStatus[a.opts.NodeName]
 	ps.LastTransitionTime = cur.PeerState.LastTransitionTime
 	if !has || cur.PeerState.SessionState != ps.SessionState || ps.LastTransitionTime == nil {
-		ps.LastTransitionTime = &metav1.Time{Time: now.Truncate(time.Second)}
+		ps.LastTransitionTime = &metav1.Time{Time: now.UTC().Truncate(time.Second)}
 	}
-	if has && reflect.DeepEqual(cur.PeerState, ps) {
+	// Semantic: a time read back from the API server is UTC, ours is
+	// local; plain DeepEqual would see a change every interval.
+	if has && apiequality.Semantic.DeepEqual(cur.PeerState, ps) {
 		return
 	}
 	status := map[string]any{"nodesPeerStatus": map[string]any{a.opts.NodeName: map[string]any{"peerState": ps}}}
@@ -325,6 +378,7 @@ func (a *Agent) reportPeer(ctx context.Context, name string, ps v1alpha2.PeerSta
 // writePlanStatus applies this node's entry of a plan's status; nil
 // removes it (server-side apply drops fields its manager no longer sets).
 func (a *Agent) writePlanStatus(ctx context.Context, p *v1alpha2.LoadBalancerPlan, entry *v1alpha2.NodeAnnouncement) {
+	klog.FromContext(ctx).V(4).Info("Writing plan status", "plan", klog.KObj(p), "entry", entry, "cached", p.Status.Nodes[a.opts.NodeName])
 	status := map[string]any{}
 	if entry != nil {
 		status["nodes"] = map[string]any{a.opts.NodeName: entry}
@@ -356,5 +410,5 @@ func (a *Agent) applyStatus(ctx context.Context, obj client.Object, kind string,
 // stay at the routers as stale while the agent restarts (no churn on a
 // rolling update); otherwise they are withdrawn at once.
 func (a *Agent) Shutdown(ctx context.Context) error {
-	return a.opts.Speaker.Stop(ctx, a.last.Global.GracefulRestart)
+	return a.opts.Speaker.Stop(ctx, a.snapshot().global.GracefulRestart)
 }

@@ -273,11 +273,13 @@ func (s *GoBGP) States(ctx context.Context) ([]PeerState, error) {
 				st.Uptime = time.Since(up.AsTime()).Round(time.Second)
 			}
 			st.AddPathNegotiated = addPathSendNegotiated(p.GetState().GetRemoteCap(), families)
-			st.NextHopSelf = s.nextHopSelf[a]
 			if local, err := netip.ParseAddr(p.GetTransport().GetLocalAddress()); err == nil {
 				st.LocalAddress = local.String()
 			}
 		}
+		// Kept while the session is down: the peer stays in the
+		// next-hop-self set until it comes back with ADD-PATH.
+		st.NextHopSelf = s.nextHopSelf[a]
 		for _, af := range p.GetAfiSafis() {
 			st.AdvertisedPaths += int(af.GetState().GetAdvertised())
 		}

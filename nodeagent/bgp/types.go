@@ -62,10 +62,11 @@ type PeerState struct {
 	Name, Address     string
 	State             string // "established", "active", "idle", ... lower case
 	AddPathNegotiated bool   // the peer accepted our ADD-PATH send for the advertised families
-	// NextHopSelf is true while the established peer is served one path per
-	// prefix with the speaker's own session address as next hop, because it
-	// did not negotiate ADD-PATH for the family of the session: a single
-	// third-party next hop would silently send all traffic to one node.
+	// NextHopSelf is true when the peer is served one path per prefix with
+	// the speaker's own session address as next hop, because it did not
+	// negotiate ADD-PATH for the family of the session: a single
+	// third-party next hop would silently send all traffic to one node. It
+	// stays true while that session is down (it will be served so again).
 	NextHopSelf bool
 	// LocalAddress is the speaker's address of the established session ("" otherwise).
 	LocalAddress    string

@@ -1,7 +1,14 @@
-// Command bench measures create→IP latency of the real CCM against the real
-// local control plane (make bench): 100 Services created one at a time, then
-// bursts of 1,000 and 10,000 created by 16 concurrent clients, and the API
-// writes each Service costs. It prints tables; it asserts nothing.
+// Command bench (make bench) measures, and prints as tables (it asserts
+// nothing):
+//   - alloc: create→IP latency of the real CCM against the real local
+//     control plane: 100 Services created one at a time, then bursts of
+//     1,000 and 10,000 created by 16 concurrent clients, and the API writes
+//     each Service costs;
+//   - routes: the BGP data path on the seed-000 lab (FRR leaves and spine,
+//     real speakers): create→route in the routers' kernels, SIGTERM
+//     withdraw, BFD detection of a dead node, convergence of 1,000 and
+//     10,000 routes, the speaker's memory and API requests at rest, and 60 s
+//     without the API server.
 package main
 
 import (
@@ -39,13 +46,37 @@ func main() {
 	single := flag.Int("single", 100, "Services created one at a time")
 	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
 	creators := flag.Int("creators", 16, "concurrent creators in a burst")
+	suites := flag.String("suites", "alloc,routes", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab)")
+	routeSizes := flag.String("route-sizes", "1000,10000", "Service counts for route convergence")
+	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *single, *bursts, *creators); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	for _, suite := range strings.Split(*suites, ",") {
+		var err error
+		switch strings.TrimSpace(suite) {
+		case "alloc":
+			err = run(ctx, *single, *bursts, *creators)
+		case "routes":
+			err = runRoutes(ctx, ints(*routeSizes), *rounds)
+		default:
+			err = fmt.Errorf("unknown suite %q", suite)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	}
+}
+
+func ints(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // cpuSeconds reads a process's user+system CPU time from /proc.
