@@ -58,7 +58,8 @@ type Options struct {
 	// (detection: three missed); default 100.
 	BFDIntervalMs uint32
 	// SpeakerKubeconfig is the kubeconfig the speakers use (its server is
-	// rewritten to the management network); default: the admin one.
+	// rewritten to the management network); default: a token of the
+	// shipped openelb-speaker ServiceAccount bound by deploy/rbac.
 	SpeakerKubeconfig string
 }
 
@@ -100,7 +101,12 @@ func New(ctx context.Context, cp *harness.ControlPlane, opts Options) (*Lab, err
 	}
 	src := opts.SpeakerKubeconfig
 	if src == "" {
-		src = cp.Kubeconfig
+		// The shipped ServiceAccount and RBAC: a permission the speaker
+		// lacks (or should not have) shows up in every lab run.
+		if src, err = speakerKubeconfig(ctx, cp); err != nil {
+			_ = n.Close()
+			return nil, err
+		}
 	}
 	l.NodeKubeconfig, err = rewriteKubeconfig(src, "https://"+l.Topo.APIServer, filepath.Join(n.Dir(), "node.kubeconfig"))
 	if err != nil {
@@ -112,6 +118,17 @@ func New(ctx context.Context, cp *harness.ControlPlane, opts Options) (*Lab, err
 
 // Close stops the speakers and routers and removes the namespaces.
 func (l *Lab) Close() error { return l.Net.Close() }
+
+func speakerKubeconfig(ctx context.Context, cp *harness.ControlPlane) (string, error) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	if out, err := cp.Kubectl(ctx, "apply", "-f", filepath.Join(root, "deploy", "namespace.yaml"), "-f", filepath.Join(root, "deploy", "rbac", "speaker.yaml")); err != nil {
+		return "", fmt.Errorf("applying the speaker's RBAC: %w\n%s", err, out)
+	}
+	return cp.ServiceAccountKubeconfig(ctx, Namespace, "openelb-speaker")
+}
 
 // rewriteKubeconfig points a kubeconfig at the management network address
 // of the API server; the serving certificate is issued for 127.0.0.1,
