@@ -1,7 +1,8 @@
 // Command openelb-speaker is the node agent: it executes, on its node, the
 // LoadBalancerPlans that name the node as a speaker, advertising the
 // Services' addresses over BGP (embedded GoBGP) to the routers its
-// BgpPeers select. Layer 2 (ARP/NDP) arrives with its own issue.
+// BgpPeers select, and answering ARP/NDP for the addresses of layer-2 pools
+// whose Lease it holds (one node per pool).
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
 
 func main() {
@@ -35,10 +37,30 @@ func main() {
 	// status writes either way.
 	qps := flag.Float64("kube-api-qps", 20, "API requests per second the speaker may send")
 	burst := flag.Int("kube-api-burst", 40, "API request burst")
+	// Layer 2: one node per pool answers ARP/NDP, elected with a Lease.
+	lease := agent.DefaultLeaseTimings
+	flag.DurationVar(&lease.Duration, "layer2-lease-duration", lease.Duration,
+		"how long a layer-2 pool's Lease stays valid without renewal: a dead answering node is replaced after about this long (whole seconds)")
+	flag.DurationVar(&lease.RenewDeadline, "layer2-renew-deadline", lease.RenewDeadline,
+		"how long the answering node keeps failing to renew its Lease before it stops answering (below the lease duration)")
+	flag.DurationVar(&lease.RetryPeriod, "layer2-retry-period", lease.RetryPeriod,
+		"how often the answering node renews its Lease, and the wait before a failed Lease write is retried")
+	garpCount := flag.Int("layer2-gratuitous-count", layer2.DefaultAnnounceCount,
+		"gratuitous ARPs / unsolicited neighbor advertisements sent per address on taking it over or when its MAC changes")
+	garpInterval := flag.Duration("layer2-gratuitous-interval", layer2.DefaultAnnounceInterval,
+		"interval between them; keep it above 1s (Linux ignores a second update of a neighbour entry within its 1s locktime)")
 	klog.InitFlags(nil)
 	flag.Parse()
 	if *nodeName == "" {
 		klog.ErrorS(nil, "--node-name or $NODE_NAME is required")
+		os.Exit(2)
+	}
+	if err := lease.Validate(); err != nil {
+		klog.ErrorS(err, "Invalid --layer2-* Lease timings")
+		os.Exit(2)
+	}
+	if *garpCount < 1 || *garpInterval <= 0 {
+		klog.ErrorS(nil, "--layer2-gratuitous-count must be at least 1 and --layer2-gratuitous-interval positive")
 		os.Exit(2)
 	}
 
@@ -54,7 +76,8 @@ func main() {
 	}
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	speaker := bgp.NewGoBGP(logger.WithName("gobgp"))
-	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, Speaker: speaker})
+	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, Speaker: speaker,
+		Layer2: agent.Layer2Options{Lease: lease, AnnounceCount: *garpCount, AnnounceInterval: *garpInterval}})
 	if err != nil {
 		klog.ErrorS(err, "Cannot create the agent")
 		os.Exit(1)

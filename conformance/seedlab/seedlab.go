@@ -103,7 +103,7 @@ func New(ctx context.Context, cp *harness.ControlPlane, opts Options) (*Lab, err
 	if src == "" {
 		// The shipped ServiceAccount and RBAC: a permission the speaker
 		// lacks (or should not have) shows up in every lab run.
-		if src, err = speakerKubeconfig(ctx, cp); err != nil {
+		if src, err = SpeakerKubeconfig(ctx, cp); err != nil {
 			_ = n.Close()
 			return nil, err
 		}
@@ -119,7 +119,10 @@ func New(ctx context.Context, cp *harness.ControlPlane, opts Options) (*Lab, err
 // Close stops the speakers and routers and removes the namespaces.
 func (l *Lab) Close() error { return l.Net.Close() }
 
-func speakerKubeconfig(ctx context.Context, cp *harness.ControlPlane) (string, error) {
+// SpeakerKubeconfig applies the shipped speaker ServiceAccount and RBAC
+// (deploy/namespace.yaml, deploy/rbac/speaker.yaml) and returns a
+// kubeconfig with a token of that ServiceAccount.
+func SpeakerKubeconfig(ctx context.Context, cp *harness.ControlPlane) (string, error) {
 	root, err := harness.RepoRoot()
 	if err != nil {
 		return "", err

@@ -9,12 +9,14 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -32,6 +34,8 @@ type Options struct {
 	NodeName  string
 	Namespace string // where BgpPeer password Secrets live (the speaker's own)
 	Speaker   bgp.Speaker
+	// Layer2 tunes ARP/NDP answering and its leader election.
+	Layer2 Layer2Options
 	// StatusInterval is how often session states are checked and, when
 	// they changed, reported. Default 2s: the check is in-process and a
 	// report writes only what changed, so a steady speaker costs the API
@@ -53,6 +57,7 @@ type Agent struct {
 	// mu guards last and problems, shared with the report goroutine.
 	mu        sync.Mutex
 	reportNow chan struct{}
+	l2        *layer2Manager
 }
 
 // New builds the agent; Run starts it.
@@ -73,6 +78,8 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 			// the agent reads no more than it needs (and RBAC allows).
 			&v1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName)},
 			&v1.Secret{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
+			// Layer-2 election Leases live in the speaker's namespace.
+			&coordinationv1.Lease{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
 		},
 	})
 	if err != nil {
@@ -82,7 +89,15 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building client: %w", err)
 	}
-	return &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1)}, nil
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building clientset: %w", err)
+	}
+	a := &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1)}
+	if a.l2, err = newLayer2Manager(opts.NodeName, opts.Namespace, opts.Layer2, c, cs.CoordinationV1(), a.requestReport); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // Run reconciles until ctx ends. When the API server is unreachable the
@@ -102,12 +117,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := a.l2.register(ctx, a.cache); err != nil {
+		return err
+	}
 	go func() { _ = a.cache.Start(ctx) }()
 	if !a.cache.WaitForCacheSync(ctx) {
 		return fmt.Errorf("caches did not sync: %w", ctx.Err())
 	}
 	logger.Info("Speaker agent synced; reconciling")
 	go a.reportLoop(ctx)
+	go a.l2.run(ctx, a.cache)
 	a.kick()
 	for {
 		select {
@@ -310,20 +329,30 @@ func (a *Agent) report(ctx context.Context) {
 		logger.V(2).Info("Listing plans failed", "err", err)
 		return
 	}
+	// One entry per plan and node, from both halves: BGP paths and the
+	// layer-2 answering state (a dual-stack Service may have both).
+	l2, l2known := a.l2.planStatus()
 	for i := range plans.Items {
 		p := &plans.Items[i]
 		key := p.Namespace + "/" + p.Name
 		cur, has := p.Status.Nodes[a.opts.NodeName]
 		n, mine := snap.planPaths[key]
-		if !mine {
-			if has {
+		l2s, answers := l2[key]
+		if !mine && !answers {
+			if has && (l2known || !hasLayer2(p)) {
 				// No longer a speaker of this plan: drop this node's key.
 				a.writePlanStatus(ctx, p, nil)
 			}
 			continue
 		}
-		want := planEntry(n, peerNames, nextHopSelf)
-		if has && want.Advertised == cur.Advertised && want.Reason == cur.Reason && want.Message == cur.Message {
+		var want v1alpha2.NodeAnnouncement
+		if mine {
+			want = planEntry(n, peerNames, nextHopSelf)
+		}
+		if answers {
+			want = withLayer2(want, mine, l2s)
+		}
+		if has && sameEntry(want, cur) {
 			continue
 		}
 		want.LastUpdate = metav1.NewTime(now.UTC().Truncate(time.Second))
@@ -409,6 +438,16 @@ func (a *Agent) applyStatus(ctx context.Context, obj client.Object, kind string,
 // Shutdown stops the speaker: with graceful restart configured the routes
 // stay at the routers as stale while the agent restarts (no churn on a
 // rolling update); otherwise they are withdrawn at once.
+//
+// Layer 2 stops answering and releases its Leases meanwhile, so another
+// node takes over at once; then the plans it answered for say so.
 func (a *Agent) Shutdown(ctx context.Context) error {
-	return a.opts.Speaker.Stop(ctx, a.snapshot().global.GracefulRestart)
+	l2done := make(chan struct{})
+	go func() { defer close(l2done); a.l2.shutdown(ctx) }()
+	err := a.opts.Speaker.Stop(ctx, a.snapshot().global.GracefulRestart)
+	<-l2done
+	statusCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	a.reportLayer2Stopped(statusCtx)
+	return err
 }

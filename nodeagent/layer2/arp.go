@@ -62,7 +62,7 @@ func (r *Responder) handleARP(req *arp.Packet) {
 	err := r.arp.WriteTo(reply, req.SenderHardwareAddr)
 	r.countSend(err, &r.stats.arpAnswered, "ARP reply", req.TargetIP)
 	if err == nil {
-		r.log.V(1).Info("answered ARP request", "ip", req.TargetIP, "mac", mac, "from", req.SenderHardwareAddr)
+		r.log.V(4).Info("answered ARP request", "ip", req.TargetIP, "mac", mac, "from", req.SenderHardwareAddr)
 	}
 }
 

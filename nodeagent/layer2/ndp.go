@@ -63,7 +63,7 @@ func (r *Responder) handleNS(m ndp.Message, src netip.Addr) {
 	err := r.ndp.WriteTo(na, target, dst)
 	r.countSend(err, &r.stats.nsAnswered, "neighbor advertisement", target)
 	if err == nil {
-		r.log.V(1).Info("answered neighbor solicitation", "ip", target, "mac", mac, "from", src)
+		r.log.V(4).Info("answered neighbor solicitation", "ip", target, "mac", mac, "from", src)
 	}
 }
 

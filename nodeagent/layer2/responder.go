@@ -26,7 +26,8 @@ const (
 
 // Options tunes a Responder. The zero value is ready to use.
 type Options struct {
-	// Logger receives replies at V(1), problems at V(0). The zero Logger
+	// Logger receives each reply at V(4) (per-packet debugging; the agent
+	// runs at --v=2), problems at V(0). The zero Logger
 	// discards everything.
 	Logger logr.Logger
 	// AnnounceCount is how many gratuitous ARPs / unsolicited NAs Announce
@@ -197,6 +198,19 @@ func (r *Responder) check(ip netip.Addr, mac net.HardwareAddr, prefixes []netip.
 		return fmt.Errorf("%w: %q", ErrInvalidHardwareAddr, mac)
 	case ip.Is4() && r.arp == nil, ip.Is6() && r.ndp == nil:
 		return ErrFamilyUnavailable
+	}
+	return CheckAddr(ip, prefixes)
+}
+
+// CheckAddr says why ip cannot be answered for on an interface with these
+// addresses (InterfacePrefixes), if so: it must be a global unicast
+// address inside one of the subnets and not one of the addresses
+// themselves. The agent uses it to decide whether a node may compete for a
+// pool before it answers anything; SetAnswers applies the same check.
+func CheckAddr(ip netip.Addr, prefixes []netip.Prefix) error {
+	ip = normalize(ip)
+	if !ip.IsGlobalUnicast() {
+		return ErrInvalidAddr
 	}
 	inSubnet := false
 	for _, p := range prefixes {

@@ -46,7 +46,7 @@ func main() {
 	single := flag.Int("single", 100, "Services created one at a time")
 	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
 	creators := flag.Int("creators", 16, "concurrent creators in a burst")
-	suites := flag.String("suites", "alloc,routes", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab)")
+	suites := flag.String("suites", "alloc,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment)")
 	routeSizes := flag.String("route-sizes", "1000,10000", "Service counts for route convergence")
 	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements")
 	flag.Parse()
@@ -59,6 +59,8 @@ func main() {
 			err = run(ctx, *single, *bursts, *creators)
 		case "routes":
 			err = runRoutes(ctx, ints(*routeSizes), *rounds)
+		case "layer2":
+			err = runLayer2(ctx)
 		default:
 			err = fmt.Errorf("unknown suite %q", suite)
 		}

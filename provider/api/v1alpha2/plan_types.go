@@ -73,6 +73,12 @@ type NodeAnnouncement struct {
 	// Answering is true when this node answers ARP/NDP for the addresses.
 	// +optional
 	Answering bool `json:"answering,omitempty"`
+	// MAC is, for layer-2 addresses, the hardware address of this node's
+	// interface on the pool's segment, published by every node able to
+	// answer there. For externalTrafficPolicy Local the answering node
+	// answers with the MAC of a node that has a ready local endpoint.
+	// +optional
+	MAC string `json:"mac,omitempty"`
 	// Reason says why not, or how (e.g. NoAddPath: advertised with itself
 	// as next hop).
 	// +optional

@@ -1,0 +1,672 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openelb/cloud-provider-openelb/conformance/harness"
+	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
+	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
+	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+)
+
+// speakerHealth is where lab speakers serve /metrics, on each node
+// namespace's own loopback.
+const speakerHealth = "127.0.0.1:10290"
+
+// l2Lab is a layer-2 segment for real: a bridge with a client and three
+// node namespaces running the real openelb-speaker (the shipped
+// ServiceAccount and RBAC), two replicas of the real CCM, and a control
+// plane the nodes reach through per-node forwarders.
+type l2Lab struct {
+	*lab
+	net        *netlab.Lab
+	seg        *netlab.L2
+	kubeconfig string
+	speakers   map[string]*netlab.Proc
+	runs       map[string]int
+	ccms       []*harness.Component
+}
+
+func newL2Lab(t *testing.T) *l2Lab {
+	t.Helper()
+	l := newNodeLab(t)
+	ctx := context.Background()
+	n, err := netlab.New("l2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(l.cp.APIServerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, err := netlab.BuildL2(ctx, n, netlab.L2Options{APIServer: u.Host})
+	if err != nil {
+		_ = n.Close()
+		t.Fatalf("building the layer-2 segment: %v", err)
+	}
+	b := &l2Lab{lab: l, net: n, seg: seg, speakers: map[string]*netlab.Proc{}, runs: map[string]int{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for name, p := range b.speakers {
+				t.Logf("--- speaker %s log tail ---\n%s", name, p.LogTail(50))
+			}
+		}
+		if err := n.Close(); err != nil {
+			t.Errorf("network lab cleanup: %v", err)
+		}
+	})
+	if b.kubeconfig, err = seedlab.SpeakerKubeconfig(ctx, l.cp); err != nil {
+		t.Fatal(err)
+	}
+	b.ccms = append(b.ccms, l.ccm("ccm-a"), l.ccm("ccm-b"))
+	for _, node := range seg.Nodes {
+		if _, err := l.cs.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: node.Name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		l.setNodeStatus(node.Name, true, node.IP4.String())
+		l.label(node.Name, v1alpha2.LabelSpeaker, v1alpha2.LabelSpeakerValue)
+		b.startSpeaker(node.Name)
+	}
+	return b
+}
+
+// in is the lab as seen by a subtest: failures go to t. Speakers and
+// state are shared.
+func (b *l2Lab) in(t *testing.T) *l2Lab {
+	l := *b.lab
+	l.t = t
+	c := *b
+	c.lab = &l
+	return &c
+}
+
+// startSpeaker runs openelb-speaker in the node's namespace, with the
+// shipped defaults for layer 2.
+func (b *l2Lab) startSpeaker(node string) *netlab.Proc {
+	b.t.Helper()
+	bin, err := harness.ProjectBinary("openelb-speaker")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.runs[node]++
+	p, err := b.net.Start(b.seg.Node(node).NS, fmt.Sprintf("speaker-%s-%d", node, b.runs[node]), bin,
+		"--kubeconfig="+b.kubeconfig, "--node-name="+node, "--namespace="+cloudNamespace,
+		"--health-address="+speakerHealth, "--v=2")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.speakers[node] = p
+	return p
+}
+
+// l2Eip creates a layer-2 pool.
+func (b *l2Lab) l2Eip(name, address, iface string) {
+	b.t.Helper()
+	b.eip(name, address, func(e *v1alpha2.Eip) {
+		e.Spec.Protocol, e.Spec.Interface = v1alpha2.ProtocolLayer2, iface
+	})
+}
+
+// l2Service creates a Service taking its address from pool and returns it.
+func (b *l2Lab) l2Service(name, pool string, tweaks ...svcTweak) netip.Addr {
+	b.t.Helper()
+	b.create(newService("default", name, append([]svcTweak{annotate(v1alpha2.AnnotationEip, pool)}, tweaks...)...))
+	return b.waitIPs("default", name, 1, ipTimeout)[0]
+}
+
+// holder is the node holding the pool's Lease, waiting for one.
+func (b *l2Lab) holder(pool string) *netlab.L2Node {
+	b.t.Helper()
+	var h string
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var l coordinationv1.Lease
+		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: cloudNamespace, Name: agent.LeaseName(pool)}, &l); err != nil {
+			return false, nil
+		}
+		h = ptr.Deref(l.Spec.HolderIdentity, "")
+		return b.seg.Node(h) != nil, nil
+	})
+	if err != nil {
+		b.t.Fatalf("Lease %s/%s of pool %s: holder %q, want a node", cloudNamespace, agent.LeaseName(pool), pool, h)
+	}
+	return b.seg.Node(h)
+}
+
+// arpingOne runs arping from the client until it gets replies, and fails
+// unless every reply carries the same MAC; it returns that MAC.
+func (b *l2Lab) arpingOne(ip netip.Addr) net.HardwareAddr {
+	b.t.Helper()
+	var macs []net.HardwareAddr
+	var out string
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		macs, out, err = b.seg.Arping(ctx, ip, 3)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		return len(macs) > 0, nil
+	})
+	if err != nil {
+		b.t.Fatalf("arping %s: no reply\n%s", ip, out)
+	}
+	return b.oneMAC("arping "+ip.String(), macs, out)
+}
+
+// oneMAC fails unless all macs are one node's MAC, and returns it.
+func (b *l2Lab) oneMAC(what string, macs []net.HardwareAddr, out string) net.HardwareAddr {
+	b.t.Helper()
+	distinct := map[string]bool{}
+	for _, m := range macs {
+		distinct[m.String()] = true
+	}
+	if len(distinct) != 1 {
+		b.t.Fatalf("%s: replies from %d MACs %v, want exactly one\n%s", what, len(distinct), distinct, out)
+	}
+	if b.seg.NodeByMAC(macs[0]) == nil {
+		b.t.Fatalf("%s: MAC %s is no node's\n%s", what, macs[0], out)
+	}
+	return macs[0]
+}
+
+// entry waits until node's entry in the plan's status satisfies ok.
+func (b *l2Lab) entry(what, svc, node string, ok func(v1alpha2.NodeAnnouncement) bool) v1alpha2.NodeAnnouncement {
+	b.t.Helper()
+	var got v1alpha2.NodeAnnouncement
+	var has bool
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var p v1alpha2.LoadBalancerPlan
+		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: "default", Name: svc}, &p); err != nil {
+			return false, nil
+		}
+		got, has = p.Status.Nodes[node]
+		return has && ok(got), nil
+	})
+	if err != nil {
+		b.t.Fatalf("%s: plan default/%s status of %s: %+v (present %v)", what, svc, node, got, has)
+	}
+	return got
+}
+
+// metric reads one speaker metric (series: name{labels}) from its node.
+func (b *l2Lab) metric(node, series string) (float64, bool) {
+	b.t.Helper()
+	v, ok, err := netlab.NodeMetric(context.Background(), b.seg.Node(node).NS, speakerHealth, series)
+	if err != nil {
+		return 0, false
+	}
+	return v, ok
+}
+
+// waitMetric waits until the speaker of node reports series = want.
+func (b *l2Lab) waitMetric(node, series string, want float64) {
+	b.t.Helper()
+	var got float64
+	var ok bool
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		got, ok = b.metric(node, series)
+		return ok && got == want, nil
+	})
+	if err != nil {
+		b.t.Fatalf("speaker of %s: %s = %v (present %v), want %v", node, series, got, ok, want)
+	}
+}
+
+// TestLayer2 is layer-2 mode end to end on one segment: the election of
+// one answering node per pool (a Lease), failover on SIGKILL with
+// gratuitous ARP, handover on SIGTERM, a partitioned leader that stops
+// answering before another takes over, IPv6 with ndisc6,
+// externalTrafficPolicy Local, misconfigured pools, and a CCM replica
+// taking over allocation.
+func TestLayer2(t *testing.T) {
+	b := newL2Lab(t)
+	ctx := context.Background()
+	b.l2Eip("l2pool", "192.168.50.100-192.168.50.109", "eth0")
+	b.l2Eip("l2pool6", "2001:db8:50::100-2001:db8:50::10f", "can_reach:"+netlab.L2ClientIP6)
+	vip := b.l2Service("web", "l2pool")
+	if !netlab.L2Subnet4.Contains(vip) {
+		t.Fatalf("web got %s, want an address of pool l2pool", vip)
+	}
+
+	t.Run("OneNodeAnswers", func(t *testing.T) {
+		b := b.in(t)
+		mac := b.arpingOne(vip)
+		leader := b.holder("l2pool")
+		if leader.MAC.String() != mac.String() {
+			t.Fatalf("arping: %s answers, the Lease is held by %s (%s)", mac, leader.Name, leader.MAC)
+		}
+		b.entry("leader", "web", leader.Name, func(e v1alpha2.NodeAnnouncement) bool {
+			return e.Answering && e.Reason == agent.ReasonAnswering && e.MAC == leader.MAC.String()
+		})
+		b.waitMetric(leader.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 1)
+		for _, n := range b.seg.Nodes {
+			if n == leader {
+				continue
+			}
+			// Every node publishes its MAC (for externalTrafficPolicy Local).
+			b.entry("standby", "web", n.Name, func(e v1alpha2.NodeAnnouncement) bool {
+				return !e.Answering && e.Reason == agent.ReasonStandby && e.MAC == n.MAC.String()
+			})
+			b.waitMetric(n.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
+		}
+		t.Logf("%s answers for %s with %s", leader.Name, vip, mac)
+	})
+
+	t.Run("SIGKILLFailoverMovesClientByGratuitousARP", func(t *testing.T) {
+		b := b.in(t)
+		old := b.holder("l2pool")
+		// The client's kernel resolves the VIP like any traffic would.
+		if err := b.seg.ClientSend(vip); err != nil {
+			t.Fatal(err)
+		}
+		var mac, state string
+		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+			mac, state, _ = b.seg.ClientNeighbor(ctx, vip)
+			return mac == old.MAC.String() && (state == "REACHABLE" || state == "STALE" || state == "DELAY"), nil
+		})
+		if err != nil {
+			t.Fatalf("client neighbour entry for %s: %s %s, want %s REACHABLE", vip, mac, state, old.MAC)
+		}
+		t.Logf("client neighbour entry before: %s %s", mac, state)
+		watch, err := b.seg.WatchARP(vip, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watch.Close()
+
+		t0 := time.Now()
+		if err := b.speakers[old.Name].Kill(); err != nil {
+			t.Fatal(err)
+		}
+		// No traffic to the VIP from here on: only a gratuitous ARP can
+		// move the entry before the kernel's own timers would.
+		var moved time.Time
+		err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			mac, state, _ = b.seg.ClientNeighbor(ctx, vip)
+			moved = time.Now()
+			return mac != "" && mac != old.MAC.String(), nil
+		})
+		if err != nil {
+			t.Fatalf("client neighbour entry still %s %s 10s after SIGKILL of %s's speaker", mac, state, old.Name)
+		}
+		took := moved.Sub(t0)
+		newMAC, _ := net.ParseMAC(mac)
+		leader := b.seg.NodeByMAC(newMAC)
+		if leader == nil || leader == old {
+			t.Fatalf("client moved to %s, want another node's MAC", mac)
+		}
+		t.Logf("SIGKILL of %s → client entry on %s (%s, %s) after %v", old.Name, leader.Name, mac, state, took.Round(time.Millisecond))
+		if took > 3*time.Second {
+			t.Errorf("failover took %v, want ≤ 3s", took)
+		}
+		var garp time.Time
+		for _, s := range watch.Seen(t0) {
+			switch {
+			case s.Kind == netlab.ARPGratuitous && s.MAC.String() == mac && garp.IsZero():
+				garp = s.At
+			case s.Kind == netlab.ARPRequest && s.MAC.String() == b.seg.ClientMAC.String() && s.At.Before(moved):
+				t.Errorf("the client asked for %s at %s, before its entry moved: not a gratuitous move", vip, s.At.Format("15:04:05.000"))
+			}
+		}
+		if garp.IsZero() || garp.After(moved) {
+			t.Errorf("no gratuitous ARP from %s seen before the client's entry moved (seen: %+v)", mac, watch.Seen(t0))
+		} else {
+			t.Logf("gratuitous ARP from %s %v after SIGKILL", leader.Name, garp.Sub(t0).Round(time.Millisecond))
+		}
+		if got := b.arpingOne(vip); got.String() != mac {
+			t.Errorf("arping after failover: %s answers, want %s", got, mac)
+		}
+		if h := b.holder("l2pool"); h != leader {
+			t.Errorf("Lease held by %s, %s answers", h.Name, leader.Name)
+		}
+		b.entry("new leader", "web", leader.Name, func(e v1alpha2.NodeAnnouncement) bool { return e.Answering })
+		b.waitMetric(leader.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 1)
+		if v, ok := b.metric(leader.Name, `openelb_layer2_gratuitous_sent_total{family="ipv4"}`); !ok || v < 1 {
+			t.Errorf("new leader's openelb_layer2_gratuitous_sent_total{family=\"ipv4\"} = %v (present %v), want ≥ 1", v, ok)
+		}
+		if v, ok := b.metric(leader.Name, `openelb_layer2_leader_transitions_total{pool="l2pool"}`); !ok || v < 1 {
+			t.Errorf("new leader's openelb_layer2_leader_transitions_total = %v (present %v), want ≥ 1", v, ok)
+		}
+	})
+
+	t.Run("RestartedFormerLeaderStandsBy", func(t *testing.T) {
+		b := b.in(t)
+		leader := b.holder("l2pool")
+		var restarted *netlab.L2Node
+		for name, p := range b.speakers {
+			if p.Exited() {
+				restarted = b.seg.Node(name)
+				b.startSpeaker(name)
+			}
+		}
+		if restarted == nil {
+			t.Fatal("no stopped speaker to restart")
+		}
+		b.waitMetric(restarted.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
+		b.entry("restarted speaker", "web", restarted.Name, func(e v1alpha2.NodeAnnouncement) bool {
+			return !e.Answering && e.Reason == agent.ReasonStandby
+		})
+		watch, err := b.seg.WatchARP(vip, 50*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watch.Close()
+		t0 := time.Now()
+		time.Sleep(3 * time.Second)
+		watch.Close()
+		if split := watch.SplitRounds(t0, time.Now()); len(split) > 0 {
+			t.Errorf("two nodes answered: %v", split)
+		}
+		replies := 0
+		for _, s := range watch.Seen(t0) {
+			if s.Kind == netlab.ARPReply {
+				replies++
+				if s.MAC.String() != leader.MAC.String() {
+					t.Errorf("reply from %s, want only the leader %s (%s)", s.MAC, leader.Name, leader.MAC)
+				}
+			}
+		}
+		if replies < 20 {
+			t.Errorf("%d replies to 60 requests in 3s", replies)
+		}
+		if got := b.arpingOne(vip); got.String() != leader.MAC.String() {
+			t.Errorf("arping: %s answers, want the leader %s", got, leader.MAC)
+		}
+	})
+
+	t.Run("SIGTERMHandover", func(t *testing.T) {
+		b := b.in(t)
+		old := b.holder("l2pool")
+		watch, err := b.seg.WatchARP(vip, 20*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watch.Close()
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := watch.WaitReply(wctx, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := b.speakers[old.Name].Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		next, err := watch.WaitOther(wctx, t0, old.MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := next.At.Sub(t0)
+		leader := b.seg.NodeByMAC(next.MAC)
+		t.Logf("SIGTERM of %s → %s (%s) claims %s after %v", old.Name, leader.Name, next.Kind, vip, took.Round(time.Millisecond))
+		if took > 300*time.Millisecond {
+			t.Errorf("planned handover took %v, want ≤ 300ms", took)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if split := watch.SplitRounds(t0.Add(-time.Second), time.Now()); len(split) > 0 {
+			t.Errorf("two nodes answered: %v", split)
+		}
+		for _, s := range watch.Seen(next.At) {
+			if s.Kind == netlab.ARPReply && s.MAC.String() == old.MAC.String() {
+				t.Errorf("%s still answered at %s after %s took over", old.Name, s.At.Format("15:04:05.000"), leader.Name)
+			}
+		}
+		if err := b.speakers[old.Name].Wait(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// On its way out it said it no longer answers.
+		b.entry("stopped speaker", "web", old.Name, func(e v1alpha2.NodeAnnouncement) bool { return !e.Answering })
+		b.entry("new leader", "web", leader.Name, func(e v1alpha2.NodeAnnouncement) bool { return e.Answering })
+		b.startSpeaker(old.Name)
+		b.waitMetric(old.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
+	})
+
+	t.Run("PartitionedLeaderStopsBeforeTakeover", func(t *testing.T) {
+		b := b.in(t)
+		old := b.holder("l2pool")
+		watch, err := b.seg.WatchARP(vip, 20*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watch.Close()
+		t0 := time.Now()
+		old.Forwarder.Down()
+		defer old.Forwarder.Up()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		next, err := watch.WaitOther(wctx, t0, old.MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader := b.seg.NodeByMAC(next.MAC)
+		t.Logf("%s cut off the API server → %s claims %s after %v", old.Name, leader.Name, vip, next.At.Sub(t0).Round(time.Millisecond))
+		var lastOld time.Time
+		for _, s := range watch.Seen(t0) {
+			if s.Kind == netlab.ARPReply && s.MAC.String() == old.MAC.String() {
+				lastOld = s.At
+			}
+		}
+		if !lastOld.Before(next.At) {
+			t.Errorf("split brain: %s answered at %s, after %s took over at %s", old.Name, lastOld.Format("15:04:05.000"), leader.Name, next.At.Format("15:04:05.000"))
+		}
+		time.Sleep(time.Second)
+		if split := watch.SplitRounds(t0, time.Now()); len(split) > 0 {
+			t.Errorf("two nodes answered: %v", split)
+		}
+		// Still running, reachable on its node, and not leading.
+		b.waitMetric(old.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
+		old.Forwarder.Up()
+		time.Sleep(3 * time.Second)
+		if got := b.arpingOne(vip); got.String() != leader.MAC.String() {
+			t.Errorf("after the partition healed: %s answers, want %s", got, leader.MAC)
+		}
+	})
+
+	t.Run("LeaderInterfaceDownHandsOver", func(t *testing.T) {
+		b := b.in(t)
+		old := b.holder("l2pool")
+		watch, err := b.seg.WatchARP(vip, 20*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watch.Close()
+		t0 := time.Now()
+		if err := b.net.IP(old.NS, "link", "set", netlab.L2Interface, "down"); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		next, err := watch.WaitOther(wctx, t0, old.MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader := b.seg.NodeByMAC(next.MAC)
+		// The speaker checks its interfaces every second, then releases.
+		t.Logf("%s's eth0 down → %s claims %s after %v", old.Name, leader.Name, vip, next.At.Sub(t0).Round(time.Millisecond))
+		if took := next.At.Sub(t0); took > 3*time.Second {
+			t.Errorf("handover after the leader's interface went down took %v, want ≤ 3s", took)
+		}
+		b.entry("interface down", "web", old.Name, func(e v1alpha2.NodeAnnouncement) bool {
+			return !e.Answering && e.Reason == agent.ReasonNoInterface && strings.Contains(e.Message, "down")
+		})
+		if _, ok := b.metric(old.Name, `openelb_layer2_is_leader{pool="l2pool"}`); ok {
+			t.Errorf("%s still competes for l2pool with its interface down", old.Name)
+		}
+		if err := b.net.IP(old.NS, "link", "set", netlab.L2Interface, "up"); err != nil {
+			t.Fatal(err)
+		}
+		b.waitMetric(old.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
+		if got := b.arpingOne(vip); got.String() != leader.MAC.String() {
+			t.Errorf("interface back up: %s answers, want %s", got, leader.MAC)
+		}
+	})
+
+	t.Run("IPv6NDP", func(t *testing.T) {
+		b := b.in(t)
+		vip6 := b.l2Service("web6", "l2pool6", withFamilies(v1.IPFamilyPolicySingleStack, v1.IPv6Protocol))
+		if !netlab.L2Subnet6.Contains(vip6) {
+			t.Fatalf("web6 got %s, want an address of pool l2pool6", vip6)
+		}
+		var macs []net.HardwareAddr
+		var out string
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+			var err error
+			macs, out, err = b.seg.Ndisc6(ctx, vip6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(macs) > 0, nil
+		})
+		if err != nil {
+			t.Fatalf("ndisc6 %s: no advertisement\n%s", vip6, out)
+		}
+		mac := b.oneMAC("ndisc6 "+vip6.String(), macs, out)
+		leader := b.holder("l2pool6")
+		if leader.MAC.String() != mac.String() {
+			t.Errorf("ndisc6: %s advertised, the Lease of l2pool6 is held by %s (%s)", mac, leader.Name, leader.MAC)
+		}
+		b.entry("IPv6 leader", "web6", leader.Name, func(e v1alpha2.NodeAnnouncement) bool { return e.Answering })
+		t.Logf("%s answers NDP for %s with %s", leader.Name, vip6, mac)
+	})
+
+	t.Run("LocalPolicyAnswersWithEndpointNode", func(t *testing.T) {
+		b := b.in(t)
+		ip := b.l2Service("local", "l2pool", func(s *v1.Service) { s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal })
+		leader := b.holder("l2pool")
+		var endpoint *netlab.L2Node
+		for _, n := range b.seg.Nodes {
+			if n != leader {
+				endpoint = n
+				break
+			}
+		}
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "default", Name: "local-1", Labels: map[string]string{discoveryv1.LabelServiceName: "local"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, NodeName: ptr.To(endpoint.Name),
+				Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		}
+		slice, err := b.cs.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitMAC := func(what string, want *netlab.L2Node) {
+			t.Helper()
+			var got net.HardwareAddr
+			err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+				got = b.arpingOne(ip)
+				return got.String() == want.MAC.String(), nil
+			})
+			if err != nil {
+				t.Fatalf("%s: %s answers for %s, want %s's %s", what, got, ip, want.Name, want.MAC)
+			}
+		}
+		waitMAC("endpoint on "+endpoint.Name, endpoint)
+		e := b.entry("leader, Local", "local", leader.Name, func(e v1alpha2.NodeAnnouncement) bool {
+			return e.Answering && strings.Contains(e.Message, endpoint.Name)
+		})
+		t.Logf("%s answers for %s with %s's MAC: %s", leader.Name, ip, endpoint.Name, e.Message)
+
+		// The endpoint moves to the leader's node: the answer changes,
+		// and the change is announced.
+		watch, err := b.seg.WatchARP(ip, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer watch.Close()
+		t0 := time.Now()
+		slice.Endpoints[0].NodeName = ptr.To(leader.Name)
+		if _, err := b.cs.DiscoveryV1().EndpointSlices("default").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		garp, err := watch.WaitOther(wctx, t0, endpoint.MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if garp.Kind != netlab.ARPGratuitous || garp.MAC.String() != leader.MAC.String() {
+			t.Errorf("after the endpoint moved: %s from %s, want a gratuitous ARP from %s", garp.Kind, garp.MAC, leader.MAC)
+		}
+		waitMAC("endpoint on the leader", leader)
+	})
+
+	t.Run("MisconfiguredPoolsAreReported", func(t *testing.T) {
+		b := b.in(t)
+		b.l2Eip("l2missing", "192.168.50.200-192.168.50.201", "eth9")
+		b.l2Eip("l2outside", "10.99.0.10-10.99.0.11", "eth0")
+		missing := b.l2Service("missing", "l2missing")
+		b.l2Service("outside", "l2outside")
+		for _, n := range b.seg.Nodes {
+			e := b.entry("interface eth9 missing", "missing", n.Name, func(e v1alpha2.NodeAnnouncement) bool {
+				return !e.Answering && e.Reason == agent.ReasonNoInterface && strings.Contains(e.Message, "eth9")
+			})
+			if n == b.seg.Nodes[0] {
+				t.Logf("%s: %s", e.Reason, e.Message)
+			}
+			e = b.entry("addresses outside eth0's subnet", "outside", n.Name, func(e v1alpha2.NodeAnnouncement) bool {
+				return !e.Answering && e.Reason == agent.ReasonOutsideSubnet && strings.Contains(e.Message, "10.99.0.1")
+			})
+			if n == b.seg.Nodes[0] {
+				t.Logf("%s: %s", e.Reason, e.Message)
+			}
+			if _, ok := b.metric(n.Name, `openelb_layer2_is_leader{pool="l2missing"}`); ok {
+				t.Errorf("%s competes for pool l2missing without its interface", n.Name)
+			}
+		}
+		if macs, out, err := b.seg.Arping(ctx, missing, 2); err != nil || len(macs) > 0 {
+			t.Errorf("arping %s (pool without interface): %v %v\n%s", missing, macs, err, out)
+		}
+		for name, p := range b.speakers {
+			if p.Exited() {
+				t.Errorf("speaker of %s exited", name)
+			}
+		}
+		// The well-configured pool is unaffected.
+		b.arpingOne(vip)
+	})
+
+	t.Run("CCMLeaderKillSecondReplicaAllocates", func(t *testing.T) {
+		b := b.in(t)
+		const acquired = "Successfully acquired lease"
+		var leader *harness.Component
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			a, c := b.ccms[0].LogContains(acquired), b.ccms[1].LogContains(acquired)
+			switch {
+			case a && !c:
+				leader = b.ccms[0]
+			case c && !a:
+				leader = b.ccms[1]
+			}
+			return leader != nil, nil
+		})
+		if err != nil {
+			t.Fatal("cannot tell which CCM replica leads")
+		}
+		if err := leader.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		ip := b.l2Service("after-ccm-kill", "l2pool")
+		if !netlab.L2Subnet4.Contains(ip) {
+			t.Fatalf("after-ccm-kill got %s", ip)
+		}
+		if mac := b.arpingOne(ip); mac.String() != b.holder("l2pool").MAC.String() {
+			t.Errorf("%s answered by %s, not by the pool's leader", ip, mac)
+		}
+	})
+}
