@@ -52,15 +52,11 @@ type l2Bench struct {
 }
 
 func runLayer2(ctx context.Context) error {
-	cp, err := harness.Start(ctx, harness.Options{ControllerManager: true,
-		ExtraControllerManagerFlags: []string{"--controllers=*,-node-lifecycle-controller"}})
+	cp, err := startControlPlane(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer cp.Stop()
-	if err := cp.ApplyCRDs(ctx); err != nil {
-		return err
-	}
 	kc, err := seedlab.SpeakerKubeconfig(ctx, cp)
 	if err != nil {
 		return err

@@ -131,18 +131,35 @@ type result struct {
 	ccmRSS              float64
 }
 
+// startControlPlane starts etcd, kube-apiserver and kube-controller-manager
+// with the CRDs and the CCM's namespace. nodeLab turns the node lifecycle
+// controller off: there are no kubelets, the bench writes node status.
+func startControlPlane(ctx context.Context, nodeLab bool) (*harness.ControlPlane, error) {
+	opts := harness.Options{ControllerManager: true}
+	if nodeLab {
+		opts.ExtraControllerManagerFlags = []string{"--controllers=*,-node-lifecycle-controller"}
+	}
+	cp, err := harness.Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := cp.ApplyCRDs(ctx); err != nil {
+		_ = cp.Stop()
+		return nil, err
+	}
+	if err := cp.EnsureNamespace(ctx, harness.CCMNamespace, nil); err != nil {
+		_ = cp.Stop()
+		return nil, err
+	}
+	return cp, nil
+}
+
 func run(ctx context.Context, single int, bursts string, creators int) error {
-	cp, err := harness.Start(ctx, harness.Options{ControllerManager: true})
+	cp, err := startControlPlane(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer cp.Stop()
-	if err := cp.ApplyCRDs(ctx); err != nil {
-		return err
-	}
-	if err := cp.EnsureNamespace(ctx, harness.CCMNamespace, nil); err != nil {
-		return err
-	}
 	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
 	if err != nil {
 		return err

@@ -43,18 +43,11 @@ type routeRow struct {
 const routePool = "172.22.0.0/17"
 
 func runRoutes(ctx context.Context, sizes []int, rounds int) error {
-	cp, err := harness.Start(ctx, harness.Options{ControllerManager: true,
-		ExtraControllerManagerFlags: []string{"--controllers=*,-node-lifecycle-controller"}})
+	cp, err := startControlPlane(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer cp.Stop()
-	if err := cp.ApplyCRDs(ctx); err != nil {
-		return err
-	}
-	if err := cp.EnsureNamespace(ctx, harness.CCMNamespace, nil); err != nil {
-		return err
-	}
 	ccm, err := cp.StartCCM("ccm")
 	if err != nil {
 		return err
