@@ -413,22 +413,12 @@ func (b *bgpLab) waitPlanNode(ns, name, node string, advertised bool) {
 
 func (b *bgpLab) waitBFDUp(r *netlab.FRR, peer string) {
 	b.t.Helper()
-	var out []struct {
-		Peer   string `json:"peer"`
-		Status string `json:"status"`
-	}
+	var status string
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		if err := r.JSON(ctx, "show bfd peers json", &out); err != nil {
-			return false, nil
-		}
-		for _, p := range out {
-			if p.Peer == peer && p.Status == "up" {
-				return true, nil
-			}
-		}
-		return false, nil
+		status, _ = r.BFDStatus(ctx, peer)
+		return status == "up", nil
 	})
 	if err != nil {
-		b.t.Fatalf("%s: no BFD session up with %s: %+v", r.Name, peer, out)
+		b.t.Fatalf("%s: no BFD session up with %s (status %q)", r.Name, peer, status)
 	}
 }

@@ -271,3 +271,21 @@ func (l *Lab) KernelNextHops(ctx context.Context, ns, prefix string) ([]string, 
 }
 
 func sleep(ms int) <-chan time.Time { return time.After(time.Duration(ms) * time.Millisecond) }
+
+// BFDStatus returns the state of the BFD session with peer ("up", "down",
+// "init"; "" when there is none).
+func (r *FRR) BFDStatus(ctx context.Context, peer string) (string, error) {
+	var peers []struct {
+		Peer   string `json:"peer"`
+		Status string `json:"status"`
+	}
+	if err := r.JSON(ctx, "show bfd peers json", &peers); err != nil {
+		return "", err
+	}
+	for _, p := range peers {
+		if p.Peer == peer {
+			return p.Status, nil
+		}
+	}
+	return "", nil
+}

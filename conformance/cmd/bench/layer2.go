@@ -149,7 +149,7 @@ func (b *l2Bench) setup(ctx context.Context, cp *harness.ControlPlane) error {
 			return err
 		}
 	}
-	c, cancel := waitCtx(ctx, 30*time.Second)
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err = b.watch.WaitReply(c, time.Now())
 	return err
@@ -215,7 +215,7 @@ func (b *l2Bench) failover(ctx context.Context, planned bool) error {
 		if err != nil {
 			return err
 		}
-		c, cancel := waitCtx(ctx, 10*time.Second)
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
 		last, err := b.watch.WaitReply(c, time.Now())
 		cancel()
 		if err != nil {
@@ -228,7 +228,7 @@ func (b *l2Bench) failover(ctx context.Context, planned bool) error {
 		if err := b.speakers[old.Name].Signal(sig); err != nil {
 			return err
 		}
-		c, cancel = waitCtx(ctx, 15*time.Second)
+		c, cancel = context.WithTimeout(ctx, 15*time.Second)
 		next, err := b.watch.WaitOther(c, t0, old.MAC)
 		var reply netlab.ARPSeen
 		if err == nil {

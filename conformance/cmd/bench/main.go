@@ -347,13 +347,13 @@ func createAndWait(ctx context.Context, cs kubernetes.Interface, w *watcher, ns,
 	return t.Sub(start), nil
 }
 
-func burst(ctx context.Context, cs kubernetes.Interface, w *watcher, ns string, n, creators int) (result, error) {
-	created := make([]time.Time, n)
+// inParallel runs do(0..n-1) on workers goroutines and returns the first
+// error; a worker stops at its first error.
+func inParallel(workers, n int, do func(i int) error) error {
 	var next atomic.Int64
-	var wg sync.WaitGroup
 	var firstErr atomic.Value
-	begin := time.Now()
-	for range creators {
+	var wg sync.WaitGroup
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -362,17 +362,30 @@ func burst(ctx context.Context, cs kubernetes.Interface, w *watcher, ns string, 
 				if i >= n {
 					return
 				}
-				start := time.Now()
-				if _, err := cs.CoreV1().Services(ns).Create(ctx, newService(ns, fmt.Sprintf("b-%d", i)), metav1.CreateOptions{}); err != nil {
+				if err := do(i); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
-				created[i] = start
 			}
 		}()
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
+	err, _ := firstErr.Load().(error)
+	return err
+}
+
+func burst(ctx context.Context, cs kubernetes.Interface, w *watcher, ns string, n, creators int) (result, error) {
+	created := make([]time.Time, n)
+	begin := time.Now()
+	err := inParallel(creators, n, func(i int) error {
+		start := time.Now()
+		if _, err := cs.CoreV1().Services(ns).Create(ctx, newService(ns, fmt.Sprintf("b-%d", i)), metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		created[i] = start
+		return nil
+	})
+	if err != nil {
 		return result{}, err
 	}
 	lastCreate := time.Now()

@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
@@ -144,10 +143,6 @@ func (b *routeBench) add(name, value, target string) {
 func wantCount(n int) func(int) bool  { return func(c int) bool { return c >= n } }
 func wantAtMost(n int) func(int) bool { return func(c int) bool { return c <= n } }
 
-func waitCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
-}
-
 // ipToFIB creates Services one at a time and times create → ECMP route in
 // leaf1's and the spine's kernel.
 func (b *routeBench) ipToFIB(ctx context.Context) error {
@@ -162,7 +157,7 @@ func (b *routeBench) ipToFIB(ctx context.Context) error {
 			return err
 		}
 		b.created++
-		c, cancel := waitCtx(ctx, 30*time.Second)
+		c, cancel := context.WithTimeout(ctx, 30*time.Second)
 		t1, err := b.leaf1.WaitCount(c, wantCount(i+1))
 		if err == nil {
 			var t2 time.Time
@@ -189,7 +184,7 @@ func (b *routeBench) restartSpeaker(ctx context.Context, node string, want int) 
 	if _, err := b.lab.StartSpeaker(node, speakerFlags()...); err != nil {
 		return err
 	}
-	c, cancel := waitCtx(ctx, 2*time.Minute)
+	c, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	_, err := b.leaf1.WaitCount(c, wantCount(want))
 	return err
@@ -206,7 +201,7 @@ func (b *routeBench) withdrawOnSIGTERM(ctx context.Context, rounds int) error {
 		if err := p.Signal(syscall.SIGTERM); err != nil {
 			return err
 		}
-		c, cancel := waitCtx(ctx, 30*time.Second)
+		c, cancel := context.WithTimeout(ctx, 30*time.Second)
 		t1, err := b.leaf1.WaitCount(c, wantAtMost(0))
 		cancel()
 		if err != nil {
@@ -239,7 +234,7 @@ func (b *routeBench) bfdDetection(ctx context.Context, rounds int) error {
 		if err := b.lab.Net.IP(n.NS, "link", "set", "eth0", "down"); err != nil {
 			return err
 		}
-		c, cancel := waitCtx(ctx, 30*time.Second)
+		c, cancel := context.WithTimeout(ctx, 30*time.Second)
 		t1, err := b.leaf1.WaitCount(c, wantAtMost(0))
 		cancel()
 		if err != nil {
@@ -252,7 +247,7 @@ func (b *routeBench) bfdDetection(ctx context.Context, rounds int) error {
 		if err := b.lab.Net.IP(n.NS, "route", "replace", "default", "via", netlab.Leaf1Addr); err != nil {
 			return err
 		}
-		c, cancel = waitCtx(ctx, 2*time.Minute)
+		c, cancel = context.WithTimeout(ctx, 2*time.Minute)
 		_, err = b.leaf1.WaitCount(c, wantCount(b.created))
 		cancel()
 		if err != nil {
@@ -266,19 +261,8 @@ func (b *routeBench) bfdDetection(ctx context.Context, rounds int) error {
 
 func (b *routeBench) waitBFDUp(ctx context.Context) error {
 	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		var peers []struct {
-			Peer   string `json:"peer"`
-			Status string `json:"status"`
-		}
-		if err := b.lab.Topo.Leaf1.JSON(ctx, "show bfd peers json", &peers); err != nil {
-			return false, nil
-		}
-		for _, p := range peers {
-			if p.Peer == "192.168.0.3" && p.Status == "up" {
-				return true, nil
-			}
-		}
-		return false, nil
+		status, _ := b.lab.Topo.Leaf1.BFDStatus(ctx, "192.168.0.3")
+		return status == "up", nil
 	})
 }
 
@@ -298,7 +282,7 @@ func (b *routeBench) convergence(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	c, cancel := waitCtx(ctx, 10*time.Minute)
+	c, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	t2, err := b.leaf2.WaitCount(c, wantCount(n))
 	cancel()
 	if err != nil {
@@ -317,7 +301,7 @@ func (b *routeBench) convergence(ctx context.Context, n int) error {
 	if _, err := b.lab.StartSpeaker("master1", speakerFlags()...); err != nil {
 		return err
 	}
-	c, cancel = waitCtx(ctx, 10*time.Minute)
+	c, cancel = context.WithTimeout(ctx, 10*time.Minute)
 	t1, err := b.leaf1.WaitCount(c, wantCount(n))
 	cancel()
 	if err != nil {
@@ -331,36 +315,13 @@ func (b *routeBench) convergence(ctx context.Context, n int) error {
 }
 
 func (b *routeBench) createBurst(ctx context.Context, count int) (first, last time.Time, err error) {
-	const creators = 16
-	var next atomic.Int64
-	var mu sync.Mutex
-	var firstErr error
 	start := b.created
 	first = time.Now()
-	var wg sync.WaitGroup
-	for range creators {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= count {
-					return
-				}
-				_, err := b.cs.CoreV1().Services("routes").Create(ctx, newService("routes", fmt.Sprintf("r-%d", start+i)), metav1.CreateOptions{})
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return first, time.Now(), firstErr
+	err = inParallel(16, count, func(i int) error {
+		_, err := b.cs.CoreV1().Services("routes").Create(ctx, newService("routes", fmt.Sprintf("r-%d", start+i)), metav1.CreateOptions{})
+		return err
+	})
+	return first, time.Now(), err
 }
 
 // steady samples the speaker's memory and API requests with every route
@@ -405,22 +366,15 @@ func (b *routeBench) steady(ctx context.Context) error {
 func (b *routeBench) apiServerDown(ctx context.Context) error {
 	fmt.Println("\nroutes: API server unreachable for 60 s")
 	b.lab.Topo.Forwarder.Down()
-	min := b.leaf1.Count()
+	fewest := b.leaf1.Count()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		min = minInt(min, b.leaf1.Count())
+		fewest = min(fewest, b.leaf1.Count())
 		time.Sleep(100 * time.Millisecond)
 	}
 	b.lab.Topo.Forwarder.Up()
-	b.add("API server down 60 s: fewest leaf1 routes seen", fmt.Sprintf("%d of %d", min, b.created), "nothing withdrawn")
+	b.add("API server down 60 s: fewest leaf1 routes seen", fmt.Sprintf("%d of %d", fewest, b.created), "nothing withdrawn")
 	return nil
-}
-
-func minInt(a, b int) int {
-	if a < b {
-		return a
-	}
-	return b
 }
 
 func (b *routeBench) print() {
