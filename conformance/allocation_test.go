@@ -143,11 +143,8 @@ func TestAllocation(t *testing.T) {
 		if len(plan.OwnerReferences) != 1 || plan.OwnerReferences[0].UID != svc.UID {
 			t.Errorf("plan owner references = %+v, want the Service", plan.OwnerReferences)
 		}
-		var claim v1alpha2.IPClaim
-		if err := l.crd.Get(context.Background(), client.ObjectKey{Name: v1alpha2.ClaimName(ips[0])}, &claim); err != nil {
-			t.Fatalf("no IPClaim for %s: %v", ips[0], err)
-		}
-		if len(claim.Spec.Owners) != 1 || claim.Spec.Owners[0].UID != svc.UID || claim.Spec.Pool != "eip-plans" {
+		claim := waitClaim(t, l, ips[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) > 0 })
+		if len(claim.Spec.Owners) != 1 || claim.Spec.Owners[0].UID != svc.UID || claim.Spec.Pool != "eip-plans" || claim.Spec.ReservedBy != "" {
 			t.Errorf("claim = %+v, want one owner plans/web in pool eip-plans", claim.Spec)
 		}
 		l.waitEvent("plans", "web", "IPAllocated", 5*time.Second)
@@ -199,10 +196,7 @@ func TestAllocation(t *testing.T) {
 		// The deleted Service's plan went with it (owner reference, or the
 		// provider), and the address's claim now names c.
 		waitGone(t, l, &v1alpha2.LoadBalancerPlan{}, client.ObjectKey{Namespace: "tiny", Name: "a"})
-		var claim v1alpha2.IPClaim
-		if err := l.crd.Get(context.Background(), client.ObjectKey{Name: v1alpha2.ClaimName(a[0])}, &claim); err != nil {
-			t.Fatal(err)
-		}
+		claim := waitClaim(t, l, a[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) > 0 && c.Spec.Owners[0].Name != "a" })
 		if len(claim.Spec.Owners) != 1 || claim.Spec.Owners[0].Name != "c" {
 			t.Errorf("claim of the reused address = %+v, want only tiny/c", claim.Spec.Owners)
 		}
@@ -355,10 +349,7 @@ func TestAllocation(t *testing.T) {
 		if c := l.waitIPs("share", "loner", 1, ipTimeout); c[0] == a[0] {
 			t.Errorf("a Service without the sharing key got the shared address %s", c[0])
 		}
-		var claim v1alpha2.IPClaim
-		if err := l.crd.Get(context.Background(), client.ObjectKey{Name: v1alpha2.ClaimName(a[0])}, &claim); err != nil {
-			t.Fatal(err)
-		}
+		claim := waitClaim(t, l, a[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) == 2 })
 		if len(claim.Spec.Owners) != 2 || claim.Spec.SharingKey != "front" {
 			t.Errorf("shared claim = %+v, want two owners and key front", claim.Spec)
 		}
@@ -377,6 +368,27 @@ func TestAllocation(t *testing.T) {
 	t.Run("HealthAndMetrics", func(t *testing.T) {
 		testHealthAndMetrics(t, ccm)
 	})
+}
+
+// waitClaim returns the IPClaim of addr once ready accepts it, or the last
+// version seen (failing the test if there is none) after 10 s: the claim of
+// an address handed out from a reservation is bound right after the
+// Service's status is written, not before.
+func waitClaim(t *testing.T, l lab, addr netip.Addr, ready func(*v1alpha2.IPClaim) bool) *v1alpha2.IPClaim {
+	t.Helper()
+	var claim *v1alpha2.IPClaim
+	_ = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		var c v1alpha2.IPClaim
+		if err := l.crd.Get(ctx, client.ObjectKey{Name: v1alpha2.ClaimName(addr)}, &c); err != nil {
+			return false, nil
+		}
+		claim = &c
+		return ready(&c), nil
+	})
+	if claim == nil {
+		t.Fatalf("no IPClaim for %s", addr)
+	}
+	return claim
 }
 
 func waitGone(t *testing.T, l lab, obj client.Object, key client.ObjectKey) {

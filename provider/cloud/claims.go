@@ -26,6 +26,9 @@ type heldError struct {
 }
 
 func (e *heldError) Error() string {
+	if isReservation(e.claim) {
+		return fmt.Sprintf("address %s is reserved by CCM process %s (IPClaim %s)", e.addr, e.claim.Spec.ReservedBy, e.claim.Name)
+	}
 	return fmt.Sprintf("address %s is held by %s (IPClaim %s)", e.addr, ownersString(e.claim.Spec.Owners), e.claim.Name)
 }
 
@@ -77,19 +80,27 @@ func portsClash(a []v1alpha2.ClaimPort, b []ipam.Port) bool {
 // IPClaim named after the address is atomic, so of two replicas racing for
 // one address exactly one wins; joining a shared address is an update with
 // the claim's resourceVersion, so concurrent joins are serialised too.
-func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment, req ipam.Request) error {
+//
+// A reserved claim (see reserve.go) is bound to svc by an update conditional
+// on its resourceVersion when this process made it, or, with adopt, when
+// svc's status already shows the address (a leader that crashed between the
+// status write and the bind). Anybody else's reservation is held.
+func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment, req ipam.Request, adopt bool) error {
 	name := v1alpha2.ClaimName(a.Addr)
 	me := v1alpha2.ClaimOwner{Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, Ports: claimPorts(req.Ports)}
 	c, err := p.cluster.Claim(ctx, name)
 	if err == nil && holds(c, string(svc.UID)) {
+		p.alloc.Bound(a.Addr)
 		return nil
 	}
 	// The cache decides the first attempt: absent there, the claim is most
 	// likely free, so create it straight away (one round trip on the
-	// allocation path) and fall back to live reads only on a conflict.
-	cacheMiss := apierrors.IsNotFound(err)
+	// allocation path), and this process's own reservation is bound
+	// straight away (the update is conditional anyway); everything else,
+	// and every retry, reads the live claim.
+	cacheFirst := apierrors.IsNotFound(err) || (err == nil && a.Reserved && p.isMyReservation(c))
 	for attempt := 0; attempt < claimAttempts; attempt++ {
-		if attempt > 0 || !cacheMiss {
+		if attempt > 0 || !cacheFirst {
 			c, err = p.cluster.LiveClaim(ctx, name)
 		}
 		if apierrors.IsNotFound(err) {
@@ -114,7 +125,27 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 			return fmt.Errorf("reading IPClaim %s: %w", name, err)
 		}
 		if holds(c, string(svc.UID)) {
+			p.alloc.Bound(a.Addr)
 			return nil
+		}
+		if isReservation(c) {
+			if !p.isMyReservation(c) && !adopt {
+				return &heldError{addr: a.Addr, claim: c}
+			}
+			upd := c.DeepCopy()
+			upd.Spec.ReservedBy = ""
+			upd.Spec.Owners = []v1alpha2.ClaimOwner{me}
+			upd.Spec.SharingKey = req.SharingKey
+			upd.Spec.Pool = a.Pool
+			err = p.cluster.UpdateClaim(ctx, upd)
+			if err == nil {
+				p.alloc.Bound(a.Addr)
+				return nil
+			}
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("binding reserved IPClaim %s: %w", name, err)
 		}
 		// A holder recorded for a previous incarnation of this Service (same
 		// name, other UID) is stale: this Service replaces it.
@@ -201,10 +232,17 @@ func (p *Provider) adopt(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	held := map[ipam.ServiceKey][]netip.Addr{}
 	var errs []error
+	var reservations []*v1alpha2.IPClaim
 	for _, c := range claims {
 		addr, err := netip.ParseAddr(c.Spec.Address)
 		if err != nil {
 			logger.Error(err, "IPClaim has an invalid address; ignored", "claim", c.Name, "address", c.Spec.Address)
+			continue
+		}
+		if isReservation(c) {
+			// Left by an earlier leader: bound below to the Service whose
+			// status shows it, else deleted after a grace period.
+			reservations = append(reservations, c)
 			continue
 		}
 		var live []v1alpha2.ClaimOwner
@@ -248,7 +286,7 @@ func (p *Provider) adopt(ctx context.Context) error {
 					fmt.Sprintf("status address %s cannot be re-adopted: %v", addr, err))
 				continue
 			}
-			if err := p.claim(ctx, s, as[len(as)-1], req); err != nil {
+			if err := p.claim(ctx, s, as[len(as)-1], req, true); err != nil {
 				var he *heldError
 				if errors.As(err, &he) {
 					p.alloc.Release(key)
@@ -259,6 +297,20 @@ func (p *Provider) adopt(ctx context.Context) error {
 			}
 			held[key] = append(held[key], addr)
 		}
+	}
+	for _, c := range reservations {
+		addr, _ := netip.ParseAddr(c.Spec.Address)
+		if len(p.alloc.Owners(addr)) > 0 {
+			continue // bound to the Service showing it
+		}
+		// Not shown by any status yet; but a status write of the earlier
+		// leader may still be in flight, so the address stays held for a
+		// grace period before the reservation is deleted (sweepForeign).
+		if _, err := p.alloc.Assign(reservationOwner(c.Spec.ReservedBy), []netip.Addr{addr}, "", nil); err != nil {
+			logger.Error(err, "Cannot hold an earlier leader's reservation", "claim", c.Name)
+			continue
+		}
+		p.holdForeign(addr, c.Spec.ReservedBy)
 	}
 	p.mu.Lock()
 	for k, v := range held {

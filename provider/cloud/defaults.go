@@ -3,6 +3,7 @@ package cloud
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/cloud-provider/options"
 )
@@ -21,6 +22,12 @@ const (
 	// next to the Deployment.
 	DefaultLeaderElectionNamespace = "openelb-system"
 	DefaultLeaderElectionName      = "openelb-cloud-controller-manager"
+	// DefaultReservations is how many addresses per pool the leader claims
+	// ahead of demand (--reservations-per-pool).
+	DefaultReservations = 2
+	// DefaultForeignGrace is how long an earlier leader's unused
+	// reservations stay held (--stale-reservation-grace).
+	DefaultForeignGrace = 90 * time.Second
 )
 
 // ApplyDefaults sets the provider's defaults on the framework's options,

@@ -82,6 +82,8 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 	p := lb.p
 	logger := klog.FromContext(ctx).WithValues("service", klog.KObj(svc))
 	key := serviceKey(svc)
+	unlock := p.lockKey(key)
+	defer unlock()
 
 	var nsLabels map[string]string
 	if ns, err := p.cluster.Namespace(ctx, svc.Namespace); err == nil {
@@ -103,13 +105,30 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 		return nil, err
 	}
 	before := p.confirmedAddrs(key)
-	var as []ipam.Assignment
+	var as, binds []ipam.Assignment
 	for attempt := 0; ; attempt++ {
 		as, err = p.alloc.Allocate(req)
+		if errors.Is(err, ipam.ErrReservationPending) {
+			// The requested address is being reserved this very moment.
+			return nil, api.NewRetryError(err.Error(), retryReservation)
+		}
 		if err != nil {
 			return nil, lb.refuse(svc, err)
 		}
-		err = lb.claimAll(ctx, svc, as, req)
+		// Addresses just handed out from a reservation already have their
+		// claim; it is bound to the Service later (see afterStatus).
+		var now []ipam.Assignment
+		binds = binds[:0]
+		for _, a := range as {
+			switch {
+			case !a.Reserved:
+				now = append(now, a)
+			case !slices.Contains(before, a.Addr):
+				binds = append(binds, a)
+			}
+			// A kept address still Reserved has its bind pending already.
+		}
+		err = lb.claimAll(ctx, svc, now, req)
 		if err == nil {
 			break
 		}
@@ -152,16 +171,23 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 		}
 	}
 	p.setConfirmed(key, addrs)
+	event := ""
 	if !slices.Equal(before, addrs) {
-		p.cluster.Event(svc, v1.EventTypeNormal, ReasonAllocated, describe(as))
-		metricAllocations.WithLabelValues(ReasonAllocated).Inc()
+		// Reported with the deferred bookkeeping (see afterStatus), so the
+		// event's write does not compete with the status write.
+		event = describe(as)
 		signal(p.statusDirty)
 	}
+	p.deferAfterStatus(key, svc, req, binds, event)
 	// The plan is written when the Service's status update reaches the
 	// provider's cache (the Service handler queues it): after the write the
 	// user waits for, not competing with it. Pools and nodes requeue it too.
 	return ingressStatus(as), nil
 }
+
+// retryReservation is how soon a Service asking for an address that is
+// being reserved right now is retried.
+const retryReservation = 50 * time.Millisecond
 
 // retryFollow is how soon followRecorded is retried when it cannot follow yet.
 const retryFollow = 200 * time.Millisecond
@@ -174,9 +200,11 @@ const retryFollow = 200 * time.Millisecond
 // happens with two active replicas (leader election off, or a leader that
 // lost its lease mid-write); with the conditional status write of the
 // service controller it makes them converge on the first writer's address
-// instead of overwriting each other. Status addresses without such a claim
-// (stale cache, or released meanwhile) are ignored: the replica's own
-// record stands.
+// instead of overwriting each other. An address in the status whose claim
+// is still an earlier leader's reservation is followed too, and the claim
+// bound: that leader handed it to this Service and stopped before binding.
+// Status addresses without such a claim (stale cache, or released
+// meanwhile) are ignored: the replica's own record stands.
 func (lb *LoadBalancer) followRecorded(ctx context.Context, svc *v1.Service, req ipam.Request) error {
 	p := lb.p
 	key := serviceKey(svc)
@@ -199,7 +227,9 @@ func (lb *LoadBalancer) followRecorded(ctx context.Context, svc *v1.Service, req
 		if err != nil {
 			return fmt.Errorf("reading the claim of %s: %w", a, err)
 		}
-		if !holds(c, string(svc.UID)) {
+		// An earlier leader's reservation that the status shows was handed
+		// to this Service by that leader, which stopped before binding it.
+		if !holds(c, string(svc.UID)) && (!isReservation(c) || p.isMyReservation(c)) {
 			return nil
 		}
 		recorded[a] = c
@@ -234,6 +264,14 @@ func (lb *LoadBalancer) followRecorded(ctx context.Context, svc *v1.Service, req
 		}
 		return api.NewRetryError(fmt.Sprintf("cannot follow the address recorded for %s yet: %v", key, err), retryFollow)
 	}
+	for a, c := range recorded {
+		if isReservation(c) {
+			if err := p.claim(ctx, svc, ipam.Assignment{Pool: c.Spec.Pool, Addr: a}, req, true); err != nil {
+				return fmt.Errorf("binding the reserved claim of %s: %w", a, err)
+			}
+			p.forgetForeign(a)
+		}
+	}
 	logger := klog.FromContext(ctx)
 	logger.Info("Following the address another replica recorded", "service", klog.KObj(svc), "recorded", foreign, "dropped", drop)
 	for _, a := range drop {
@@ -248,7 +286,7 @@ func (lb *LoadBalancer) followRecorded(ctx context.Context, svc *v1.Service, req
 
 func (lb *LoadBalancer) claimAll(ctx context.Context, svc *v1.Service, as []ipam.Assignment, req ipam.Request) error {
 	for _, a := range as {
-		if err := lb.p.claim(ctx, svc, a, req); err != nil {
+		if err := lb.p.claim(ctx, svc, a, req, false); err != nil {
 			return err
 		}
 	}
@@ -259,6 +297,10 @@ func (lb *LoadBalancer) claimAll(ctx context.Context, svc *v1.Service, as []ipam
 func (lb *LoadBalancer) recordForeign(c *v1alpha2.IPClaim) {
 	addr, err := netip.ParseAddr(c.Spec.Address)
 	if err != nil {
+		return
+	}
+	if isReservation(c) {
+		_, _ = lb.p.alloc.Assign(reservationOwner(c.Spec.ReservedBy), []netip.Addr{addr}, "", nil)
 		return
 	}
 	for _, o := range c.Spec.Owners {
@@ -374,8 +416,14 @@ func (lb *LoadBalancer) EnsureLoadBalancerDeleted(ctx context.Context, clusterNa
 	}
 	p := lb.p
 	key := serviceKey(svc)
+	unlock := p.lockKey(key)
+	defer unlock()
+	p.cancelAfterStatus(key)
 	as := p.alloc.Lookup(key)
 	for _, a := range as {
+		// An address handed out from a reservation and not bound yet is
+		// still this process's reservation: unclaim leaves its claim alone
+		// and Release returns it to the reservations.
 		if err := p.unclaim(ctx, svc, a.Addr); err != nil {
 			return err
 		}

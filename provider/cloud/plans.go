@@ -95,6 +95,9 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 		}
 		return fmt.Errorf("replaced stale plan %s, recreating", key)
 	}
+	// The cache has the plan now: what was remembered of its creation is
+	// no longer needed (10,000 specs are several MiB).
+	p.rememberPlan(key, nil)
 	if !apiequality.Semantic.DeepEqual(existing.Spec, desired.Spec) {
 		upd := existing.DeepCopy()
 		upd.Spec = desired.Spec

@@ -158,6 +158,7 @@ func (p *Provider) poolLoop(ctx context.Context) {
 			continue
 		}
 		signal(p.statusDirty)
+		signal(p.reserveDirty)
 		// A pool's protocol or interface is part of every plan it serves.
 		p.mu.Lock()
 		for key := range p.confirmed {

@@ -33,6 +33,19 @@ type Options struct {
 	RetryAfter time.Duration
 	// PlanWorkers write LoadBalancerPlans concurrently. Default 4.
 	PlanWorkers int
+	// Reservations is how many addresses per pool the provider claims ahead
+	// of demand, so a new Service's status is written without waiting for
+	// its IPClaim (see reserve.go). Only safe when one replica allocates at
+	// a time: the CCM sets it only with leader election on. 0 disables.
+	Reservations int
+	// Identity names this process in reserved claims. Default: hostname
+	// and a random suffix.
+	Identity string
+	// ForeignGrace is how long reservations an earlier leader left unused
+	// stay held before they are deleted: longer than the API server lets a
+	// request run (--request-timeout, 1 minute by default), so a status
+	// write that leader sent before it stopped has landed. Default 90s.
+	ForeignGrace time.Duration
 }
 
 // Provider is the "openelb" cloudprovider.Interface.
@@ -68,6 +81,17 @@ type Provider struct {
 	topoGen     uint64
 	statusDirty chan struct{}
 
+	// identity names this process in its reserved claims.
+	identity string
+	// after holds work waiting for a Service's status write (binds of
+	// reserved claims, the allocation event); see afterStatus.
+	after        map[ipam.ServiceKey]*afterStatus
+	afterKick    chan struct{}
+	lastAlloc    time.Time
+	foreign      map[netip.Addr]foreignHold
+	reserveDirty chan struct{}
+	keyMu        [keyLockStripes]sync.Mutex
+
 	lb        *LoadBalancer
 	instances *Instances
 }
@@ -86,14 +110,25 @@ func New(opts Options) (*Provider, error) {
 	if opts.PlanWorkers <= 0 {
 		opts.PlanWorkers = 4
 	}
+	if opts.Identity == "" {
+		opts.Identity = newIdentity()
+	}
+	if opts.ForeignGrace <= 0 {
+		opts.ForeignGrace = DefaultForeignGrace
+	}
 	p := &Provider{
-		opts:        opts,
-		alloc:       ipam.New(),
-		confirmed:   map[ipam.ServiceKey][]netip.Addr{},
-		created:     map[string]*v1alpha2.LoadBalancerPlanSpec{},
-		poolsDirty:  make(chan struct{}, 1),
-		nodeSeen:    map[string]string{},
-		statusDirty: make(chan struct{}, 1),
+		opts:         opts,
+		alloc:        ipam.New(),
+		confirmed:    map[ipam.ServiceKey][]netip.Addr{},
+		created:      map[string]*v1alpha2.LoadBalancerPlanSpec{},
+		poolsDirty:   make(chan struct{}, 1),
+		nodeSeen:     map[string]string{},
+		statusDirty:  make(chan struct{}, 1),
+		identity:     opts.Identity,
+		after:        map[ipam.ServiceKey]*afterStatus{},
+		foreign:      map[netip.Addr]foreignHold{},
+		reserveDirty: make(chan struct{}, 1),
+		afterKick:    make(chan struct{}, 1),
 		planQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "openelb_plans"},
@@ -191,6 +226,10 @@ func (p *Provider) start(ctx context.Context) error {
 
 	go p.poolLoop(ctx)
 	go p.statusLoop(ctx)
+	go p.afterLoop(ctx)
+	if p.opts.Reservations > 0 {
+		go p.reserveLoop(ctx)
+	}
 	for i := 0; i < p.opts.PlanWorkers; i++ {
 		go p.planWorker(ctx)
 	}

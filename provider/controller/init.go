@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	cloudcontrollerconfig "k8s.io/cloud-provider/app/config"
@@ -11,6 +10,8 @@ import (
 	genericcontrollermanager "k8s.io/controller-manager/app"
 	"k8s.io/controller-manager/controller"
 	"k8s.io/klog/v2"
+
+	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 // InitFuncConstructors returns the framework's controllers with the
@@ -37,10 +38,11 @@ func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.Com
 			return nil, false, nil
 		}
 		services := cfg.SharedInformers.Core().V1().Services()
-		// Nothing in the CCM reads managed fields; dropping them from the
-		// shared Service cache saves a large share of its memory with tens
-		// of thousands of Services. Informers are not started yet here.
-		if err := services.Informer().SetTransform(stripManagedFields); err != nil {
+		// The provider reads this informer too (provider/kube) and sets the
+		// same transform; setting it here keeps the cache trimmed when the
+		// controller runs with another provider. Informers are not started
+		// yet here.
+		if err := services.Informer().SetTransform(kube.TrimService); err != nil {
 			klog.FromContext(ctx).V(2).Info("Could not set a transform on the Service informer", "err", err)
 		}
 		c, err := New(lb, cfg.ClientBuilder.ClientOrDie(initContext.ClientName),
@@ -51,11 +53,4 @@ func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.Com
 		go c.Run(ctx, int(cfg.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
 		return nil, true, nil
 	}
-}
-
-func stripManagedFields(obj any) (any, error) {
-	if a, err := meta.Accessor(obj); err == nil && a.GetManagedFields() != nil {
-		a.SetManagedFields(nil)
-	}
-	return obj, nil
 }

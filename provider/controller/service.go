@@ -243,13 +243,8 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service) error {
 	if servicehelper.HasLBFinalizer(svc) && servicehelper.LoadBalancerStatusEqual(&svc.Status.LoadBalancer, status) {
 		return nil
 	}
-	upd := svc.DeepCopy()
-	if !servicehelper.HasLBFinalizer(upd) {
-		upd.Finalizers = append(upd.Finalizers, servicehelper.LoadBalancerCleanupFinalizer)
-	}
-	upd.Status.LoadBalancer = *status
 	ensured := time.Now()
-	if err := c.patch(ctx, svc, upd, true); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.writeStatus(ctx, svc, status); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("writing status and finalizer of %s: %w", key(svc), err)
 	}
 	logger.V(4).Info("Service status written", "service", klog.KObj(svc),
@@ -257,18 +252,53 @@ func (c *Controller) ensure(ctx context.Context, svc *v1.Service) error {
 	return nil
 }
 
+// writeStatus writes svc's load balancer status and adds the finalizer in
+// one JSON merge patch through the status subresource. The patch is built
+// directly (no two-way diff of the whole object) and carries svc's
+// resourceVersion, so the API server refuses it (Conflict) if anything
+// wrote the Service since: the status is only ever written from the latest
+// version, which also makes replacing the finalizer list safe. This is what
+// keeps two active replicas (a split brain, or a leader that lost its lease
+// mid-write) from overwriting each other's address: the loser re-syncs,
+// sees the winner's address and follows it.
+func (c *Controller) writeStatus(ctx context.Context, svc *v1.Service, status *v1.LoadBalancerStatus) error {
+	finalizers := svc.Finalizers
+	if !servicehelper.HasLBFinalizer(svc) {
+		finalizers = append(slices.Clone(finalizers), servicehelper.LoadBalancerCleanupFinalizer)
+	}
+	type meta struct {
+		ResourceVersion string   `json:"resourceVersion"`
+		Finalizers      []string `json:"finalizers"`
+	}
+	type lbStatus struct {
+		// null removes the field, so an empty status clears old addresses.
+		Ingress []v1.LoadBalancerIngress `json:"ingress"`
+	}
+	type body struct {
+		Metadata meta `json:"metadata"`
+		Status   struct {
+			LoadBalancer lbStatus `json:"loadBalancer"`
+		} `json:"status"`
+	}
+	var b body
+	b.Metadata = meta{ResourceVersion: svc.ResourceVersion, Finalizers: finalizers}
+	b.Status.LoadBalancer.Ingress = status.Ingress
+	patch, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("encoding the status of %s: %w", key(svc), err)
+	}
+	_, err = c.client.CoreV1().Services(svc.Namespace).Patch(ctx, svc.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	return err
+}
+
 // retryConflict is how soon a Service whose status write lost a race is
 // synced again: long enough for the cache to see the newer version.
 const retryConflict = 100 * time.Millisecond
 
 // patch writes upd's finalizers and status over old's through the status
-// subresource. A conditional patch carries old's resourceVersion, so the API
-// server refuses it (Conflict) if anything wrote the Service since: the
-// status is only ever written from the latest version. This is what keeps
-// two active replicas (a split brain, or a leader that lost its lease
-// mid-write) from overwriting each other's address: the loser re-syncs,
-// sees the winner's address and follows it.
-func (c *Controller) patch(ctx context.Context, old, upd *v1.Service, conditional bool) error {
+// subresource as a strategic merge patch, which removes a finalizer by value
+// without replacing the list, so it needs no resourceVersion.
+func (c *Controller) patch(ctx context.Context, old, upd *v1.Service) error {
 	upd.Spec = old.Spec
 	oldJSON, err := json.Marshal(old)
 	if err != nil {
@@ -281,21 +311,6 @@ func (c *Controller) patch(ctx context.Context, old, upd *v1.Service, conditiona
 	patch, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, updJSON, v1.Service{})
 	if err != nil {
 		return fmt.Errorf("building the patch of %s: %w", key(old), err)
-	}
-	if conditional {
-		var m map[string]any
-		if err := json.Unmarshal(patch, &m); err != nil {
-			return fmt.Errorf("building the patch of %s: %w", key(old), err)
-		}
-		meta, _ := m["metadata"].(map[string]any)
-		if meta == nil {
-			meta = map[string]any{}
-			m["metadata"] = meta
-		}
-		meta["resourceVersion"] = old.ResourceVersion
-		if patch, err = json.Marshal(m); err != nil {
-			return fmt.Errorf("building the patch of %s: %w", key(old), err)
-		}
 	}
 	_, err = c.client.CoreV1().Services(old.Namespace).Patch(ctx, old.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 	return err
@@ -319,7 +334,7 @@ func (c *Controller) cleanup(ctx context.Context, svc *v1.Service) error {
 	upd := svc.DeepCopy()
 	upd.Finalizers = slices.DeleteFunc(upd.Finalizers, func(f string) bool { return f == servicehelper.LoadBalancerCleanupFinalizer })
 	upd.Status.LoadBalancer = v1.LoadBalancerStatus{}
-	if err := c.patch(ctx, svc, upd, false); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.patch(ctx, svc, upd); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("removing finalizer of %s: %w", key(svc), err)
 	}
 	return nil

@@ -50,6 +50,9 @@ type Request struct {
 type Assignment struct {
 	Pool string
 	Addr netip.Addr
+	// Reserved marks an address handed out from a reservation that is not
+	// Bound yet (see Reserve).
+	Reserved bool
 }
 
 // PoolStats describes the usage of one pool.
@@ -72,6 +75,8 @@ type Allocator struct {
 	held  map[netip.Addr]*addrState
 	bySvc map[ServiceKey][]netip.Addr
 	byKey map[string]map[netip.Addr]struct{} // sharing key -> addresses whose owners use it
+
+	reserved map[netip.Addr]*reservation // set aside from their pool's free set (see Reserve)
 }
 
 type poolState struct {
@@ -84,6 +89,9 @@ type addrState struct {
 	pool   string
 	key    string  // sharing key common to all owners; "" means exclusive
 	owners []owner // sorted by Service
+	// reserved: handed out from a reservation and not Bound yet; it goes
+	// back to the reservations, not to the free set, when released.
+	reserved bool
 }
 
 type owner struct {
@@ -95,10 +103,11 @@ type owner struct {
 // New returns an Allocator without pools.
 func New() *Allocator {
 	return &Allocator{
-		pools: map[string]*poolState{},
-		held:  map[netip.Addr]*addrState{},
-		bySvc: map[ServiceKey][]netip.Addr{},
-		byKey: map[string]map[netip.Addr]struct{}{},
+		pools:    map[string]*poolState{},
+		held:     map[netip.Addr]*addrState{},
+		bySvc:    map[ServiceKey][]netip.Addr{},
+		byKey:    map[string]map[netip.Addr]struct{}{},
+		reserved: map[netip.Addr]*reservation{},
 	}
 }
 
@@ -186,6 +195,11 @@ func (a *Allocator) buildFree(r Range) *freeSet {
 			fs.take(u128From(addr))
 		}
 	}
+	for addr := range a.reserved {
+		if r.Contains(addr) {
+			fs.take(u128From(addr))
+		}
+	}
 	return fs
 }
 
@@ -258,7 +272,14 @@ func (a *Allocator) Assign(svc ServiceKey, addrs []netip.Addr, sharingKey string
 			continue
 		}
 		name := ""
-		if ps := a.poolFor(x); ps != nil {
+		if r := a.reserved[x]; r != nil {
+			// The outside record names a holder for an address this
+			// allocator reserved: the record wins.
+			delete(a.reserved, x)
+			if ps := a.poolFor(x); ps != nil {
+				name = ps.Name
+			}
+		} else if ps := a.poolFor(x); ps != nil {
 			if !ps.free.take(u128From(x)) {
 				rollback()
 				return nil, fmt.Errorf("ipam: internal error: %s is neither held nor free in pool %q", x, ps.Name)
@@ -451,6 +472,15 @@ func (a *Allocator) takeExplicit(req Request, o owner, x netip.Addr) (netip.Addr
 		a.addOwner(st, o)
 		return x, nil
 	}
+	if r := a.reserved[x]; r != nil {
+		if !r.ready {
+			return netip.Addr{}, fmt.Errorf("%w: requested address %s is being reserved", ErrReservationPending, x)
+		}
+		delete(a.reserved, x)
+		a.newAddr(x, ps.Name, o)
+		a.held[x].reserved = true
+		return x, nil
+	}
 	if !ps.free.take(u128From(x)) {
 		return netip.Addr{}, fmt.Errorf("ipam: internal error: %s is neither held nor free in pool %q", x, ps.Name)
 	}
@@ -545,6 +575,9 @@ func (a *Allocator) takeFrom(o owner, cands []*poolState) (netip.Addr, error) {
 		}
 	}
 	for _, ps := range cands {
+		if x, ok := a.takeReserved(o, ps); ok {
+			return x, nil
+		}
 		if v, ok := ps.free.takeLowest(); ok {
 			x := v.addr(ps.Range.Family() == IPv4)
 			a.newAddr(x, ps.Name, o)
@@ -669,6 +702,10 @@ func (a *Allocator) dropOwner(x netip.Addr, svc ServiceKey) {
 	}
 	delete(a.held, x)
 	a.unindexKey(st)
+	if st.reserved {
+		a.reserved[x] = &reservation{pool: st.pool, ready: true}
+		return
+	}
 	if ps := a.poolFor(x); ps != nil {
 		ps.free.put(u128From(x))
 	}
@@ -703,7 +740,8 @@ func (a *Allocator) assignments(addrs []netip.Addr) []Assignment {
 	}
 	out := make([]Assignment, len(addrs))
 	for i, x := range addrs {
-		out[i] = Assignment{Pool: a.held[x].pool, Addr: x}
+		st := a.held[x]
+		out[i] = Assignment{Pool: st.pool, Addr: x, Reserved: st.reserved}
 	}
 	return out
 }

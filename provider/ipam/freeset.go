@@ -38,6 +38,18 @@ func splitmix64(x uint64) uint64 {
 
 func (s *freeSet) empty() bool { return s.root == nil }
 
+// lowest returns the lowest free address without taking it.
+func (s *freeSet) lowest() (u128, bool) {
+	n := s.root
+	if n == nil {
+		return u128{}, false
+	}
+	for n.left != nil {
+		n = n.left
+	}
+	return n.lo, true
+}
+
 // takeLowest removes and returns the lowest free address.
 func (s *freeSet) takeLowest() (u128, bool) {
 	n := s.root

@@ -9,8 +9,11 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
@@ -31,13 +34,28 @@ type Cluster struct {
 	client   client.Client
 	events   record.EventRecorder
 	shutdown func()
+
+	// Services and Nodes come from the process's shared informers, which
+	// the CCM's own controllers keep anyway: one cached copy, not two.
+	services coreinformers.ServiceInformer
+	nodes    coreinformers.NodeInformer
 }
 
 var _ cloud.Cluster = (*Cluster)(nil)
 
-// NewCluster builds the adapter from a REST config. Nothing runs until Start.
-// component names the event source.
-func NewCluster(cfg *rest.Config, component string) (*Cluster, error) {
+// NewCluster builds the adapter from a REST config and the process's shared
+// informer factory, whose Service and Node informers it reads. The factory's
+// owner starts it (the CCM framework does once every controller is built),
+// so it must not be started yet: both informers are requested here, as an
+// informer requested after the factory started would never run. The other
+// kinds are cached here. Nothing runs until Start. component names the
+// event source.
+func NewCluster(cfg *rest.Config, shared informers.SharedInformerFactory, component string) (*Cluster, error) {
+	services, nodes := shared.Core().V1().Services(), shared.Core().V1().Nodes()
+	if err := services.Informer().SetTransform(TrimService); err != nil {
+		return nil, fmt.Errorf("trimming cached Services: %w", err)
+	}
+	nodes.Informer()
 	// The CCM's client speaks protobuf, which custom resources do not
 	// support; this adapter reads and writes both kinds, so it uses JSON.
 	cfg = rest.CopyConfig(cfg)
@@ -53,6 +71,10 @@ func NewCluster(cfg *rest.Config, component string) (*Cluster, error) {
 		// Managed fields are never read; dropping them halves the memory
 		// the cache needs per object.
 		DefaultTransform: ctrlcache.TransformStripManagedFields(),
+		ByObject: map[client.Object]ctrlcache.ByObject{
+			&v1alpha2.LoadBalancerPlan{}: {Transform: trimPlan},
+			&discoveryv1.EndpointSlice{}: {Transform: trimEndpointSlice},
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("building informer cache: %w", err)
@@ -72,12 +94,15 @@ func NewCluster(cfg *rest.Config, component string) (*Cluster, error) {
 		client:   cl,
 		events:   b.NewRecorder(scheme, v1.EventSource{Component: component}),
 		shutdown: b.Shutdown,
+		services: services,
+		nodes:    nodes,
 	}, nil
 }
 
-// Start runs the informers until ctx ends and waits for them to sync. Every
-// informer the provider reads is created here, before the sync wait, so a
-// synced cache means every kind is known.
+// Start runs the informers until ctx ends and waits for them, and the
+// shared Service and Node informers, to sync. Every informer of the cache
+// is created here, before the sync wait, so a synced cache means every
+// kind is known.
 func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 	for _, kind := range []struct {
 		obj client.Object
@@ -87,31 +112,23 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 		{&v1alpha2.IPClaim{}, handlers.Claim},
 		{&v1alpha2.LoadBalancerPlan{}, handlers.Plan},
 		{&v1alpha2.BgpPeer{}, handlers.BgpPeer},
-		{&v1.Service{}, handlers.Service},
 		{&v1.Namespace{}, handlers.Namespace},
-		{&v1.Node{}, handlers.Node},
 		{&discoveryv1.EndpointSlice{}, handlers.EndpointSlice},
 	} {
 		inf, err := c.cache.GetInformer(ctx, kind.obj)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", kind.obj, err)
 		}
-		if kind.fn == nil {
-			continue
-		}
-		fn := kind.fn
-		notify := func(obj any) {
-			if key, ok := notifyKey(obj); ok {
-				fn(key)
-			}
-		}
-		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    notify,
-			UpdateFunc: func(_, obj any) { notify(obj) },
-			DeleteFunc: notify,
-		}); err != nil {
+		if err := addHandler(inf, kind.fn); err != nil {
 			return fmt.Errorf("handler for %T: %w", kind.obj, err)
 		}
+	}
+	shared := []toolscache.SharedIndexInformer{c.services.Informer(), c.nodes.Informer()}
+	if err := addHandler(shared[0], handlers.Service); err != nil {
+		return fmt.Errorf("handler for Services: %w", err)
+	}
+	if err := addHandler(shared[1], handlers.Node); err != nil {
+		return fmt.Errorf("handler for Nodes: %w", err)
 	}
 	go func() {
 		_ = c.cache.Start(ctx)
@@ -119,10 +136,32 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 	}()
 	syncCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	if !c.cache.WaitForCacheSync(syncCtx) {
+	if !c.cache.WaitForCacheSync(syncCtx) ||
+		!toolscache.WaitForCacheSync(syncCtx.Done(), shared[0].HasSynced, shared[1].HasSynced) {
 		return fmt.Errorf("informer caches did not sync: %w", syncCtx.Err())
 	}
 	return nil
+}
+
+// addHandler calls fn with the notifyKey of every added, changed or deleted
+// object; a nil fn adds nothing.
+func addHandler(inf interface {
+	AddEventHandler(toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error)
+}, fn func(key string)) error {
+	if fn == nil {
+		return nil
+	}
+	notify := func(obj any) {
+		if key, ok := notifyKey(obj); ok {
+			fn(key)
+		}
+	}
+	_, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    notify,
+		UpdateFunc: func(_, obj any) { notify(obj) },
+		DeleteFunc: notify,
+	})
+	return err
 }
 
 // notifyKey is the key handlers get: the object's own, except for an
@@ -174,25 +213,18 @@ func (c *Cluster) BgpPeers(ctx context.Context) ([]*v1alpha2.BgpPeer, error) {
 	return listPtrs(l.Items), nil
 }
 
-// Services lists the cached Services.
+// Services lists the cached Services (see TrimService for what they lack).
 func (c *Cluster) Services(ctx context.Context) ([]*v1.Service, error) {
-	var l v1.ServiceList
-	if err := c.cache.List(ctx, &l); err != nil {
-		return nil, err
-	}
-	return listPtrs(l.Items), nil
+	return c.services.Lister().List(labels.Everything())
 }
 
 // Nodes lists the cached Nodes.
 func (c *Cluster) Nodes(ctx context.Context) ([]*v1.Node, error) {
-	var l v1.NodeList
-	if err := c.cache.List(ctx, &l); err != nil {
-		return nil, err
-	}
-	return listPtrs(l.Items), nil
+	return c.nodes.Lister().List(labels.Everything())
 }
 
-// EndpointSlices lists the cached EndpointSlices of a Service.
+// EndpointSlices lists the cached EndpointSlices of a Service: only each
+// endpoint's nodeName and conditions (see trimEndpointSlice).
 func (c *Cluster) EndpointSlices(ctx context.Context, namespace, service string) ([]*discoveryv1.EndpointSlice, error) {
 	var l discoveryv1.EndpointSliceList
 	if err := c.cache.List(ctx, &l, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
@@ -201,13 +233,9 @@ func (c *Cluster) EndpointSlices(ctx context.Context, namespace, service string)
 	return listPtrs(l.Items), nil
 }
 
-// Service gets a cached Service.
+// Service gets a cached Service (see TrimService for what it lacks).
 func (c *Cluster) Service(ctx context.Context, namespace, name string) (*v1.Service, error) {
-	var s v1.Service
-	if err := c.cache.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &s); err != nil {
-		return nil, err
-	}
-	return &s, nil
+	return c.services.Lister().Services(namespace).Get(name)
 }
 
 // Namespace gets a cached Namespace.
@@ -221,14 +249,10 @@ func (c *Cluster) Namespace(ctx context.Context, name string) (*v1.Namespace, er
 
 // Node gets a cached Node.
 func (c *Cluster) Node(ctx context.Context, name string) (*v1.Node, error) {
-	var n v1.Node
-	if err := c.cache.Get(ctx, types.NamespacedName{Name: name}, &n); err != nil {
-		return nil, err
-	}
-	return &n, nil
+	return c.nodes.Lister().Get(name)
 }
 
-// Plan gets a cached LoadBalancerPlan.
+// Plan gets a cached LoadBalancerPlan, without status.nodes (see trimPlan).
 func (c *Cluster) Plan(ctx context.Context, namespace, name string) (*v1alpha2.LoadBalancerPlan, error) {
 	var p v1alpha2.LoadBalancerPlan
 	if err := c.cache.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &p); err != nil {

@@ -46,7 +46,7 @@ func main() {
 	single := flag.Int("single", 100, "Services created one at a time")
 	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
 	creators := flag.Int("creators", 16, "concurrent creators in a burst")
-	suites := flag.String("suites", "alloc,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment)")
+	suites := flag.String("suites", "alloc,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services)")
 	routeSizes := flag.String("route-sizes", "1000,10000", "Service counts for route convergence")
 	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements")
 	flag.Parse()
@@ -61,6 +61,8 @@ func main() {
 			err = runRoutes(ctx, ints(*routeSizes), *rounds)
 		case "layer2":
 			err = runLayer2(ctx)
+		case "steady":
+			err = runSteady(ctx, ints(*bursts), *creators)
 		default:
 			err = fmt.Errorf("unknown suite %q", suite)
 		}
@@ -223,6 +225,9 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 				return err
 			}
 			lat = append(lat, d)
+			if g, _ := time.ParseDuration(os.Getenv("BENCH_SINGLE_GAP")); g > 0 {
+				time.Sleep(g)
+			}
 		}
 		time.Sleep(2 * time.Second) // let asynchronous writes (events, plans) land
 		after, _ := writes(ctx, cs)
@@ -253,6 +258,10 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 		results = append(results, r)
 	}
 	print(results)
+	if f := os.Getenv("BENCH_DUMP_METRICS"); f != "" {
+		raw, _ := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		_ = os.WriteFile(f, raw, 0o644)
+	}
 	return nil
 }
 

@@ -22,6 +22,8 @@ type ClaimOwner struct {
 }
 
 // IPClaimSpec records who holds an address.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.reservedBy) || size(self.owners) == 0",message="a reserved claim has no owners"
 type IPClaimSpec struct {
 	// Address claimed.
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="address must be an IP address"
@@ -38,6 +40,13 @@ type IPClaimSpec struct {
 	// shared).
 	// +listType=atomic
 	Owners []ClaimOwner `json:"owners"`
+	// ReservedBy names the CCM process (leader) that claimed the address
+	// ahead of demand, so a new Service can be given it without a claim
+	// round trip; the claim is bound (ReservedBy cleared, Owners set) after
+	// the Service's status is written, within 5 seconds. Empty for bound
+	// claims.
+	// +optional
+	ReservedBy string `json:"reservedBy,omitempty"`
 }
 
 // IPClaim is the API server's record that an address is taken. Its name is
@@ -45,6 +54,11 @@ type IPClaimSpec struct {
 // address cannot both create it: the API server is the arbiter and a
 // duplicate address is impossible even across leader changes or a SIGKILL
 // mid-allocation. Users never write these; the CCM creates and deletes them.
+// The leader also keeps a couple of reserved claims per pool (spec.reservedBy
+// set, no owners) so a new Service's address is published after one write
+// instead of two; reservations left by an earlier leader are bound to the
+// Service whose status shows their address, or deleted after a grace period,
+// by the next leader.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,categories=networking
@@ -52,6 +66,7 @@ type IPClaimSpec struct {
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.pool`
 // +kubebuilder:printcolumn:name="Owner",type=string,JSONPath=`.spec.owners[0].name`
 // +kubebuilder:printcolumn:name="Namespace",type=string,JSONPath=`.spec.owners[0].namespace`
+// +kubebuilder:printcolumn:name="Reserved By",type=string,JSONPath=`.spec.reservedBy`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type IPClaim struct {
 	metav1.TypeMeta   `json:",inline"`
