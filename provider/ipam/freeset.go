@@ -38,26 +38,28 @@ func splitmix64(x uint64) uint64 {
 
 func (s *freeSet) empty() bool { return s.root == nil }
 
-// lowest returns the lowest free address without taking it.
-func (s *freeSet) lowest() (u128, bool) {
+// lowestNode is the interval holding the lowest free address, nil if none.
+func (s *freeSet) lowestNode() *freeNode {
 	n := s.root
-	if n == nil {
-		return u128{}, false
-	}
-	for n.left != nil {
+	for n != nil && n.left != nil {
 		n = n.left
 	}
-	return n.lo, true
+	return n
+}
+
+// lowest returns the lowest free address without taking it.
+func (s *freeSet) lowest() (u128, bool) {
+	if n := s.lowestNode(); n != nil {
+		return n.lo, true
+	}
+	return u128{}, false
 }
 
 // takeLowest removes and returns the lowest free address.
 func (s *freeSet) takeLowest() (u128, bool) {
-	n := s.root
+	n := s.lowestNode()
 	if n == nil {
 		return u128{}, false
-	}
-	for n.left != nil {
-		n = n.left
 	}
 	v := n.lo
 	if n.lo == n.hi {

@@ -99,19 +99,7 @@ func cpuSeconds(pid int) float64 {
 }
 
 // rssMiB reads a process's resident set size from /proc.
-func rssMiB(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
+func rssMiB(pid int) float64 { return statusMiB(pid, "VmRSS:") }
 
 type usage map[string]float64
 
@@ -156,31 +144,41 @@ func startControlPlane(ctx context.Context, nodeLab bool) (*harness.ControlPlane
 	return cp, nil
 }
 
-func run(ctx context.Context, single int, bursts string, creators int) error {
+// startAllocLab starts the control plane, one default pool large enough
+// for every Service of a run, and the CCM with its shipped defaults plus
+// BENCH_CCM_FLAGS (for diagnosis, e.g. --v=4) and extra. The pool is a
+// layer2 pool: the lab has no nodes or BGP peers, and a BGP pool would make
+// every plan carry a (true) "no eligible nodes" condition - one extra write
+// per Service that a healthy cluster does not pay. The caller stops both.
+func startAllocLab(ctx context.Context, extra ...string) (*harness.ControlPlane, *harness.Component, error) {
 	cp, err := startControlPlane(ctx, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	if err == nil {
+		err = crd.Create(ctx, &v1alpha2.Eip{
+			ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
+			Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14", Protocol: v1alpha2.ProtocolLayer2, Interface: "eth0"},
+		})
+	}
+	var ccm *harness.Component
+	if err == nil {
+		ccm, err = cp.StartCCM("ccm", append(strings.Fields(os.Getenv("BENCH_CCM_FLAGS")), extra...)...)
+	}
+	if err != nil {
+		_ = cp.Stop()
+		return nil, nil, err
+	}
+	return cp, ccm, nil
+}
+
+func run(ctx context.Context, single int, bursts string, creators int) error {
+	cp, ccm, err := startAllocLab(ctx)
 	if err != nil {
 		return err
 	}
 	defer cp.Stop()
-	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
-	if err != nil {
-		return err
-	}
-	// One default pool large enough for every Service of the run. It is a
-	// layer2 pool: the lab has no nodes or BGP peers, and a BGP pool would
-	// make every plan carry a (true) "no eligible nodes" condition - one
-	// extra write per Service that a healthy cluster does not pay.
-	if err := crd.Create(ctx, &v1alpha2.Eip{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
-		Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14", Protocol: v1alpha2.ProtocolLayer2, Interface: "eth0"},
-	}); err != nil {
-		return err
-	}
-	// Shipped defaults; BENCH_CCM_FLAGS adds flags for diagnosis (e.g. --v=4).
-	ccm, err := cp.StartCCM("ccm", strings.Fields(os.Getenv("BENCH_CCM_FLAGS"))...)
-	if err != nil {
-		return err
-	}
 	defer ccm.Stop()
 	if os.Getenv("BENCH_KEEP_LOG") != "" {
 		defer func() { _ = exec.Command("cp", ccm.LogPath(), os.Getenv("BENCH_KEEP_LOG")).Run() }()
@@ -225,9 +223,6 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 				return err
 			}
 			lat = append(lat, d)
-			if g, _ := time.ParseDuration(os.Getenv("BENCH_SINGLE_GAP")); g > 0 {
-				time.Sleep(g)
-			}
 		}
 		time.Sleep(2 * time.Second) // let asynchronous writes (events, plans) land
 		after, _ := writes(ctx, cs)
@@ -258,6 +253,7 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 		results = append(results, r)
 	}
 	print(results)
+	// BENCH_DUMP_METRICS=file keeps the API server's metrics for diagnosis.
 	if f := os.Getenv("BENCH_DUMP_METRICS"); f != "" {
 		raw, _ := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 		_ = os.WriteFile(f, raw, 0o644)

@@ -17,11 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 var (
@@ -50,33 +47,18 @@ type steadyRow struct {
 // all sizes; one Service created alone first proves the CCM leads and gives
 // the baseline row.
 func runSteady(ctx context.Context, sizes []int, creators int) error {
-	cp, err := startControlPlane(ctx, false)
+	profile := os.Getenv("BENCH_HEAP_PROFILE")
+	var extra []string
+	if profile != "" {
+		// The harness allows /metrics without a token; the profile needs
+		// the same (--profiling is on by default).
+		extra = append(extra, "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics,/debug/pprof/*")
+	}
+	cp, ccm, err := startAllocLab(ctx, extra...)
 	if err != nil {
 		return err
 	}
 	defer cp.Stop()
-	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
-	if err != nil {
-		return err
-	}
-	// The same pool as the alloc suite: default, layer2, room for 2^18.
-	if err := crd.Create(ctx, &v1alpha2.Eip{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
-		Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14", Protocol: v1alpha2.ProtocolLayer2, Interface: "eth0"},
-	}); err != nil {
-		return err
-	}
-	flags := strings.Fields(os.Getenv("BENCH_CCM_FLAGS"))
-	profile := os.Getenv("BENCH_HEAP_PROFILE")
-	if profile != "" {
-		// The harness allows /metrics without a token; the profile needs
-		// the same (--profiling is on by default).
-		flags = append(flags, "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics,/debug/pprof/*")
-	}
-	ccm, err := cp.StartCCM("ccm", flags...)
-	if err != nil {
-		return err
-	}
 	defer ccm.Stop()
 
 	cfg := rest.CopyConfig(cp.Config)
