@@ -46,7 +46,7 @@ func main() {
 	single := flag.Int("single", 100, "Services created one at a time")
 	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
 	creators := flag.Int("creators", 16, "concurrent creators in a burst")
-	suites := flag.String("suites", "alloc,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services)")
+	suites := flag.String("suites", "alloc,steady,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services)")
 	routeSizes := flag.String("route-sizes", "1000,10000", "Service counts for route convergence")
 	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements")
 	flag.Parse()
@@ -173,6 +173,10 @@ func startAllocLab(ctx context.Context, extra ...string) (*harness.ControlPlane,
 	return cp, ccm, nil
 }
 
+// settle is how long a scenario waits before counting writes: the CCM binds
+// reserved claims and emits events at most 5 s after an allocation.
+const settle = 6 * time.Second
+
 func run(ctx context.Context, single int, bursts string, creators int) error {
 	cp, ccm, err := startAllocLab(ctx)
 	if err != nil {
@@ -224,7 +228,7 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 			}
 			lat = append(lat, d)
 		}
-		time.Sleep(2 * time.Second) // let asynchronous writes (events, plans) land
+		time.Sleep(settle) // let asynchronous writes (plans, claim binds, events) land
 		after, _ := writes(ctx, cs)
 		r := summarize("one at a time", lat)
 		r.writes = perService(before, after, single)
@@ -246,7 +250,7 @@ func run(ctx context.Context, single int, bursts string, creators int) error {
 		if err != nil {
 			return err
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(settle)
 		after, _ := writes(ctx, cs)
 		r.writes = perService(before, after, n)
 		measure(&r, cpu0)
