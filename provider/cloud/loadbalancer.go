@@ -108,12 +108,11 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 	var as, binds []ipam.Assignment
 	for attempt := 0; ; attempt++ {
 		as, err = p.alloc.Allocate(req)
-		if errors.Is(err, ipam.ErrReservationPending) {
-			// The requested address is being reserved this very moment.
-			return nil, api.NewRetryError(err.Error(), retryReservation)
-		}
 		if err != nil {
 			return nil, lb.refuse(svc, err)
+		}
+		if as, err = p.settlePending(ctx, key, as); err != nil {
+			return nil, err
 		}
 		// Addresses just handed out from a reservation already have their
 		// claim; it is bound to the Service later (see afterStatus).
@@ -184,10 +183,6 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 	// user waits for, not competing with it. Pools and nodes requeue it too.
 	return ingressStatus(as), nil
 }
-
-// retryReservation is how soon a Service asking for an address that is
-// being reserved right now is retried.
-const retryReservation = 50 * time.Millisecond
 
 // retryFollow is how soon followRecorded is retried when it cannot follow yet.
 const retryFollow = 200 * time.Millisecond

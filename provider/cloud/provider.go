@@ -87,6 +87,7 @@ type Provider struct {
 	// reserved claims, the allocation event); see afterStatus.
 	after        map[ipam.ServiceKey]*afterStatus
 	afterKick    chan struct{}
+	reserving    map[netip.Addr]chan struct{} // reservations whose claim is being created
 	lastAlloc    time.Time
 	foreign      map[netip.Addr]foreignHold
 	reserveDirty chan struct{}
@@ -129,6 +130,7 @@ func New(opts Options) (*Provider, error) {
 		foreign:      map[netip.Addr]foreignHold{},
 		reserveDirty: make(chan struct{}, 1),
 		afterKick:    make(chan struct{}, 1),
+		reserving:    map[netip.Addr]chan struct{}{},
 		planQueue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "openelb_plans"},

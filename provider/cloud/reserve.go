@@ -15,6 +15,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
 
 	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
@@ -112,10 +113,25 @@ func (p *Provider) reconcileReservations(ctx context.Context) {
 // reserveOne reserves the lowest free address of pool and creates its
 // reserved claim; false when there is nothing (more) to do for the pool now.
 func (p *Provider) reserveOne(ctx context.Context, pool string) bool {
+	// Reserve and register under p.mu, so whoever is handed x while its
+	// claim is being created finds what to wait for (settlePending).
+	p.mu.Lock()
 	x, err := p.alloc.Reserve(pool)
 	if err != nil {
+		p.mu.Unlock()
 		return false // exhausted or disabled: nothing to reserve
 	}
+	done := make(chan struct{})
+	p.reserving[x] = done
+	p.mu.Unlock()
+	ok := false
+	defer func() {
+		p.alloc.ReservationDone(x, ok)
+		p.mu.Lock()
+		delete(p.reserving, x)
+		p.mu.Unlock()
+		close(done)
+	}()
 	name := v1alpha2.ClaimName(x)
 	err = p.cluster.CreateClaim(ctx, &v1alpha2.IPClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -128,29 +144,59 @@ func (p *Provider) reserveOne(ctx context.Context, pool string) bool {
 	})
 	switch {
 	case err == nil:
-		p.alloc.ReservationReady(x)
+		ok = true
 		klog.FromContext(ctx).V(4).Info("Reserved an address ahead of demand", "address", x, "pool", pool)
 		return true
 	case apierrors.IsAlreadyExists(err):
 		c, gerr := p.cluster.LiveClaim(ctx, name)
 		if gerr == nil && p.isMyReservation(c) {
-			p.alloc.ReservationReady(x)
+			ok = true
 			return true
 		}
-		p.alloc.Unreserve(x)
 		if gerr != nil {
 			klog.FromContext(ctx).Error(gerr, "Reading a claim that appeared under a reservation failed", "claim", name)
 			return false
 		}
 		// Someone holds it that this allocator did not know about: learn
-		// the holder and try the next address.
-		p.lb.recordForeign(c)
+		// the holder (once x is back in the pool) and try the next address.
+		defer p.lb.recordForeign(c)
 		return true
 	default:
-		p.alloc.Unreserve(x)
 		klog.FromContext(ctx).Error(err, "Creating a reserved IPClaim failed", "claim", name, "pool", pool)
 		return false
 	}
+}
+
+// settlePending waits for the claims of addresses Allocate handed out while
+// their reservation was still being created (the pool's lowest address was
+// being reserved at that moment) and returns the assignments as they stand
+// then: Reserved if the reservation was confirmed, plain (to be claimed
+// now) if it failed.
+func (p *Provider) settlePending(ctx context.Context, key ipam.ServiceKey, as []ipam.Assignment) ([]ipam.Assignment, error) {
+	if !slices.ContainsFunc(as, func(a ipam.Assignment) bool { return a.Pending }) {
+		return as, nil
+	}
+	for _, a := range as {
+		if !a.Pending {
+			continue
+		}
+		p.mu.Lock()
+		done := p.reserving[a.Addr]
+		p.mu.Unlock()
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			p.alloc.Release(key)
+			return nil, api.NewRetryError(fmt.Sprintf("the reservation of %s is taking long", a.Addr), time.Second)
+		case <-ctx.Done():
+			p.alloc.Release(key)
+			return nil, ctx.Err()
+		}
+	}
+	return p.alloc.Lookup(key), nil
 }
 
 // dropReservation deletes this process's reserved claim of x (if it is

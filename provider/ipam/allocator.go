@@ -53,6 +53,9 @@ type Assignment struct {
 	// Reserved marks an address handed out from a reservation that is not
 	// Bound yet (see Reserve).
 	Reserved bool
+	// Pending marks a Reserved address whose reservation was still pending:
+	// the caller waits for ReservationDone before relying on it.
+	Pending bool
 }
 
 // PoolStats describes the usage of one pool.
@@ -91,7 +94,8 @@ type addrState struct {
 	owners []owner // sorted by Service
 	// reserved: handed out from a reservation and not Bound yet; it goes
 	// back to the reservations, not to the free set, when released.
-	reserved bool
+	// pending: that reservation was not confirmed yet (ReservationDone).
+	reserved, pending bool
 }
 
 type owner struct {
@@ -473,12 +477,10 @@ func (a *Allocator) takeExplicit(req Request, o owner, x netip.Addr) (netip.Addr
 		return x, nil
 	}
 	if r := a.reserved[x]; r != nil {
-		if !r.ready {
-			return netip.Addr{}, fmt.Errorf("%w: requested address %s is being reserved", ErrReservationPending, x)
-		}
 		delete(a.reserved, x)
 		a.newAddr(x, ps.Name, o)
 		a.held[x].reserved = true
+		a.held[x].pending = !r.ready
 		return x, nil
 	}
 	if !ps.free.take(u128From(x)) {
@@ -703,7 +705,7 @@ func (a *Allocator) dropOwner(x netip.Addr, svc ServiceKey) {
 	delete(a.held, x)
 	a.unindexKey(st)
 	if st.reserved {
-		a.reserved[x] = &reservation{pool: st.pool, ready: true}
+		a.reserved[x] = &reservation{pool: st.pool, ready: !st.pending}
 		return
 	}
 	if ps := a.poolFor(x); ps != nil {
@@ -741,7 +743,7 @@ func (a *Allocator) assignments(addrs []netip.Addr) []Assignment {
 	out := make([]Assignment, len(addrs))
 	for i, x := range addrs {
 		st := a.held[x]
-		out[i] = Assignment{Pool: st.pool, Addr: x, Reserved: st.reserved}
+		out[i] = Assignment{Pool: st.pool, Addr: x, Reserved: st.reserved, Pending: st.pending}
 	}
 	return out
 }

@@ -28,9 +28,6 @@ var (
 	ErrFamilyMismatch = errors.New("IP family mismatch")
 	// ErrPortClash reports that Services sharing an address would use the same protocol and port.
 	ErrPortClash = errors.New("port clash on shared address")
-	// ErrReservationPending reports an explicitly requested address that is
-	// being reserved right now; it is available again moments later.
-	ErrReservationPending = errors.New("address reservation pending")
 	// ErrInvalidRequest reports a request or call that is malformed (no Service name, bad families, invalid address).
 	ErrInvalidRequest = errors.New("invalid request")
 )

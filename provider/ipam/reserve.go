@@ -9,11 +9,12 @@ import (
 // Reservations let a caller take an address out of a pool ahead of demand,
 // record it somewhere slow (the provider creates its IPClaim at the API
 // server), and hand it out later without that round trip on the allocation
-// path. A reservation is pending from Reserve until ReservationReady, and
-// only ready reservations are handed out. Allocate hands out a pool's
-// lowest ready reservation when no free address of the pool is lower (so
-// the order of addresses is the same with or without reservations) and
-// marks such assignments Reserved until Bound is called for them. An address whose last
+// path. A reservation is pending from Reserve until ReservationReady (or
+// ReservationDone). Allocate hands out a pool's lowest reservation when no
+// free address of the pool is lower, so the order of addresses is the same
+// with or without reservations, and marks such assignments Reserved until
+// Bound is called for them; a pending one is also marked Pending, and its
+// caller waits for the outcome (ReservationDone) before relying on it. An address whose last
 // owner leaves before Bound returns to the ready reservations, not to the
 // free set: whatever records it elsewhere still records it as reserved.
 
@@ -44,8 +45,8 @@ func (a *Allocator) Reserve(pool string) (netip.Addr, error) {
 	return x, nil
 }
 
-// ReservationReady makes a pending reservation available to Allocate. It
-// reports false when x is not reserved (any more).
+// ReservationReady confirms a pending reservation. It reports false when x
+// is not reserved (any more).
 func (a *Allocator) ReservationReady(x netip.Addr) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -55,6 +56,30 @@ func (a *Allocator) ReservationReady(x netip.Addr) bool {
 	}
 	r.ready = true
 	return true
+}
+
+// ReservationDone records the outcome of a pending reservation, whether or
+// not Allocate handed it out meanwhile: confirmed (ok), it is ready or its
+// holder keeps it as Reserved; failed, it returns to the free set or its
+// holder keeps it as an ordinary address that still needs recording.
+func (a *Allocator) ReservationDone(x netip.Addr, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r := a.reserved[x]; r != nil {
+		if ok {
+			r.ready = true
+			return
+		}
+		delete(a.reserved, x)
+		if ps := a.poolFor(x); ps != nil {
+			ps.free.put(u128From(x))
+		}
+		return
+	}
+	if st := a.held[x]; st != nil && st.pending {
+		st.pending = false
+		st.reserved = ok
+	}
 }
 
 // Unreserve returns a reservation that was not handed out to the free set
@@ -112,13 +137,13 @@ func (a *Allocator) Bound(x netip.Addr) {
 	}
 }
 
-// takeReserved hands the lowest ready reservation of ps to o, unless a free
+// takeReserved hands the lowest reservation of ps to o, unless a free
 // address of ps is lower: a pool hands out its lowest available address
 // either way, and reservations only make that faster.
 func (a *Allocator) takeReserved(o owner, ps *poolState) (netip.Addr, bool) {
 	var best netip.Addr
 	for x, r := range a.reserved {
-		if r.ready && r.pool == ps.Name && (!best.IsValid() || x.Less(best)) {
+		if r.pool == ps.Name && (!best.IsValid() || x.Less(best)) {
 			best = x
 		}
 	}
@@ -128,8 +153,10 @@ func (a *Allocator) takeReserved(o owner, ps *poolState) (netip.Addr, bool) {
 	if v, ok := ps.free.lowest(); ok && v.less(u128From(best)) {
 		return netip.Addr{}, false
 	}
+	pending := !a.reserved[best].ready
 	delete(a.reserved, best)
 	a.newAddr(best, ps.Name, o)
 	a.held[best].reserved = true
+	a.held[best].pending = pending
 	return best, true
 }

@@ -47,20 +47,54 @@ func reservedAs(poolName, addr string) Assignment {
 	return a
 }
 
-func TestReservationLifecycle(t *testing.T) {
+func pendingAs(poolName, addr string) Assignment {
+	a := reservedAs(poolName, addr)
+	a.Pending = true
+	return a
+}
+
+func TestReservationPendingHandOut(t *testing.T) {
 	a := newWith(t, pool("p", "10.0.0.0-10.0.0.3", isDefault))
 	x := mustReserve(t, a, "p", "10.0.0.0")
-
-	// Pending: not handed out, and not free either.
-	mustAllocate(t, a, req("ns/a"), as("p", "10.0.0.1"))
-	if _, err := a.Allocate(req("ns/b", addrs("10.0.0.0"))); !errors.Is(err, ErrReservationPending) {
-		t.Fatalf("explicit request of a pending reservation: err = %v, want ErrReservationPending", err)
+	// The lowest address is being reserved: it is handed out, marked
+	// Pending, rather than skipped for a higher one.
+	mustAllocate(t, a, req("ns/a"), pendingAs("p", "10.0.0.0"))
+	a.ReservationDone(x, true)
+	if got := a.Lookup("ns/a"); !got[0].Reserved || got[0].Pending {
+		t.Fatalf("after a confirmed reservation Lookup = %+v, want Reserved, not Pending", got)
 	}
+
+	// A failed reservation leaves its holder an ordinary address to claim.
+	y := mustReserve(t, a, "p", "10.0.0.1")
+	mustAllocate(t, a, req("ns/b", addrs("10.0.0.1")), pendingAs("p", "10.0.0.1"))
+	a.ReservationDone(y, false)
+	if got := a.Lookup("ns/b"); got[0].Reserved || got[0].Pending {
+		t.Fatalf("after a failed reservation Lookup = %+v, want neither Reserved nor Pending", got)
+	}
+	a.Release("ns/b")
+	mustAllocate(t, a, req("ns/c"), as("p", "10.0.0.1"))
+
+	// Released while pending: back to the pending reservations; its
+	// outcome still lands.
+	z := mustReserve(t, a, "p", "10.0.0.2")
+	mustAllocate(t, a, req("ns/d"), pendingAs("p", "10.0.0.2"))
+	a.Release("ns/d")
+	if n := a.Reservations("p"); n != 1 {
+		t.Fatalf("Reservations after releasing a pending hand-out = %d, want 1", n)
+	}
+	a.ReservationDone(z, false)
+	mustAllocate(t, a, req("ns/e"), as("p", "10.0.0.2"))
+}
+
+func TestReservationLifecycle(t *testing.T) {
+	a := newWith(t, pool("p", "10.0.0.0-10.0.0.3", isDefault))
+	mustAllocate(t, a, req("ns/a"), as("p", "10.0.0.0"))
+	x := mustReserve(t, a, "p", "10.0.0.1")
 
 	if !a.ReservationReady(x) {
 		t.Fatal("ReservationReady of a pending reservation reported false")
 	}
-	mustAllocate(t, a, req("ns/b"), reservedAs("p", "10.0.0.0"))
+	mustAllocate(t, a, req("ns/b"), reservedAs("p", "10.0.0.1"))
 	if got := a.Lookup("ns/b"); !got[0].Reserved {
 		t.Fatalf("Lookup before Bound = %+v, want Reserved", got)
 	}
@@ -73,7 +107,7 @@ func TestReservationLifecycle(t *testing.T) {
 	if n := a.Reservations("p"); n != 1 {
 		t.Fatalf("Reservations after releasing an unbound address = %d, want 1", n)
 	}
-	mustAllocate(t, a, req("ns/c"), reservedAs("p", "10.0.0.0"))
+	mustAllocate(t, a, req("ns/c"), reservedAs("p", "10.0.0.1"))
 
 	// Bound: an ordinary address, freed to the pool.
 	a.Bound(x)
@@ -84,7 +118,7 @@ func TestReservationLifecycle(t *testing.T) {
 	if n := a.Reservations("p"); n != 0 {
 		t.Fatalf("Reservations after releasing a bound address = %d, want 0", n)
 	}
-	mustAllocate(t, a, req("ns/d"), as("p", "10.0.0.0"))
+	mustAllocate(t, a, req("ns/d"), as("p", "10.0.0.1"))
 }
 
 func TestReservationExplicitAndUnreserve(t *testing.T) {
@@ -142,12 +176,13 @@ func TestReservationExhaustion(t *testing.T) {
 	if _, err := a.Reserve("p"); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("Reserve on a fully reserved pool: err = %v, want ErrPoolExhausted", err)
 	}
-	// Only pending reservations left: the pool is exhausted for now.
-	if _, err := a.Allocate(req("ns/a")); !errors.Is(err, ErrPoolExhausted) {
-		t.Fatalf("Allocate with only pending reservations: err = %v, want ErrPoolExhausted", err)
-	}
 	a.ReservationReady(x)
 	mustAllocate(t, a, req("ns/a"), reservedAs("p", "10.0.0.0"))
+	// The last address is only pending: it is handed out as such.
+	mustAllocate(t, a, req("ns/b"), pendingAs("p", "10.0.0.1"))
+	if _, err := a.Allocate(req("ns/c")); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("Allocate on a pool with nothing left: err = %v, want ErrPoolExhausted", err)
+	}
 	if _, err := a.Reserve("nope"); !errors.Is(err, ErrPoolNotFound) {
 		t.Fatalf("Reserve(nope): err = %v, want ErrPoolNotFound", err)
 	}
@@ -181,9 +216,9 @@ func TestStaleReservations(t *testing.T) {
 	if err := a.SetPools([]Pool{pool("r", "10.0.2.0/29", isDefault)}); err != nil {
 		t.Fatal(err)
 	}
-	mustAllocate(t, a, req("ns/a"), as("r", "10.0.2.1"))
 	a.ReservationReady(z)
-	mustAllocate(t, a, req("ns/b"), reservedAs("r", "10.0.2.0"))
+	mustAllocate(t, a, req("ns/a"), reservedAs("r", "10.0.2.0"))
+	mustAllocate(t, a, req("ns/b"), as("r", "10.0.2.1"))
 }
 
 func TestAssignOverridesReservation(t *testing.T) {
