@@ -68,7 +68,7 @@ func ParseRange(s string) (Range, error) {
 		if l.Less(f) {
 			return Range{}, invalidRange(s, fmt.Sprintf("last address %s is before first address %s", l, f))
 		}
-		return Range{First: f, Last: l}, nil
+		return checkMapped(s, Range{First: f, Last: l})
 	}
 	if addrPart, bitsPart, ok := strings.Cut(t, "/"); ok {
 		a, err := parseAddr(s, addrPart)
@@ -90,7 +90,7 @@ func ParseRange(s string) (Range, error) {
 		}
 		first := p.Addr()
 		last := u128From(first).or(hostMask(a.BitLen() - n)).addr(a.Is4())
-		return Range{First: first, Last: last}, nil
+		return checkMapped(s, Range{First: first, Last: last})
 	}
 	a, err := parseAddr(s, t)
 	if err != nil {
@@ -147,7 +147,23 @@ func (r Range) validate() error {
 	if r.Last.Less(r.First) {
 		return invalidRange(r.String(), "last address is before first address")
 	}
-	return nil
+	_, err := checkMapped(r.String(), r)
+	return err
+}
+
+// The IPv4-mapped IPv6 block ::ffff:0:0/96, as 16-byte addresses.
+var (
+	mappedFirst = netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff})
+	mappedLast  = netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff, 12: 0xff, 13: 0xff, 14: 0xff, 15: 0xff})
+)
+
+// checkMapped refuses an IPv6 range that contains IPv4-mapped addresses:
+// handed out, such an address would be the IPv4 address it maps.
+func checkMapped(s string, r Range) (Range, error) {
+	if r.First.Is6() && !r.Last.Less(mappedFirst) && !mappedLast.Less(r.First) {
+		return Range{}, invalidRange(s, "it contains IPv4-mapped addresses (::ffff:0:0/96), which an IPv6 pool cannot hand out; write IPv4 pools in IPv4 form")
+	}
+	return r, nil
 }
 
 // Family returns the family of the range, or 0 for the zero Range.

@@ -38,7 +38,7 @@ func TestParseRange(t *testing.T) {
 		{"IPv4 /0", "0.0.0.0/0", Range{mustAddr("0.0.0.0"), mustAddr("255.255.255.255")}},
 		{"IPv6 CIDR", "fd00::/112", Range{mustAddr("fd00::"), mustAddr("fd00::ffff")}},
 		{"IPv6 /64", "2001:db8:1:2::/64", Range{mustAddr("2001:db8:1:2::"), mustAddr("2001:db8:1:2:ffff:ffff:ffff:ffff")}},
-		{"IPv6 /0", "::/0", Range{mustAddr("::"), mustAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")}},
+		{"IPv6 /1", "8000::/1", Range{mustAddr("8000::"), mustAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")}},
 		{"IPv6 CIDR host bits masked", "fd00::1:2/120", Range{mustAddr("fd00::1:0"), mustAddr("fd00::1:ff")}},
 		{"IPv4 range", "172.22.0.2-172.22.0.10", Range{mustAddr("172.22.0.2"), mustAddr("172.22.0.10")}},
 		{"IPv4 range spaces", "  172.22.0.2 - 172.22.0.10 ", Range{mustAddr("172.22.0.2"), mustAddr("172.22.0.10")}},
@@ -139,7 +139,7 @@ func TestRangeMethods(t *testing.T) {
 			name: "IPv6 /64 saturates", r: "fd00::/64", wantFamily: IPv6, wantSize: math.MaxUint64, wantString: "fd00::-fd00::ffff:ffff:ffff:ffff",
 		},
 		{
-			name: "IPv6 /0 saturates", r: "::/0", wantFamily: IPv6, wantSize: math.MaxUint64, wantString: "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+			name: "IPv6 /1 saturates", r: "8000::/1", wantFamily: IPv6, wantSize: math.MaxUint64, wantString: "8000::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
 		},
 	}
 	for _, tc := range tests {
@@ -178,7 +178,7 @@ func TestRangeOverlaps(t *testing.T) {
 		{"touching end", "10.0.0.0-10.0.0.10", "10.0.0.10-10.0.0.20", true},
 		{"contained", "10.0.0.0/24", "10.0.0.5", true},
 		{"containing", "10.0.0.5", "10.0.0.0/24", true},
-		{"other family", "0.0.0.0/0", "::/0", false},
+		{"other family", "0.0.0.0/0", "8000::/1", false},
 		{"IPv6 partial", "fd00::/112", "fd00::ff00-fd00::1:ff", true},
 	}
 	for _, tc := range tests {
@@ -198,6 +198,23 @@ func TestFamilyString(t *testing.T) {
 	for f, want := range map[Family]string{IPv4: "IPv4", IPv6: "IPv6", 0: "Family(0)"} {
 		if got := f.String(); got != want {
 			t.Errorf("Family(%d).String() = %q, want %q", uint8(f), got, want)
+		}
+	}
+}
+
+// An IPv6 range must not contain IPv4-mapped addresses (::ffff:0:0/96):
+// handed out, one would be the IPv4 address it maps.
+func TestParseRangeRejectsIPv4Mapped(t *testing.T) {
+	for _, s := range []string{"::/0", "::/80", "::ffff:0:0/96", "::fffe:ffff:ffff-::1:0:0:0", "::ffff:1.2.3.4/128"} {
+		if r, err := ParseRange(s); err == nil {
+			t.Errorf("ParseRange(%q) = %v, want an error", s, r)
+		} else if !errors.Is(err, ErrInvalidRange) {
+			t.Errorf("ParseRange(%q) error %v does not wrap ErrInvalidRange", s, err)
+		}
+	}
+	for _, s := range []string{"::1-::fffe:ffff:ffff", "::1:0:0:0/112"} {
+		if _, err := ParseRange(s); err != nil {
+			t.Errorf("ParseRange(%q): %v", s, err)
 		}
 	}
 }
