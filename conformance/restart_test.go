@@ -282,8 +282,11 @@ func TestSplitBrainNoDuplicates(t *testing.T) {
 	l.namespace("split", nil)
 	l.eip("eip-split", "10.22.0.0/24", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"split"} })
 	history := l.watchAddresses("split")
+	// Different worker counts keep the two from walking the queue in
+	// lockstep (both picking the same address for the same Service, which
+	// is harmless but proves nothing).
 	a := l.ccm("brain-a", "--leader-elect=false")
-	b := l.ccm("brain-b", "--leader-elect=false")
+	b := l.ccm("brain-b", "--leader-elect=false", "--concurrent-service-syncs=3")
 	// Both must be serving before the burst, or one may handle it alone
 	// (on a loaded machine one can take seconds longer to start).
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
