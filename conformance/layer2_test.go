@@ -97,6 +97,18 @@ func (b *l2Lab) in(t *testing.T) *l2Lab {
 	return &c
 }
 
+// watchARP records which MAC answers ip on the segment (probing every
+// probeEvery; 0 only listens) until the (sub)test of b ends.
+func (b *l2Lab) watchARP(ip netip.Addr, probeEvery time.Duration) *netlab.ARPWatch {
+	b.t.Helper()
+	w, err := b.seg.WatchARP(ip, probeEvery)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(w.Close)
+	return w
+}
+
 // startSpeaker runs openelb-speaker in the node's namespace, with the
 // shipped defaults for layer 2.
 func (b *l2Lab) startSpeaker(node string) *netlab.Proc {
@@ -284,11 +296,7 @@ func TestLayer2(t *testing.T) {
 			t.Fatalf("client neighbour entry for %s: %s %s, want %s REACHABLE", vip, mac, state, old.MAC)
 		}
 		t.Logf("client neighbour entry before: %s %s", mac, state)
-		watch, err := b.seg.WatchARP(vip, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer watch.Close()
+		watch := b.watchARP(vip, 0)
 
 		t0 := time.Now()
 		if err := b.speakers[old.Name].Kill(); err != nil {
@@ -362,11 +370,7 @@ func TestLayer2(t *testing.T) {
 		b.entry("restarted speaker", "web", restarted.Name, func(e v1alpha2.NodeAnnouncement) bool {
 			return !e.Answering && e.Reason == agent.ReasonStandby
 		})
-		watch, err := b.seg.WatchARP(vip, 50*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer watch.Close()
+		watch := b.watchARP(vip, 50*time.Millisecond)
 		t0 := time.Now()
 		time.Sleep(3 * time.Second)
 		watch.Close()
@@ -393,11 +397,7 @@ func TestLayer2(t *testing.T) {
 	t.Run("SIGTERMHandover", func(t *testing.T) {
 		b := b.in(t)
 		old := b.holder("l2pool")
-		watch, err := b.seg.WatchARP(vip, 20*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer watch.Close()
+		watch := b.watchARP(vip, 20*time.Millisecond)
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if _, err := watch.WaitReply(wctx, time.Now()); err != nil {
@@ -439,11 +439,7 @@ func TestLayer2(t *testing.T) {
 	t.Run("PartitionedLeaderStopsBeforeTakeover", func(t *testing.T) {
 		b := b.in(t)
 		old := b.holder("l2pool")
-		watch, err := b.seg.WatchARP(vip, 20*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer watch.Close()
+		watch := b.watchARP(vip, 20*time.Millisecond)
 		t0 := time.Now()
 		old.Forwarder.Down()
 		defer old.Forwarder.Up()
@@ -480,11 +476,7 @@ func TestLayer2(t *testing.T) {
 	t.Run("LeaderInterfaceDownHandsOver", func(t *testing.T) {
 		b := b.in(t)
 		old := b.holder("l2pool")
-		watch, err := b.seg.WatchARP(vip, 20*time.Millisecond)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer watch.Close()
+		watch := b.watchARP(vip, 20*time.Millisecond)
 		t0 := time.Now()
 		if err := b.net.IP(old.NS, "link", "set", netlab.L2Interface, "down"); err != nil {
 			t.Fatal(err)

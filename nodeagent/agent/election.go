@@ -298,19 +298,10 @@ func campaign(ctx context.Context, lock *leaseLock, t LeaseTimings, l leadership
 		le.Run(ctx)
 		// Leadership lost: compete again after a pause, so a flapping API
 		// server does not make the loop spin.
-		if err := sleepCtx(ctx, t.RetryPeriod); err != nil {
+		select {
+		case <-ctx.Done():
 			return
+		case <-time.After(t.RetryPeriod):
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
