@@ -9,12 +9,12 @@ import (
 // Reservations let a caller take an address out of a pool ahead of demand,
 // record it somewhere slow (the provider creates its IPClaim at the API
 // server), and hand it out later without that round trip on the allocation
-// path. A reservation is pending from Reserve until ReservationReady (or
-// ReservationDone). Allocate hands out a pool's lowest reservation when no
-// free address of the pool is lower, so the order of addresses is the same
-// with or without reservations, and marks such assignments Reserved until
-// Bound is called for them; a pending one is also marked Pending, and its
-// caller waits for the outcome (ReservationDone) before relying on it. An address whose last
+// path. A reservation is pending from Reserve until ReservationDone.
+// Allocate hands out a pool's lowest reservation when no free address of the
+// pool is lower, so the order of addresses is the same with or without
+// reservations, and marks such assignments Reserved until Bound is called
+// for them; a pending one is also marked Pending, and its caller waits for
+// the outcome (ReservationDone) before relying on it. An address whose last
 // owner leaves before Bound returns to the ready reservations, not to the
 // free set: whatever records it elsewhere still records it as reserved.
 
@@ -43,19 +43,6 @@ func (a *Allocator) Reserve(pool string) (netip.Addr, error) {
 	x := v.addr(ps.Range.Family() == IPv4)
 	a.reserved[x] = &reservation{pool: ps.Name}
 	return x, nil
-}
-
-// ReservationReady confirms a pending reservation. It reports false when x
-// is not reserved (any more).
-func (a *Allocator) ReservationReady(x netip.Addr) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	r := a.reserved[x]
-	if r == nil {
-		return false
-	}
-	r.ready = true
-	return true
 }
 
 // ReservationDone records the outcome of a pending reservation, whether or

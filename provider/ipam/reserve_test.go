@@ -91,9 +91,7 @@ func TestReservationLifecycle(t *testing.T) {
 	mustAllocate(t, a, req("ns/a"), as("p", "10.0.0.0"))
 	x := mustReserve(t, a, "p", "10.0.0.1")
 
-	if !a.ReservationReady(x) {
-		t.Fatal("ReservationReady of a pending reservation reported false")
-	}
+	a.ReservationDone(x, true)
 	mustAllocate(t, a, req("ns/b"), reservedAs("p", "10.0.0.1"))
 	if got := a.Lookup("ns/b"); !got[0].Reserved {
 		t.Fatalf("Lookup before Bound = %+v, want Reserved", got)
@@ -124,7 +122,7 @@ func TestReservationLifecycle(t *testing.T) {
 func TestReservationExplicitAndUnreserve(t *testing.T) {
 	a := newWith(t, pool("p", "10.0.0.0/30", isDefault))
 	x := mustReserve(t, a, "p", "10.0.0.0")
-	a.ReservationReady(x)
+	a.ReservationDone(x, true)
 	// An explicit request for a ready reservation gets it.
 	mustAllocate(t, a, req("ns/a", addrs("10.0.0.0")), reservedAs("p", "10.0.0.0"))
 	y := mustReserve(t, a, "p", "10.0.0.1")
@@ -146,12 +144,12 @@ func TestReservationRespectsPoolOrder(t *testing.T) {
 		pool("second", "10.0.1.0/30", ns("ns"), prio(2)),
 	)
 	y := mustReserve(t, a, "second", "10.0.1.0")
-	a.ReservationReady(y)
+	a.ReservationDone(y, true)
 	// The preferred pool still has free addresses: its lowest wins over
 	// the other pool's reservation.
 	mustAllocate(t, a, req("ns/a"), as("first", "10.0.0.0"))
 	x := mustReserve(t, a, "first", "10.0.0.1")
-	a.ReservationReady(x)
+	a.ReservationDone(x, true)
 	mustAllocate(t, a, req("ns/b"), reservedAs("first", "10.0.0.1"))
 	// Named pools use their reservations too.
 	mustAllocate(t, a, req("ns/c", pools("second")), reservedAs("second", "10.0.1.0"))
@@ -161,7 +159,7 @@ func TestReservationKeepsLowestFirst(t *testing.T) {
 	a := newWith(t, pool("p", "10.0.0.0/29", isDefault))
 	mustAllocate(t, a, req("ns/a"), as("p", "10.0.0.0"))
 	x := mustReserve(t, a, "p", "10.0.0.1")
-	a.ReservationReady(x)
+	a.ReservationDone(x, true)
 	// A released address below the reservation goes first.
 	a.Release("ns/a")
 	mustAllocate(t, a, req("ns/b"), as("p", "10.0.0.0"))
@@ -176,7 +174,7 @@ func TestReservationExhaustion(t *testing.T) {
 	if _, err := a.Reserve("p"); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("Reserve on a fully reserved pool: err = %v, want ErrPoolExhausted", err)
 	}
-	a.ReservationReady(x)
+	a.ReservationDone(x, true)
 	mustAllocate(t, a, req("ns/a"), reservedAs("p", "10.0.0.0"))
 	// The last address is only pending: it is handed out as such.
 	mustAllocate(t, a, req("ns/b"), pendingAs("p", "10.0.0.1"))
@@ -216,7 +214,7 @@ func TestStaleReservations(t *testing.T) {
 	if err := a.SetPools([]Pool{pool("r", "10.0.2.0/29", isDefault)}); err != nil {
 		t.Fatal(err)
 	}
-	a.ReservationReady(z)
+	a.ReservationDone(z, true)
 	mustAllocate(t, a, req("ns/a"), reservedAs("r", "10.0.2.0"))
 	mustAllocate(t, a, req("ns/b"), as("r", "10.0.2.1"))
 }
@@ -224,7 +222,7 @@ func TestStaleReservations(t *testing.T) {
 func TestAssignOverridesReservation(t *testing.T) {
 	a := newWith(t, pool("p", "10.0.0.0/30", isDefault))
 	x := mustReserve(t, a, "p", "10.0.0.0")
-	a.ReservationReady(x)
+	a.ReservationDone(x, true)
 	// The outside record says ns/a holds x: the record wins.
 	got, err := a.Assign("ns/a", []netip.Addr{x}, "", nil)
 	if err != nil {
