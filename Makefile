@@ -63,11 +63,11 @@ $(CG_STAMP):
 	@touch $@
 
 generate: $(CG_STAMP)
-	$(CONTROLLER_GEN) object paths=./provider/api/...
+	$(CONTROLLER_GEN) object paths=./api/...
 	$(MAKE) manifests
 
 manifests: $(CG_STAMP)
-	$(CONTROLLER_GEN) crd paths=./provider/api/... output:crd:artifacts:config=deploy/crds
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=deploy/crds
 	$(MAKE) chart-crds
 
 # The chart ships the generated CRDs verbatim (a conformance test fails when
@@ -82,10 +82,10 @@ verify: generate
 	cd conformance/tools/kube && go mod tidy
 	cd conformance/tools/etcd && go mod tidy
 	cd conformance/tools/helm && go mod tidy
-	@git diff --exit-code -- provider/api deploy/crds charts/openelb/crds go.mod go.sum conformance/tools \
+	@git diff --exit-code -- api deploy/crds charts/openelb/crds go.mod go.sum conformance/tools \
 		|| { echo "generated files or go.mod are stale: run 'make generate' and 'go mod tidy' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- provider/api deploy/crds)" \
-		|| { echo "untracked generated files: commit them"; git status --porcelain -- provider/api deploy/crds; exit 1; }
+	@test -z "$$(git status --porcelain -- api deploy/crds)" \
+		|| { echo "untracked generated files: commit them"; git status --porcelain -- api deploy/crds; exit 1; }
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; test -z "$$unformatted" \
 		|| { echo "not gofmt-ed: $$unformatted"; exit 1; }
 	go vet ./...

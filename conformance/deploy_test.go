@@ -32,9 +32,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 // The shipped install: deploy/ (kustomize) and charts/openelb (Helm).
@@ -172,7 +172,7 @@ func TestDeploy(t *testing.T) {
 		// And for real, with the speaker's token.
 		cfg := saConfig(t, cp, speakerSA)
 		cs := kubernetes.NewForConfigOrDie(cfg)
-		c, err := client.New(cfg, client.Options{Scheme: kube.NewScheme()})
+		c, err := client.New(cfg, client.Options{Scheme: apischeme.New()})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,9 +16,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 // lab is one real control plane with the CRDs installed, a typed client and
@@ -42,7 +42,7 @@ func newLabWith(t *testing.T, opts harness.Options) *lab {
 	if err := cp.ApplyCRDs(ctx); err != nil {
 		t.Fatalf("installing CRDs: %v", err)
 	}
-	c, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	c, err := client.New(cp.Config, client.Options{Scheme: apischeme.New()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,11 +19,11 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 // speakerHealth is where lab speakers serve /metrics, on each node

@@ -17,8 +17,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 // seedNode is a node of OpenELB's multi-router guide (seed 000).

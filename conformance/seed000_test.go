@@ -15,9 +15,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 const (

@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 // testRouter is a GoBGP instance standing in for leaf1 on loopback

@@ -17,6 +17,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/component-base/metrics/legacyregistry"
+
 	// client-go's request metrics (rest_client_requests_total...) on /metrics.
 	_ "k8s.io/component-base/metrics/prometheus/restclient"
 	"k8s.io/klog/v2"

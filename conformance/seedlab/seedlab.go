@@ -26,10 +26,10 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 // Namespace of the speakers (password Secrets live there).
@@ -80,7 +80,7 @@ type Lab struct {
 
 // New builds the network and the nodes' kubeconfig. Close removes it.
 func New(ctx context.Context, cp *harness.ControlPlane, opts Options) (*Lab, error) {
-	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	crd, err := client.New(cp.Config, client.Options{Scheme: apischeme.New()})
 	if err != nil {
 		return nil, err
 	}

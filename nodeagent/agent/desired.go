@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 // DefaultAddPathSendMax is how many paths per prefix are sent when a

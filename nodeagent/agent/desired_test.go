@@ -11,8 +11,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 func seedNode(name, rack, ip string, speaker bool) *v1.Node {

@@ -27,8 +27,8 @@ import (
 	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 // Layer2Options tune the layer-2 half of the agent. The zero value is

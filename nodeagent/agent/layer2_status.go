@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
 )
 
 // addrOutcome is what this node does for one layer-2 address, and why.

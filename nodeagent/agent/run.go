@@ -24,9 +24,9 @@ import (
 	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 // Options configure the agent.
@@ -68,7 +68,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.ContentType = "application/json"
-	scheme := kube.NewScheme()
+	scheme := apischeme.New()
 	c, err := ctrlcache.New(cfg, ctrlcache.Options{
 		Scheme:                       scheme,
 		DefaultUnsafeDisableDeepCopy: ptr.To(true),

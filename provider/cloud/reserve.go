@@ -18,7 +18,7 @@ import (
 	"k8s.io/cloud-provider/api"
 	"k8s.io/klog/v2"
 
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/provider/ipam"
 )
 

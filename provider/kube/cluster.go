@@ -23,7 +23,8 @@ import (
 	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
+	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/provider/cloud"
 )
 
@@ -61,7 +62,7 @@ func NewCluster(cfg *rest.Config, shared informers.SharedInformerFactory, compon
 	cfg = rest.CopyConfig(cfg)
 	cfg.ContentType = "application/json"
 	cfg.AcceptContentTypes = "application/json"
-	scheme := NewScheme()
+	scheme := apischeme.New()
 	c, err := ctrlcache.New(cfg, ctrlcache.Options{
 		Scheme: scheme,
 		// The provider only reads cached objects and never mutates them, so

@@ -19,12 +19,12 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 // l2Rounds is how many failovers of each kind are timed.
@@ -94,7 +94,7 @@ func runLayer2(ctx context.Context) error {
 }
 
 func (b *l2Bench) setup(ctx context.Context, cp *harness.ControlPlane) error {
-	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	crd, err := client.New(cp.Config, client.Options{Scheme: apischeme.New()})
 	if err != nil {
 		return err
 	}

@@ -37,9 +37,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
-	"github.com/openelb/cloud-provider-openelb/provider/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
 func main() {
@@ -155,7 +155,7 @@ func startAllocLab(ctx context.Context, extra ...string) (*harness.ControlPlane,
 	if err != nil {
 		return nil, nil, err
 	}
-	crd, err := client.New(cp.Config, client.Options{Scheme: kube.NewScheme()})
+	crd, err := client.New(cp.Config, client.Options{Scheme: apischeme.New()})
 	if err == nil {
 		err = crd.Create(ctx, &v1alpha2.Eip{
 			ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
