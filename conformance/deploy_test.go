@@ -119,7 +119,8 @@ func TestDeploy(t *testing.T) {
 	kubectl("apply", "-k", deployDir)
 	kubectl("wait", "--for=condition=Established", "--timeout=60s",
 		"crd/eips.network.kubesphere.io", "crd/bgpconfs.network.kubesphere.io", "crd/bgppeers.network.kubesphere.io",
-		"crd/loadbalancerplans.network.kubesphere.io", "crd/ipclaims.network.kubesphere.io")
+		"crd/loadbalancerplans.network.kubesphere.io", "crd/loadbalancerracks.network.kubesphere.io",
+		"crd/loadbalancerspeakers.network.kubesphere.io", "crd/ipclaims.network.kubesphere.io")
 
 	samples, err := filepath.Glob(filepath.Join(deployDir, "samples", "*.yaml"))
 	if err != nil || len(samples) == 0 {
@@ -148,9 +149,9 @@ func TestDeploy(t *testing.T) {
 			"get nodes", "list nodes", "watch nodes",
 			"list bgpconfs.network.kubesphere.io", "watch bgppeers.network.kubesphere.io",
 			"list loadbalancerplans.network.kubesphere.io --all-namespaces", "list eips.network.kubesphere.io",
-			"list services --all-namespaces", "list endpointslices.discovery.k8s.io --all-namespaces",
+			"watch loadbalancerracks.network.kubesphere.io", "watch loadbalancerspeakers.network.kubesphere.io",
 			"patch bgppeers.network.kubesphere.io --subresource=status",
-			"patch loadbalancerplans.network.kubesphere.io --subresource=status -n default",
+			"create loadbalancerspeakers.network.kubesphere.io", "patch loadbalancerspeakers.network.kubesphere.io",
 			"get secrets -n openelb-system", "watch secrets -n openelb-system",
 			"create leases.coordination.k8s.io -n openelb-system", "update leases.coordination.k8s.io -n openelb-system",
 		)
@@ -163,6 +164,10 @@ func TestDeploy(t *testing.T) {
 			"patch bgppeers.network.kubesphere.io", "update bgpconfs.network.kubesphere.io",
 			"patch bgpconfs.network.kubesphere.io --subresource=status",
 			"update loadbalancerplans.network.kubesphere.io -n default", "create loadbalancerplans.network.kubesphere.io -n default",
+			"patch loadbalancerplans.network.kubesphere.io --subresource=status -n default",
+			"update loadbalancerracks.network.kubesphere.io", "patch loadbalancerracks.network.kubesphere.io --subresource=status",
+			"delete loadbalancerspeakers.network.kubesphere.io",
+			"list services --all-namespaces", "list endpointslices.discovery.k8s.io --all-namespaces",
 			"update eips.network.kubesphere.io", "update eips.network.kubesphere.io --subresource=status",
 			"create ipclaims.network.kubesphere.io", "list ipclaims.network.kubesphere.io",
 			"create leases.coordination.k8s.io -n kube-system", "create leases.coordination.k8s.io -n default",
@@ -216,6 +221,8 @@ func TestDeploy(t *testing.T) {
 			"create ipclaims.network.kubesphere.io", "update ipclaims.network.kubesphere.io", "delete ipclaims.network.kubesphere.io",
 			"create loadbalancerplans.network.kubesphere.io -n default", "delete loadbalancerplans.network.kubesphere.io -n team-a",
 			"patch loadbalancerplans.network.kubesphere.io --subresource=status -n default",
+			"create loadbalancerracks.network.kubesphere.io", "update loadbalancerracks.network.kubesphere.io",
+			"delete loadbalancerracks.network.kubesphere.io", "patch loadbalancerracks.network.kubesphere.io --subresource=status",
 			"get leases.coordination.k8s.io -n openelb-system", "create leases.coordination.k8s.io -n openelb-system",
 			"update leases.coordination.k8s.io/openelb-cloud-controller-manager -n openelb-system",
 			"create tokenreviews.authentication.k8s.io", "create subjectaccessreviews.authorization.k8s.io",
@@ -226,6 +233,7 @@ func TestDeploy(t *testing.T) {
 			"get secrets -n openelb-system", "list secrets --all-namespaces",
 			"delete nodes", "update eips.network.kubesphere.io", "delete eips.network.kubesphere.io",
 			"update bgppeers.network.kubesphere.io", "patch bgppeers.network.kubesphere.io --subresource=status",
+			"patch loadbalancerspeakers.network.kubesphere.io",
 			"create leases.coordination.k8s.io -n kube-system",
 			"get configmaps/kube-proxy -n kube-system", "list configmaps -n kube-system",
 			"create pods -n openelb-system",

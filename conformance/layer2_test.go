@@ -197,21 +197,55 @@ func (b *l2Lab) oneMAC(what string, macs []net.HardwareAddr, out string) net.Har
 	return macs[0]
 }
 
-// entry waits until node's entry in the plan's status satisfies ok.
-func (b *l2Lab) entry(what, svc, node string, ok func(v1alpha2.NodeAnnouncement) bool) v1alpha2.NodeAnnouncement {
+// l2Entry is a node's report on the pool of a Service: its
+// LoadBalancerSpeaker's layer2 entry for the pool and its problems with it.
+type l2Entry struct {
+	v1alpha2.SpeakerLayer2
+	Problems []v1alpha2.SpeakerProblem
+}
+
+// problem says whether the entry has a problem of this reason whose
+// message mentions mention.
+func (e l2Entry) problem(reason, mention string) bool {
+	for _, p := range e.Problems {
+		if p.Reason == reason && strings.Contains(p.Message, mention) {
+			return true
+		}
+	}
+	return false
+}
+
+// entry waits until node's report on the pool of the Service satisfies ok.
+func (b *l2Lab) entry(what, svc, node string, ok func(l2Entry) bool) l2Entry {
 	b.t.Helper()
-	var got v1alpha2.NodeAnnouncement
-	var has bool
+	var got l2Entry
+	var pool string
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
 		var p v1alpha2.LoadBalancerPlan
-		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: "default", Name: svc}, &p); err != nil {
+		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: "default", Name: svc}, &p); err != nil || len(p.Spec.Addresses) == 0 {
 			return false, nil
 		}
-		got, has = p.Status.Nodes[node]
-		return has && ok(got), nil
+		pool = p.Spec.Addresses[0].Pool
+		var sp v1alpha2.LoadBalancerSpeaker
+		if err := b.crd.Get(ctx, client.ObjectKey{Name: node}, &sp); err != nil {
+			return false, nil
+		}
+		got = l2Entry{}
+		found := false
+		for _, e := range sp.Status.Layer2 {
+			if e.Pool == pool {
+				got.SpeakerLayer2, found = e, true
+			}
+		}
+		for _, pr := range sp.Status.Problems {
+			if pr.Object == "Eip/"+pool {
+				got.Problems = append(got.Problems, pr)
+			}
+		}
+		return found && ok(got), nil
 	})
 	if err != nil {
-		b.t.Fatalf("%s: plan default/%s status of %s: %+v (present %v)", what, svc, node, got, has)
+		b.t.Fatalf("%s: LoadBalancerSpeaker %s on pool %q (Service default/%s): %+v", what, node, pool, svc, got)
 	}
 	return got
 }
@@ -263,7 +297,7 @@ func TestLayer2(t *testing.T) {
 		if leader.MAC.String() != mac.String() {
 			t.Fatalf("arping: %s answers, the Lease is held by %s (%s)", mac, leader.Name, leader.MAC)
 		}
-		b.entry("leader", "web", leader.Name, func(e v1alpha2.NodeAnnouncement) bool {
+		b.entry("leader", "web", leader.Name, func(e l2Entry) bool {
 			return e.Answering && e.Reason == agent.ReasonAnswering && e.MAC == leader.MAC.String()
 		})
 		b.waitMetric(leader.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 1)
@@ -272,7 +306,7 @@ func TestLayer2(t *testing.T) {
 				continue
 			}
 			// Every node publishes its MAC (for externalTrafficPolicy Local).
-			b.entry("standby", "web", n.Name, func(e v1alpha2.NodeAnnouncement) bool {
+			b.entry("standby", "web", n.Name, func(e l2Entry) bool {
 				return !e.Answering && e.Reason == agent.ReasonStandby && e.MAC == n.MAC.String()
 			})
 			b.waitMetric(n.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
@@ -343,7 +377,7 @@ func TestLayer2(t *testing.T) {
 		if h := b.holder("l2pool"); h != leader {
 			t.Errorf("Lease held by %s, %s answers", h.Name, leader.Name)
 		}
-		b.entry("new leader", "web", leader.Name, func(e v1alpha2.NodeAnnouncement) bool { return e.Answering })
+		b.entry("new leader", "web", leader.Name, func(e l2Entry) bool { return e.Answering })
 		b.waitMetric(leader.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 1)
 		if v, ok := b.metric(leader.Name, `openelb_layer2_gratuitous_sent_total{family="ipv4"}`); !ok || v < 1 {
 			t.Errorf("new leader's openelb_layer2_gratuitous_sent_total{family=\"ipv4\"} = %v (present %v), want ≥ 1", v, ok)
@@ -367,7 +401,7 @@ func TestLayer2(t *testing.T) {
 			t.Fatal("no stopped speaker to restart")
 		}
 		b.waitMetric(restarted.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
-		b.entry("restarted speaker", "web", restarted.Name, func(e v1alpha2.NodeAnnouncement) bool {
+		b.entry("restarted speaker", "web", restarted.Name, func(e l2Entry) bool {
 			return !e.Answering && e.Reason == agent.ReasonStandby
 		})
 		watch := b.watchARP(vip, 50*time.Millisecond)
@@ -430,8 +464,8 @@ func TestLayer2(t *testing.T) {
 			t.Fatal(err)
 		}
 		// On its way out it said it no longer answers.
-		b.entry("stopped speaker", "web", old.Name, func(e v1alpha2.NodeAnnouncement) bool { return !e.Answering })
-		b.entry("new leader", "web", leader.Name, func(e v1alpha2.NodeAnnouncement) bool { return e.Answering })
+		b.entry("stopped speaker", "web", old.Name, func(e l2Entry) bool { return !e.Answering })
+		b.entry("new leader", "web", leader.Name, func(e l2Entry) bool { return e.Answering })
 		b.startSpeaker(old.Name)
 		b.waitMetric(old.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
 	})
@@ -493,7 +527,7 @@ func TestLayer2(t *testing.T) {
 		if took := next.At.Sub(t0); took > 3*time.Second {
 			t.Errorf("handover after the leader's interface went down took %v, want ≤ 3s", took)
 		}
-		b.entry("interface down", "web", old.Name, func(e v1alpha2.NodeAnnouncement) bool {
+		b.entry("interface down", "web", old.Name, func(e l2Entry) bool {
 			return !e.Answering && e.Reason == agent.ReasonNoInterface && strings.Contains(e.Message, "down")
 		})
 		if _, ok := b.metric(old.Name, `openelb_layer2_is_leader{pool="l2pool"}`); ok {
@@ -532,7 +566,7 @@ func TestLayer2(t *testing.T) {
 		if leader.MAC.String() != mac.String() {
 			t.Errorf("ndisc6: %s advertised, the Lease of l2pool6 is held by %s (%s)", mac, leader.Name, leader.MAC)
 		}
-		b.entry("IPv6 leader", "web6", leader.Name, func(e v1alpha2.NodeAnnouncement) bool { return e.Answering })
+		b.entry("IPv6 leader", "web6", leader.Name, func(e l2Entry) bool { return e.Answering })
 		t.Logf("%s answers NDP for %s with %s", leader.Name, vip6, mac)
 	})
 
@@ -569,7 +603,7 @@ func TestLayer2(t *testing.T) {
 			}
 		}
 		waitMAC("endpoint on "+endpoint.Name, endpoint)
-		e := b.entry("leader, Local", "local", leader.Name, func(e v1alpha2.NodeAnnouncement) bool {
+		e := b.entry("leader, Local", "local", leader.Name, func(e l2Entry) bool {
 			return e.Answering && strings.Contains(e.Message, endpoint.Name)
 		})
 		t.Logf("%s answers for %s with %s's MAC: %s", leader.Name, ip, endpoint.Name, e.Message)
@@ -605,17 +639,17 @@ func TestLayer2(t *testing.T) {
 		missing := b.l2Service("missing", "l2missing")
 		b.l2Service("outside", "l2outside")
 		for _, n := range b.seg.Nodes {
-			e := b.entry("interface eth9 missing", "missing", n.Name, func(e v1alpha2.NodeAnnouncement) bool {
+			e := b.entry("interface eth9 missing", "missing", n.Name, func(e l2Entry) bool {
 				return !e.Answering && e.Reason == agent.ReasonNoInterface && strings.Contains(e.Message, "eth9")
 			})
 			if n == b.seg.Nodes[0] {
 				t.Logf("%s: %s", e.Reason, e.Message)
 			}
-			e = b.entry("addresses outside eth0's subnet", "outside", n.Name, func(e v1alpha2.NodeAnnouncement) bool {
-				return !e.Answering && e.Reason == agent.ReasonOutsideSubnet && strings.Contains(e.Message, "10.99.0.1")
+			e = b.entry("addresses outside eth0's subnet", "outside", n.Name, func(e l2Entry) bool {
+				return !e.Answering && e.problem(agent.ReasonOutsideSubnet, "10.99.0.1")
 			})
 			if n == b.seg.Nodes[0] {
-				t.Logf("%s: %s", e.Reason, e.Message)
+				t.Logf("%s: %+v", e.Reason, e.Problems)
 			}
 			if _, ok := b.metric(n.Name, `openelb_layer2_is_leader{pool="l2missing"}`); ok {
 				t.Errorf("%s competes for pool l2missing without its interface", n.Name)

@@ -200,12 +200,15 @@ func TestSeed000BGP(t *testing.T) {
 	step("worker-p001 without a rack label is reported", func() {
 		// The guide labels only the speakers' racks; worker-p001 sits in
 		// no rack, so no speaker announces it and the plan says so.
-		b.waitRacks("guide labels", "default", "nginx", []v1alpha2.RackPlan{
-			{Name: "", NextHops: []string{"192.168.0.4"}},
-			{Name: "leaf1", Speakers: []string{"master1"}, Peers: []v1alpha2.PlanPeer{{Name: "leaf1", Address: netlab.Leaf1Addr, AS: netlab.Leaf1AS}}, NextHops: []string{"192.168.0.3"}},
-			{Name: "leaf2", Speakers: []string{"worker-p002"}, Peers: []v1alpha2.PlanPeer{{Name: "leaf2", Address: netlab.Leaf2Addr, AS: netlab.Leaf2AS}}, NextHops: []string{"192.168.1.2"}},
-		})
-		b.waitCondition("default", "nginx", "RackWithoutSpeaker", "worker-p001")
+		hop := func(node, ip string) []v1alpha2.RackNextHop {
+			return []v1alpha2.RackNextHop{{Node: node, Addresses: []string{ip}}}
+		}
+		b.waitRacks("guide labels",
+			v1alpha2.LoadBalancerRackSpec{Rack: "", NextHops: hop("worker-p001", "192.168.0.4")},
+			v1alpha2.LoadBalancerRackSpec{Rack: "leaf1", Speakers: []string{"master1"}, Peers: []v1alpha2.PlanPeer{{Name: "leaf1", Address: netlab.Leaf1Addr, AS: netlab.Leaf1AS}}, NextHops: hop("master1", "192.168.0.3")},
+			v1alpha2.LoadBalancerRackSpec{Rack: "leaf2", Speakers: []string{"worker-p002"}, Peers: []v1alpha2.PlanPeer{{Name: "leaf2", Address: netlab.Leaf2Addr, AS: netlab.Leaf2AS}}, NextHops: hop("worker-p002", "192.168.1.2")},
+		)
+		b.waitRackCondition("", "RackWithoutSpeaker", metav1.ConditionTrue, "worker-p001")
 		b.waitPaths("guide labels", b.topo.Leaf1, seedPrefix, "192.168.0.3")
 		b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
 	})
@@ -221,8 +224,8 @@ func TestSeed000BGP(t *testing.T) {
 			t.Errorf("leaf1 status of master1: %+v, want ADD-PATH, 2 paths", st)
 		}
 		b.waitPeerStatus("leaf2", "worker-p002", func(s v1alpha2.PeerState) bool { return s.SessionState == "established" })
-		b.waitPlanNode("default", "nginx", "master1", true)
-		b.waitPlanNode("default", "nginx", "worker-p002", true)
+		b.waitAnnouncing("master1", 1, 2)
+		b.waitAnnouncing("worker-p002", 1, 1)
 		// At rest a speaker costs the API server nothing: statuses are
 		// written only when they change.
 		before, err := b.s.SpeakerRequests(ctx, "master1")
@@ -315,7 +318,7 @@ func TestSeed000BGP(t *testing.T) {
 		b.kubectl("kubectl label --overwrite nodes master1 openelb.kubesphere.io/rack=leaf2")
 		b.waitSession("master1 in rack leaf2", b.topo.Leaf2, "192.168.0.3", true)
 		b.waitSession("master1 left rack leaf1", b.topo.Leaf1, "192.168.0.3", false)
-		b.waitCondition("default", "nginx", "RackWithoutSpeaker", "leaf1")
+		b.waitRackCondition("leaf1", "RackWithoutSpeaker", metav1.ConditionTrue, "worker-p001")
 		b.kubectl("kubectl label --overwrite nodes master1 openelb.kubesphere.io/rack=leaf1")
 		b.waitSession("master1 back in rack leaf1", b.topo.Leaf1, "192.168.0.3", true)
 		b.waitSession("master1 back: leaf2 session gone", b.topo.Leaf2, "192.168.0.3", false)
@@ -394,20 +397,23 @@ func (b *bgpLab) waitAddress(ns, name string) string {
 	return ip
 }
 
-// waitPlanNode waits for node's advertised flag in the plan status.
-func (b *bgpLab) waitPlanNode(ns, name, node string, advertised bool) {
+// waitAnnouncing waits until node's LoadBalancerSpeaker reports it
+// announcing prefixes addresses as paths paths, with every session
+// established.
+func (b *bgpLab) waitAnnouncing(node string, prefixes, paths int32) {
 	b.t.Helper()
-	var got v1alpha2.NodeAnnouncement
+	var got v1alpha2.LoadBalancerSpeakerStatus
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		var p v1alpha2.LoadBalancerPlan
-		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &p); err != nil {
+		var sp v1alpha2.LoadBalancerSpeaker
+		if err := b.crd.Get(ctx, client.ObjectKey{Name: node}, &sp); err != nil {
 			return false, nil
 		}
-		got = p.Status.Nodes[node]
-		return got.Advertised == advertised, nil
+		got = sp.Status
+		return got.Announcing && got.Prefixes == prefixes && got.Paths == paths &&
+			len(got.Sessions) > 0 && got.SessionsEstablished == int32(len(got.Sessions)), nil
 	})
 	if err != nil {
-		b.t.Fatalf("plan %s/%s: node %s entry %+v, want advertised=%v", ns, name, node, got, advertised)
+		b.t.Fatalf("LoadBalancerSpeaker %s: %+v, want announcing %d prefixes as %d paths, sessions established", node, got, prefixes, paths)
 	}
 }
 

@@ -175,21 +175,22 @@ func TestSpeakerAdvertisesPlan(t *testing.T) {
 	}
 	router.waitNextHops(t, "seed plan", "172.22.0.2/32", []string{"192.168.0.3", "192.168.0.4"})
 
-	// Status: the BgpPeer and the plan carry master1's report.
+	// Status: the BgpPeer and master1's LoadBalancerSpeaker carry its report.
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		var bp v1alpha2.BgpPeer
 		if err := l.crd.Get(ctx, client.ObjectKey{Name: "leaf1"}, &bp); err != nil {
 			return false, nil
 		}
 		st := bp.Status.NodesPeerStatus["master1"].PeerState
-		var plan v1alpha2.LoadBalancerPlan
-		if err := l.crd.Get(ctx, client.ObjectKey{Namespace: "default", Name: "nginx"}, &plan); err != nil {
+		var sp v1alpha2.LoadBalancerSpeaker
+		if err := l.crd.Get(ctx, client.ObjectKey{Name: "master1"}, &sp); err != nil {
 			return false, nil
 		}
-		return st.SessionState == "established" && st.AddPathNegotiated && plan.Status.Nodes["master1"].Advertised, nil
+		return st.SessionState == "established" && st.AddPathNegotiated &&
+			sp.Status.Announcing && sp.Status.Prefixes == 1 && sp.Status.Paths == 2 && sp.Status.SessionsEstablished == 1, nil
 	})
 	if err != nil {
-		t.Errorf("master1 never reported an established ADD-PATH session and an advertised plan: %v", err)
+		t.Errorf("master1 never reported an established ADD-PATH session and its 2 paths: %v", err)
 	}
 
 	// Metrics on the speaker's health port.

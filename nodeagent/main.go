@@ -1,8 +1,9 @@
-// Command openelb-speaker is the node agent: it executes, on its node, the
-// LoadBalancerPlans that name the node as a speaker, advertising the
-// Services' addresses over BGP (embedded GoBGP) to the routers its
-// BgpPeers select, and answering ARP/NDP for the addresses of layer-2 pools
-// whose Lease it holds (one node per pool).
+// Command openelb-speaker is the node agent: while its node is a speaker
+// of its rack's LoadBalancerRack, it advertises the BGP addresses of the
+// LoadBalancerPlans over BGP (embedded GoBGP) to the routers its BgpPeers
+// select, with the rack's next hops; it answers ARP/NDP for the addresses
+// of layer-2 pools whose Lease it holds (one node per pool); and it reports
+// in its node's LoadBalancerSpeaker.
 package main
 
 import (
@@ -32,9 +33,9 @@ func main() {
 	nodeName := flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
 	namespace := flag.String("namespace", envOr("POD_NAMESPACE", "openelb-system"), "namespace of BgpPeer password Secrets (default $POD_NAMESPACE)")
 	healthAddr := flag.String("health-address", ":10262", "address of /healthz and /metrics; empty disables them (10259 would clash with kube-scheduler on control-plane nodes)")
-	// Statuses are written only on change, but a session flap changes the
-	// status of every plan the node announces: client-go's default 5 QPS
-	// would take minutes to report 1,000 of them. Routes never wait for
+	// Statuses are written only on change, one LoadBalancerSpeaker and the
+	// node's entry of each BgpPeer, so a steady speaker sends nothing; the
+	// layer-2 Lease renewals are the busiest writer. Routes never wait for
 	// status writes either way.
 	qps := flag.Float64("kube-api-qps", 20, "API requests per second the speaker may send")
 	burst := flag.Int("kube-api-burst", 40, "API request burst")

@@ -21,33 +21,11 @@ type PlanAddress struct {
 	Interface string `json:"interface,omitempty"`
 }
 
-// PlanPeer is a BgpPeer a rack's speakers announce to.
-type PlanPeer struct {
-	Name    string `json:"name"`
-	Address string `json:"address,omitempty"`
-	AS      uint32 `json:"as,omitempty"`
-}
-
-// RackPlan is the assignment for one rack: its speakers announce the
-// Service's addresses to Peers with NextHops (this rack's eligible nodes).
-type RackPlan struct {
-	// Name of the rack (label openelb.kubesphere.io/rack; "" for unlabelled
-	// nodes).
-	Name string `json:"name"`
-	// Speakers are the nodes of the rack that run the speaker.
-	// +optional
-	Speakers []string `json:"speakers,omitempty"`
-	// Peers the speakers announce to.
-	// +optional
-	Peers []PlanPeer `json:"peers,omitempty"`
-	// NextHops are the node addresses traffic for the Service may go to.
-	// +optional
-	NextHops []string `json:"nextHops,omitempty"`
-}
-
 // LoadBalancerPlanSpec is written by the CCM leader: the Service's addresses
-// and who announces them. It is the contract between the CCM and the
-// speakers.
+// and what decides who announces them. It holds only what belongs to the
+// Service itself; where its addresses are announced from (speakers, peers,
+// next hops of each rack) is in the LoadBalancerRack objects, so a node
+// event rewrites one rack object instead of every plan.
 type LoadBalancerPlanSpec struct {
 	// ServiceUID ties the plan to one incarnation of the Service.
 	ServiceUID types.UID `json:"serviceUID"`
@@ -57,47 +35,21 @@ type LoadBalancerPlanSpec struct {
 	// ExternalTrafficPolicy of the Service (Cluster or Local).
 	// +optional
 	ExternalTrafficPolicy string `json:"externalTrafficPolicy,omitempty"`
-	// Racks is the per-rack BGP assignment.
+	// EndpointNodes are, for externalTrafficPolicy Local, the nodes with a
+	// ready endpoint of the Service (sorted): its BGP next hops are the
+	// rack next hops among them, and a layer-2 answer points at one of
+	// them. Empty for Cluster.
 	// +optional
-	// +listType=map
-	// +listMapKey=name
-	Racks []RackPlan `json:"racks,omitempty"`
+	// +listType=atomic
+	EndpointNodes []string `json:"endpointNodes,omitempty"`
 }
 
-// NodeAnnouncement is one speaker's report on a plan.
-type NodeAnnouncement struct {
-	// Advertised is true when this node's speaker advertises the addresses
-	// over BGP.
-	// +optional
-	Advertised bool `json:"advertised,omitempty"`
-	// Answering is true when this node answers ARP/NDP for the addresses.
-	// +optional
-	Answering bool `json:"answering,omitempty"`
-	// MAC is, for layer-2 addresses, the hardware address of this node's
-	// interface on the pool's segment, published by every node able to
-	// answer there. For externalTrafficPolicy Local the answering node
-	// answers with the MAC of a node that has a ready local endpoint.
-	// +optional
-	MAC string `json:"mac,omitempty"`
-	// Reason says why not, or how (e.g. NoAddPath: advertised with itself
-	// as next hop).
-	// +optional
-	Reason string `json:"reason,omitempty"`
-	// Message is the human-readable detail.
-	// +optional
-	Message string `json:"message,omitempty"`
-	// LastUpdate is when the speaker last changed this entry.
-	// +optional
-	LastUpdate metav1.Time `json:"lastUpdate,omitempty"`
-}
-
-// LoadBalancerPlanStatus is written by the speakers, each under its node key.
+// LoadBalancerPlanStatus is written by the CCM.
 type LoadBalancerPlanStatus struct {
-	// Nodes is keyed by node name.
-	// +optional
-	Nodes map[string]NodeAnnouncement `json:"nodes,omitempty"`
-	// Conditions set by the CCM about planning (e.g. a rack without a
-	// speaker).
+	// Conditions about the Service's own announcement (Planned;
+	// NoLocalEndpoints for externalTrafficPolicy Local). Problems of the
+	// racks (no speaker, no peer...) are conditions of the LoadBalancerRack
+	// objects: they are the same for every Service.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -105,8 +57,12 @@ type LoadBalancerPlanStatus struct {
 }
 
 // LoadBalancerPlan says, for one LoadBalancer Service (same namespace and
-// name, owned by it), which addresses it has and who announces them.
-// `kubectl get lbplan` answers "who announces this IP to which router".
+// name, owned by it), which addresses it has and how they are announced.
+// BGP addresses are announced from every rack (`kubectl get lbrack`): each
+// rack's speakers send them to the rack's BgpPeers with the rack's next
+// hops (for externalTrafficPolicy Local, only those in endpointNodes).
+// Each speaker's report is its LoadBalancerSpeaker (`kubectl get
+// lbspeaker`).
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
@@ -114,7 +70,9 @@ type LoadBalancerPlanStatus struct {
 // +kubebuilder:printcolumn:name="IPs",type=string,JSONPath=`.spec.addresses[*].ip`
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.addresses[*].pool`
 // +kubebuilder:printcolumn:name="Protocol",type=string,JSONPath=`.spec.addresses[*].protocol`
-// +kubebuilder:printcolumn:name="Racks",type=string,JSONPath=`.spec.racks[*].name`
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.externalTrafficPolicy`
+// +kubebuilder:printcolumn:name="Endpoint Nodes",type=string,JSONPath=`.spec.endpointNodes`,priority=1
+// +kubebuilder:printcolumn:name="Planned",type=string,JSONPath=`.status.conditions[?(@.type=="Planned")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type LoadBalancerPlan struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -30,6 +30,8 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 		&BgpConf{}, &BgpConfList{},
 		&BgpPeer{}, &BgpPeerList{},
 		&LoadBalancerPlan{}, &LoadBalancerPlanList{},
+		&LoadBalancerRack{}, &LoadBalancerRackList{},
+		&LoadBalancerSpeaker{}, &LoadBalancerSpeakerList{},
 		&IPClaim{}, &IPClaimList{},
 	)
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)

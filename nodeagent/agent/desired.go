@@ -2,7 +2,9 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -21,12 +23,25 @@ import (
 // BgpPeer does not say: enough for every node of a large rack.
 const DefaultAddPathSendMax = 255
 
-// Problem is a configuration error found while computing the desired state;
-// it names the object so it can go into that object's status.
+// Problem is something this node cannot do, found while computing what it
+// must do. It names the object to fix, so it can go into that object's
+// status, and the Services it affects, so whoever reads the speaker's
+// report knows which Services are not served as planned.
 type Problem struct {
-	Object  string // e.g. "BgpPeer/leaf1"
+	Object  string // e.g. "BgpPeer/leaf1", "Eip/pool"
+	Reason  string
 	Message string
+	// Services affected (namespace/name, sorted), all of them: the report
+	// names the first few and counts the rest.
+	Services []string
 }
+
+// Reasons of the BGP configuration problems.
+const (
+	ReasonNoBgpConf      = "BgpConfMissing"
+	ReasonInvalidBgpConf = "BgpConfInvalid"
+	ReasonInvalidBgpPeer = "BgpPeerInvalid"
+)
 
 // SecretReader reads one key of a Secret in the speaker's namespace.
 type SecretReader func(name, key string) (string, error)
@@ -39,39 +54,84 @@ type State struct {
 	Global  bgp.Global
 	Peers   []bgp.Peer
 	Paths   []bgp.Path
+	// The rest is reported, not applied: a change of it alone does not
+	// touch the BGP speaker (see sameBGP).
+
+	// Announcing: BGP is enabled and the node is a speaker of its rack
+	// object, so Paths follow that object.
+	Announcing bool
+	// Rack is the node's rack label; RackGeneration the generation of the
+	// rack object the paths follow (0 when there is none).
+	Rack           string
+	RackGeneration int64
+	// Prefixes counts the distinct prefixes of Paths.
+	Prefixes int
 	// PlanPaths counts, per plan (namespace/name), the paths it
-	// contributed, for the plan's per-node status.
+	// contributed: problems name the Services they affect from it.
 	PlanPaths map[string]int
 }
 
-// Desired computes State from the objects. It never mutates them.
-func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, plans []*v1alpha2.LoadBalancerPlan, secret SecretReader) (State, []Problem) {
+// sameBGP says whether two states make the BGP speaker do the same thing,
+// so a change of what is only reported never re-applies.
+func (s State) sameBGP(o State) bool {
+	return s.Enabled == o.Enabled && s.Global == o.Global &&
+		slices.EqualFunc(s.Peers, o.Peers, func(a, b bgp.Peer) bool { return reflect.DeepEqual(a, b) }) &&
+		slices.Equal(s.Paths, o.Paths)
+}
+
+// Desired computes State from the objects. rack is the node's
+// LoadBalancerRack (nil when it does not exist): every BGP address of every
+// plan is announced with the rack's next hops of the address's family (for
+// externalTrafficPolicy Local, those of the plan's endpoint nodes), and
+// only while the node is one of the rack's speakers. Without the rack
+// object the sessions are still configured, with nothing to announce. It
+// never mutates the objects.
+func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan, secret SecretReader) (State, []Problem) {
 	var st State
 	var problems []Problem
 	if node == nil || node.Labels[v1alpha2.LabelSpeaker] != v1alpha2.LabelSpeakerValue {
 		return st, nil
 	}
-	if conf == nil {
-		return st, []Problem{{Object: "BgpConf/default", Message: "BgpConf default does not exist: BGP is off on this node"}}
+	st.Rack = node.Labels[v1alpha2.LabelRack]
+	if rack != nil {
+		st.RackGeneration = rack.Generation
+		st.Announcing = slices.Contains(rack.Spec.Speakers, node.Name)
 	}
-	rack := node.Labels[v1alpha2.LabelRack]
+	paths, planPaths := rackPaths(node.Name, rack, plans)
+	// The Services a configuration problem affects: those this node
+	// would announce were the configuration right.
+	var affected []string
+	problem := func(obj, reason, msg string) Problem {
+		if affected == nil {
+			affected = slices.Sorted(maps.Keys(planPaths))
+		}
+		return Problem{Object: obj, Reason: reason, Message: msg, Services: affected}
+	}
+	if conf == nil {
+		st.Announcing = false
+		return st, []Problem{problem("BgpConf/default", ReasonNoBgpConf, "BgpConf default does not exist: BGP is off on this node")}
+	}
 	g := bgp.Global{AS: conf.Spec.As, ListenPort: conf.Spec.ListenPort}
-	if as, ok := conf.Spec.AsPerRack[rack]; ok && rack != "" {
+	if as, ok := conf.Spec.AsPerRack[st.Rack]; ok && st.Rack != "" {
 		g.AS = as
 	}
+	invalid := func(format string, args ...any) (State, []Problem) {
+		st.Announcing = false
+		return st, []Problem{problem("BgpConf/default", ReasonInvalidBgpConf, fmt.Sprintf(format, args...))}
+	}
 	if g.AS == 0 {
-		return st, []Problem{{Object: "BgpConf/default", Message: fmt.Sprintf("no AS for node %s (rack %q): set spec.as or spec.asPerRack", node.Name, rack)}}
+		return invalid("no AS for node %s (rack %q): set spec.as or spec.asPerRack", node.Name, st.Rack)
 	}
 	if conf.Spec.RouterId != "" {
 		id, err := netip.ParseAddr(conf.Spec.RouterId)
 		if err != nil || !id.Is4() {
-			return st, []Problem{{Object: "BgpConf/default", Message: fmt.Sprintf("spec.routerId %q is not an IPv4 address", conf.Spec.RouterId)}}
+			return invalid("spec.routerId %q is not an IPv4 address", conf.Spec.RouterId)
 		}
 		g.RouterID = id
 	} else if id, ok := nodeIPv4(node); ok {
 		g.RouterID = id
 	} else {
-		return st, []Problem{{Object: "BgpConf/default", Message: fmt.Sprintf("node %s has no IPv4 InternalIP to use as router ID: set spec.routerId", node.Name)}}
+		return invalid("node %s has no IPv4 InternalIP to use as router ID: set spec.routerId", node.Name)
 	}
 	if gr := conf.Spec.GracefulRestart; gr != nil && gr.Enabled {
 		g.GracefulRestart, g.RestartTime = true, gr.RestartTime
@@ -83,7 +143,7 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, p
 		if bp.Spec.NodeSelector != nil {
 			sel, err := metav1.LabelSelectorAsSelector(bp.Spec.NodeSelector)
 			if err != nil {
-				problems = append(problems, Problem{"BgpPeer/" + bp.Name, fmt.Sprintf("invalid nodeSelector: %v", err)})
+				problems = append(problems, problem("BgpPeer/"+bp.Name, ReasonInvalidBgpPeer, fmt.Sprintf("invalid nodeSelector: %v", err)))
 				continue
 			}
 			if !sel.Matches(nodeLabels) {
@@ -92,56 +152,92 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, p
 		}
 		p, err := peerFrom(bp, secret)
 		if err != nil {
-			problems = append(problems, Problem{"BgpPeer/" + bp.Name, err.Error()})
+			problems = append(problems, problem("BgpPeer/"+bp.Name, ReasonInvalidBgpPeer, err.Error()))
 			continue
 		}
 		st.Peers = append(st.Peers, p)
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
 
-	st.PlanPaths = map[string]int{}
+	st.Paths, st.PlanPaths = paths, planPaths
+	for i, p := range st.Paths {
+		if i == 0 || p.Prefix != st.Paths[i-1].Prefix {
+			st.Prefixes++
+		}
+	}
+	return st, problems
+}
+
+// rackHop is one next hop of the rack, parsed once for all plans.
+type rackHop struct {
+	node string
+	addr netip.Addr
+}
+
+// rackPaths are the paths this node announces when it is a speaker of the
+// rack (none otherwise, and none without the rack object), sorted and
+// without duplicates, and how many each plan contributed.
+func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan) ([]bgp.Path, map[string]int) {
+	if rack == nil || !slices.Contains(rack.Spec.Speakers, node) {
+		return nil, nil
+	}
+	var hops []rackHop
+	for _, nh := range rack.Spec.NextHops {
+		for _, a := range nh.Addresses {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				hops = append(hops, rackHop{node: nh.Node, addr: ip.Unmap()})
+			}
+		}
+	}
+	if len(hops) == 0 {
+		return nil, nil
+	}
+	var paths []bgp.Path
+	planPaths := map[string]int{}
 	seen := map[bgp.Path]bool{}
 	for _, plan := range plans {
+		local := plan.Spec.ExternalTrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal)
+		var endpoints map[string]bool
+		if local {
+			endpoints = make(map[string]bool, len(plan.Spec.EndpointNodes))
+			for _, n := range plan.Spec.EndpointNodes {
+				endpoints[n] = true
+			}
+		}
 		n := 0
-		for _, r := range plan.Spec.Racks {
-			if !slices.Contains(r.Speakers, node.Name) {
+		for _, a := range plan.Spec.Addresses {
+			if a.Protocol != v1alpha2.ProtocolBGP {
 				continue
 			}
-			for _, a := range plan.Spec.Addresses {
-				if a.Protocol != v1alpha2.ProtocolBGP {
+			ip, err := netip.ParseAddr(a.IP)
+			if err != nil {
+				continue
+			}
+			ip = ip.Unmap()
+			prefix := netip.PrefixFrom(ip, ip.BitLen())
+			for _, h := range hops {
+				if h.addr.Is4() != ip.Is4() || (local && !endpoints[h.node]) {
 					continue
 				}
-				ip, err := netip.ParseAddr(a.IP)
-				if err != nil {
-					continue
-				}
-				prefix := netip.PrefixFrom(ip, ip.BitLen())
-				for _, nh := range r.NextHops {
-					hop, err := netip.ParseAddr(nh)
-					if err != nil || hop.Is4() != ip.Is4() {
-						continue
-					}
-					path := bgp.Path{Prefix: prefix, NextHop: hop}
-					n++
-					if !seen[path] {
-						seen[path] = true
-						st.Paths = append(st.Paths, path)
-					}
+				path := bgp.Path{Prefix: prefix, NextHop: h.addr}
+				n++
+				if !seen[path] {
+					seen[path] = true
+					paths = append(paths, path)
 				}
 			}
 		}
 		if n > 0 {
-			st.PlanPaths[plan.Namespace+"/"+plan.Name] = n
+			planPaths[plan.Namespace+"/"+plan.Name] = n
 		}
 	}
-	sort.Slice(st.Paths, func(i, j int) bool {
-		a, b := st.Paths[i], st.Paths[j]
-		if a.Prefix != b.Prefix {
-			return a.Prefix.Addr().Less(b.Prefix.Addr())
+	slices.SortFunc(paths, func(a, b bgp.Path) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
 		}
-		return a.NextHop.Less(b.NextHop)
+		return a.NextHop.Compare(b.NextHop)
 	})
-	return st, problems
+	return paths, planPaths
 }
 
 func nodeIPv4(n *v1.Node) (netip.Addr, bool) {

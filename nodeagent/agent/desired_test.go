@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,12 +39,28 @@ var seedPlan = &v1alpha2.LoadBalancerPlan{
 	ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "nginx"},
 	Spec: v1alpha2.LoadBalancerPlanSpec{
 		Addresses: []v1alpha2.PlanAddress{{IP: "172.22.0.2", Pool: "eip", Protocol: "bgp"}},
-		Racks: []v1alpha2.RackPlan{
-			{Name: "leaf1", Speakers: []string{"master1"}, NextHops: []string{"192.168.0.3", "192.168.0.4"}},
-			{Name: "leaf2", Speakers: []string{"worker-p002"}, NextHops: []string{"192.168.1.2"}},
-		},
 	},
 }
+
+// rackObj is a LoadBalancerRack; hops are "node=ip,ip".
+func rackObj(rack string, generation int64, speakers []string, hops ...string) *v1alpha2.LoadBalancerRack {
+	r := &v1alpha2.LoadBalancerRack{
+		ObjectMeta: metav1.ObjectMeta{Name: v1alpha2.RackObjectName(rack), Generation: generation},
+		Spec:       v1alpha2.LoadBalancerRackSpec{Rack: rack, Speakers: speakers},
+	}
+	for _, h := range hops {
+		node, addrs, _ := strings.Cut(h, "=")
+		r.Spec.NextHops = append(r.Spec.NextHops, v1alpha2.RackNextHop{Node: node, Addresses: strings.Split(addrs, ",")})
+	}
+	return r
+}
+
+// The seed racks: leaf1 (master1 speaks; master1 and worker-p001 carry
+// traffic), leaf2 (worker-p002).
+var (
+	seedLeaf1 = rackObj("leaf1", 3, []string{"master1"}, "master1=192.168.0.3", "worker-p001=192.168.0.4")
+	seedLeaf2 = rackObj("leaf2", 1, []string{"worker-p002"}, "worker-p002=192.168.1.2")
+)
 
 func conf(tweak ...func(*v1alpha2.BgpConf)) *v1alpha2.BgpConf {
 	c := &v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha2.BgpConfSpec{As: 50000}}
@@ -71,6 +88,7 @@ func TestDesired(t *testing.T) {
 		node         *v1.Node
 		conf         *v1alpha2.BgpConf
 		peers        []*v1alpha2.BgpPeer
+		rack         *v1alpha2.LoadBalancerRack
 		want         State
 		wantProblems []Problem
 	}{
@@ -79,7 +97,8 @@ func TestDesired(t *testing.T) {
 			node:  seedNode("master1", "leaf1", "192.168.0.3", true),
 			conf:  conf(),
 			peers: peers,
-			want: State{Enabled: true,
+			rack:  seedLeaf1,
+			want: State{Enabled: true, Announcing: true, Rack: "leaf1", RackGeneration: 3, Prefixes: 1,
 				Global:    bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
 				Peers:     []bgp.Peer{leaf1},
 				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")},
@@ -93,17 +112,47 @@ func TestDesired(t *testing.T) {
 				c.Spec.RouterId = "10.0.0.9"
 			}),
 			peers: peers,
-			want: State{Enabled: true,
+			rack:  seedLeaf2,
+			want: State{Enabled: true, Announcing: true, Rack: "leaf2", RackGeneration: 1, Prefixes: 1,
 				Global: bgp.Global{AS: 50002, RouterID: netip.MustParseAddr("10.0.0.9")},
 				Peers: []bgp.Peer{{Name: "leaf2", Address: netip.MustParseAddr("192.168.1.1"), AS: 50001,
 					AddPathSendMax: DefaultAddPathSendMax}},
 				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.1.2")},
 				PlanPaths: map[string]int{"default/nginx": 1}},
 		},
-		{name: "not a speaker node", node: seedNode("worker-p001", "leaf1", "192.168.0.4", false), conf: conf(), peers: peers},
+		{name: "not a speaker node", node: seedNode("worker-p001", "leaf1", "192.168.0.4", false), conf: conf(), peers: peers, rack: seedLeaf1},
 		{
-			name: "no BgpConf", node: seedNode("master1", "leaf1", "192.168.0.3", true), peers: peers,
-			wantProblems: []Problem{{"BgpConf/default", "BgpConf default does not exist: BGP is off on this node"}},
+			name: "no BgpConf: the Services it would announce are affected", node: seedNode("master1", "leaf1", "192.168.0.3", true), peers: peers, rack: seedLeaf1,
+			want: State{Rack: "leaf1", RackGeneration: 3},
+			wantProblems: []Problem{{Object: "BgpConf/default", Reason: ReasonNoBgpConf, Message: "BgpConf default does not exist: BGP is off on this node",
+				Services: []string{"default/nginx"}}},
+		},
+		{
+			name: "invalid BgpConf", node: seedNode("master1", "leaf1", "192.168.0.3", true), peers: peers, rack: seedLeaf1,
+			conf: conf(func(c *v1alpha2.BgpConf) { c.Spec.RouterId = "2001:db8::1" }),
+			want: State{Rack: "leaf1", RackGeneration: 3},
+			wantProblems: []Problem{{Object: "BgpConf/default", Reason: ReasonInvalidBgpConf, Message: `spec.routerId "2001:db8::1" is not an IPv4 address`,
+				Services: []string{"default/nginx"}}},
+		},
+		{
+			name: "rack object missing: sessions, nothing announced", node: seedNode("master1", "leaf1", "192.168.0.3", true), conf: conf(), peers: peers,
+			want: State{Enabled: true, Rack: "leaf1",
+				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
+				Peers:  []bgp.Peer{leaf1}},
+		},
+		{
+			name: "node not a speaker of its rack object: nothing announced", node: seedNode("master1", "leaf1", "192.168.0.3", true), conf: conf(), peers: peers,
+			rack: rackObj("leaf1", 4, []string{"master2"}, "master1=192.168.0.3", "worker-p001=192.168.0.4"),
+			want: State{Enabled: true, Rack: "leaf1", RackGeneration: 4,
+				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
+				Peers:  []bgp.Peer{leaf1}},
+		},
+		{
+			name: "rack without next hops: no paths", node: seedNode("master1", "leaf1", "192.168.0.3", true), conf: conf(), peers: peers,
+			rack: rackObj("leaf1", 5, []string{"master1"}),
+			want: State{Enabled: true, Announcing: true, Rack: "leaf1", RackGeneration: 5,
+				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
+				Peers:  []bgp.Peer{leaf1}},
 		},
 		{
 			name: "peer settings and password from a Secret",
@@ -123,7 +172,8 @@ func TestDesired(t *testing.T) {
 				p.Spec.Bfd = &v1alpha2.Bfd{Enabled: true, DetectMultiplier: 3, DesiredMinTxIntervalMs: 100, RequiredMinRxIntervalMs: 200}
 				return p
 			}()},
-			want: State{Enabled: true,
+			rack: seedLeaf1,
+			want: State{Enabled: true, Announcing: true, Rack: "leaf1", RackGeneration: 3, Prefixes: 1,
 				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3"), GracefulRestart: true, RestartTime: 90},
 				Peers: []bgp.Peer{{Name: "leaf1", Address: netip.MustParseAddr("192.168.0.2"), AS: 50001, Port: 1179,
 					Password: "s3cret", EBGPMultihopTTL: 255, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
@@ -148,18 +198,19 @@ func TestDesired(t *testing.T) {
 					return p
 				}(),
 			},
-			want: State{Enabled: true,
+			rack: seedLeaf1,
+			want: State{Enabled: true, Announcing: true, Rack: "leaf1", RackGeneration: 3, Prefixes: 1,
 				Global:    bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
 				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")},
 				PlanPaths: map[string]int{"default/nginx": 2}},
 			wantProblems: []Problem{
-				{"BgpPeer/nosecret", "password Secret missing key password: not found"},
-				{"BgpPeer/badtimer", `spec.timers.config.holdTime "soon" is not a number of seconds`},
+				{Object: "BgpPeer/nosecret", Reason: ReasonInvalidBgpPeer, Message: "password Secret missing key password: not found", Services: []string{"default/nginx"}},
+				{Object: "BgpPeer/badtimer", Reason: ReasonInvalidBgpPeer, Message: `spec.timers.config.holdTime "soon" is not a number of seconds`, Services: []string{"default/nginx"}},
 			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, problems := Desired(tc.node, tc.conf, tc.peers, []*v1alpha2.LoadBalancerPlan{seedPlan}, secrets)
+			got, problems := Desired(tc.node, tc.conf, tc.peers, tc.rack, []*v1alpha2.LoadBalancerPlan{seedPlan}, secrets)
 			opts := []cmp.Option{cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.EquateEmpty()}
 			if diff := cmp.Diff(tc.want, got, opts...); diff != "" {
 				t.Errorf("state (-want +got):\n%s", diff)
@@ -168,5 +219,108 @@ func TestDesired(t *testing.T) {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestDesiredPaths covers how plans and the rack object make paths.
+func TestDesiredPaths(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	plan := func(name, etp string, endpoints []string, ips ...string) *v1alpha2.LoadBalancerPlan {
+		p := &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: v1alpha2.LoadBalancerPlanSpec{ExternalTrafficPolicy: etp, EndpointNodes: endpoints}}
+		for _, ip := range ips {
+			proto := v1alpha2.ProtocolBGP
+			if strings.HasPrefix(ip, "l2:") {
+				proto, ip = v1alpha2.ProtocolLayer2, strings.TrimPrefix(ip, "l2:")
+			}
+			p.Spec.Addresses = append(p.Spec.Addresses, v1alpha2.PlanAddress{IP: ip, Pool: "eip", Protocol: proto})
+		}
+		return p
+	}
+	dual := rackObj("leaf1", 7, []string{"master1"},
+		"master1=192.168.0.3,2001:db8::3", "worker1=192.168.0.4", "worker2=::ffff:192.168.0.5,2001:db8::5", "broken=not-an-ip")
+	for _, tc := range []struct {
+		name          string
+		rack          *v1alpha2.LoadBalancerRack
+		plans         []*v1alpha2.LoadBalancerPlan
+		want          []bgp.Path
+		wantPlanPaths map[string]int
+		wantPrefixes  int
+	}{
+		{
+			name:  "dual stack: each address with the next hops of its family (mapped IPv4 unmapped)",
+			rack:  dual,
+			plans: []*v1alpha2.LoadBalancerPlan{plan("web", "Cluster", nil, "172.22.0.2", "2001:db8:22::2")},
+			want: []bgp.Path{
+				path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4"), path("172.22.0.2/32", "192.168.0.5"),
+				path("2001:db8:22::2/128", "2001:db8::3"), path("2001:db8:22::2/128", "2001:db8::5"),
+			},
+			wantPlanPaths: map[string]int{"default/web": 5},
+			wantPrefixes:  2,
+		},
+		{
+			name: "Local: only the next hops of endpoint nodes; none, no paths",
+			rack: dual,
+			plans: []*v1alpha2.LoadBalancerPlan{
+				plan("local", "Local", []string{"worker2", "elsewhere"}, "172.22.0.3", "2001:db8:22::3"),
+				plan("noendpoint", "Local", nil, "172.22.0.4"),
+				plan("outside", "Local", []string{"node-of-another-rack"}, "172.22.0.5"),
+			},
+			want:          []bgp.Path{path("172.22.0.3/32", "192.168.0.5"), path("2001:db8:22::3/128", "2001:db8::5")},
+			wantPlanPaths: map[string]int{"default/local": 2},
+			wantPrefixes:  2,
+		},
+		{
+			name: "a shared address is one path, counted for each plan; layer 2 and bad addresses skipped",
+			rack: seedLeaf1,
+			plans: []*v1alpha2.LoadBalancerPlan{
+				plan("a", "Cluster", nil, "172.22.0.2"),
+				plan("b", "Cluster", nil, "::ffff:172.22.0.2", "l2:192.168.50.100", "bogus"),
+				plan("c", "Cluster", nil, "l2:192.168.50.101"),
+			},
+			want:          []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")},
+			wantPlanPaths: map[string]int{"default/a": 2, "default/b": 2},
+			wantPrefixes:  1,
+		},
+		{
+			name:  "IPv6 addresses without IPv6 next hops: none",
+			rack:  seedLeaf1,
+			plans: []*v1alpha2.LoadBalancerPlan{plan("v6", "Cluster", nil, "2001:db8:22::2")},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, problems := Desired(node, conf(), nil, tc.rack, tc.plans, nil)
+			if len(problems) > 0 {
+				t.Fatalf("problems: %v", problems)
+			}
+			opts := []cmp.Option{cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.EquateEmpty()}
+			if diff := cmp.Diff(tc.want, got.Paths, opts...); diff != "" {
+				t.Errorf("paths (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantPlanPaths, got.PlanPaths, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("plan paths (-want +got):\n%s", diff)
+			}
+			if got.Prefixes != tc.wantPrefixes || !got.Announcing {
+				t.Errorf("prefixes %d announcing %v, want %d true", got.Prefixes, got.Announcing, tc.wantPrefixes)
+			}
+		})
+	}
+}
+
+// TestSameBGP: what is only reported never makes the agent re-apply.
+func TestSameBGP(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	a, _ := Desired(node, conf(), nil, seedLeaf1, []*v1alpha2.LoadBalancerPlan{seedPlan}, nil)
+	bumped := seedLeaf1.DeepCopy()
+	bumped.Generation++
+	bumped.Spec.Peers = []v1alpha2.PlanPeer{{Name: "leaf1"}}
+	b, _ := Desired(node, conf(), nil, bumped, []*v1alpha2.LoadBalancerPlan{seedPlan}, nil)
+	if !a.sameBGP(b) || a.RackGeneration == b.RackGeneration {
+		t.Errorf("a new rack generation with the same next hops: sameBGP %v, generations %d %d", a.sameBGP(b), a.RackGeneration, b.RackGeneration)
+	}
+	moved := rackObj("leaf1", 9, []string{"master1"}, "master1=192.168.0.3")
+	c, _ := Desired(node, conf(), nil, moved, []*v1alpha2.LoadBalancerPlan{seedPlan}, nil)
+	if a.sameBGP(c) {
+		t.Errorf("a next hop gone must re-apply")
 	}
 }

@@ -133,7 +133,8 @@ func (l *leaseLock) Identity() string { return l.identity }
 
 func (l *leaseLock) Describe() string { return l.namespace + "/" + l.name }
 
-// RecordEvent is a no-op: metrics and the plan statuses report leadership.
+// RecordEvent is a no-op: metrics and the LoadBalancerSpeakers report
+// leadership.
 func (l *leaseLock) RecordEvent(string) {}
 
 func (l *leaseLock) Get(ctx context.Context) (*rl.LeaderElectionRecord, []byte, error) {

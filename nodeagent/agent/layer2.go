@@ -16,7 +16,6 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,7 +58,8 @@ func LeaseName(pool string) string {
 	return strings.TrimRight(name[:maxName-len(h)-1], "-.") + "-" + h
 }
 
-// Reasons in a plan's per-node status for its layer-2 addresses.
+// Reasons of a layer-2 pool in this node's LoadBalancerSpeaker
+// (status.layer2[].reason), and of its layer-2 problems.
 const (
 	ReasonAnswering       = "Answering"
 	ReasonStandby         = "Standby"
@@ -71,10 +71,8 @@ const (
 	ReasonStopped         = "Stopped"
 )
 
-// l2Status is this node's layer-2 part of a plan's status entry.
-type l2Status struct {
-	Answering       bool
-	MAC             string
+// l2Problem says why this node cannot answer for a pool or an address.
+type l2Problem struct {
 	Reason, Message string
 }
 
@@ -98,19 +96,22 @@ type layer2Manager struct {
 	statusChanged func()
 	log           klog.Logger
 
-	kick         chan struct{}
-	localSvcs    sync.Map           // "namespace/name" of Local Services with layer-2 addresses
-	slices       ctrlcache.Informer // EndpointSlices, once needed
-	slicesWaited bool
+	kick chan struct{}
+	// speakers is the LoadBalancerSpeaker informer, started once a Local
+	// layer-2 plan exists (only those need the other nodes' MACs).
+	speakers       ctrlcache.Informer
+	speakersWaited bool
 
 	mu     sync.Mutex
 	closed bool
 	synced bool                   // reconciled at least once
 	ifaces map[string]*ifaceState // by interface name
 	pools  map[string]*poolState
-	plans  []*l2Plan
-	status map[string]l2Status // by plan namespace/name
-	wg     sync.WaitGroup      // campaigns, responders, announcements
+	macs   poolMACs // published by the nodes, for the Local pools
+	// status and problems are this node's layer-2 report (by pool, sorted).
+	status   []v1alpha2.SpeakerLayer2
+	problems []Problem
+	wg       sync.WaitGroup // campaigns, responders, announcements
 }
 
 // ifaceState is one interface the node answers on, shared by its pools.
@@ -130,7 +131,7 @@ type ifaceState struct {
 type poolState struct {
 	spec *l2Pool
 	// problem says why the node does not compete (empty reason: it does).
-	problem      l2Status
+	problem      l2Problem
 	addrProblems map[netip.Addr]error // addresses it cannot answer for here
 	ifname       string               // the pool's interface here, if it resolves
 	mac          string               // its MAC when the node may answer there
@@ -173,19 +174,18 @@ func newLayer2Manager(node, namespace string, opts Layer2Options, reader client.
 		node: node, namespace: namespace, opts: opts, reader: reader, statusChanged: statusChanged, log: klog.Background(),
 		leases: &cachedLeases{namespace: namespace, reader: reader, client: leases.Leases(namespace), waiters: map[string]chan struct{}{}},
 		kick:   make(chan struct{}, 1),
-		ifaces: map[string]*ifaceState{}, pools: map[string]*poolState{}, status: map[string]l2Status{},
+		ifaces: map[string]*ifaceState{}, pools: map[string]*poolState{},
 	}, nil
 }
 
 // register hooks the manager to the informers it needs; call before the
-// cache starts. EndpointSlices are watched only once a layer-2 Service with
-// externalTrafficPolicy Local exists.
+// cache starts. LoadBalancerSpeakers are watched only once a layer-2
+// Service with externalTrafficPolicy Local exists.
 func (m *layer2Manager) register(ctx context.Context, c ctrlcache.Cache) error {
 	m.log = klog.FromContext(ctx)
-	// Only what can change the answers: plans change often for reasons
-	// that do not concern layer 2 (BGP plans, every node's status
-	// writes), Eips with every allocation (status), the Node with every
-	// heartbeat.
+	// Only what can change the answers: plans change for reasons that do
+	// not concern layer 2 (BGP plans, the CCM's conditions), Eips with
+	// every allocation (status), the Node with every heartbeat.
 	on := func(relevant func(old, cur any) bool) toolscache.ResourceEventHandler {
 		kick := func(old, cur any) {
 			if relevant(old, cur) {
@@ -243,24 +243,30 @@ func objectOf[T client.Object](o any) T {
 }
 
 // layer2Relevant says whether a plan event (nil: added or deleted) can
-// change what this node does for layer 2.
+// change what this node does for layer 2: only the spec of a plan with
+// layer-2 addresses (for externalTrafficPolicy Local its endpointNodes are
+// in the spec).
 func layer2Relevant(old, cur *v1alpha2.LoadBalancerPlan) bool {
 	switch {
 	case !hasLayer2(old) && !hasLayer2(cur):
 		return false
 	case old == nil || cur == nil:
 		return true
-	case !apiequality.Semantic.DeepEqual(old.Spec, cur.Spec):
-		return true
 	}
-	if cur.Spec.ExternalTrafficPolicy != string(v1.ServiceExternalTrafficPolicyLocal) {
-		return false
-	}
-	macs := func(p *v1alpha2.LoadBalancerPlan) map[string]string {
+	return !apiequality.Semantic.DeepEqual(old.Spec, cur.Spec)
+}
+
+// macsChanged says whether a LoadBalancerSpeaker event (nil: added or
+// deleted) changes the MACs it publishes: its other changes (sessions,
+// answering, problems) do not concern the other nodes.
+func macsChanged(old, cur *v1alpha2.LoadBalancerSpeaker) bool {
+	macs := func(s *v1alpha2.LoadBalancerSpeaker) map[string]string {
 		out := map[string]string{}
-		for n, e := range p.Status.Nodes {
-			if e.MAC != "" {
-				out[n] = e.MAC
+		if s != nil {
+			for _, l := range s.Status.Layer2 {
+				if l.MAC != "" {
+					out[l.Pool] = l.MAC
+				}
 			}
 		}
 		return out
@@ -268,40 +274,38 @@ func layer2Relevant(old, cur *v1alpha2.LoadBalancerPlan) bool {
 	return !maps.Equal(macs(old), macs(cur))
 }
 
-// watchSlices starts the EndpointSlice informer the first time a layer-2
-// Service with externalTrafficPolicy Local appears, and says whether it has
-// synced (waiting a few seconds for that). Only the reconcile goroutine
-// calls it.
-func (m *layer2Manager) watchSlices(ctx context.Context, c ctrlcache.Cache) bool {
-	if m.slices == nil {
-		inf, err := c.GetInformer(ctx, &discoveryv1.EndpointSlice{}, ctrlcache.BlockUntilSynced(false))
+// watchSpeakers starts the LoadBalancerSpeaker informer the first time a
+// layer-2 Service with externalTrafficPolicy Local appears, and says
+// whether it has synced (waiting a few seconds for that). Only the
+// reconcile goroutine calls it.
+func (m *layer2Manager) watchSpeakers(ctx context.Context, c ctrlcache.Cache) bool {
+	if m.speakers == nil {
+		inf, err := c.GetInformer(ctx, &v1alpha2.LoadBalancerSpeaker{}, ctrlcache.BlockUntilSynced(false))
 		if err != nil {
-			m.log.Error(err, "Cannot watch EndpointSlices; externalTrafficPolicy Local layer-2 addresses have no endpoint node")
+			m.log.Error(err, "Cannot watch LoadBalancerSpeakers; externalTrafficPolicy Local layer-2 addresses have no endpoint node MAC")
 			return false
 		}
-		changed := func(o any) {
-			if s := objectOf[*discoveryv1.EndpointSlice](o); s != nil {
-				if _, local := m.localSvcs.Load(s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]); local {
-					m.trigger()
-				}
+		kick := func(old, cur any) {
+			if macsChanged(objectOf[*v1alpha2.LoadBalancerSpeaker](old), objectOf[*v1alpha2.LoadBalancerSpeaker](cur)) {
+				m.trigger()
 			}
 		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: changed, UpdateFunc: func(_, o any) { changed(o) }, DeleteFunc: changed,
+			AddFunc: func(o any) { kick(nil, o) }, UpdateFunc: kick, DeleteFunc: func(o any) { kick(o, nil) },
 		}); err != nil {
-			m.log.Error(err, "Cannot watch EndpointSlices")
+			m.log.Error(err, "Cannot watch LoadBalancerSpeakers")
 			return false
 		}
-		m.slices = inf
+		m.speakers = inf
 	}
-	if m.slices.HasSynced() || m.slicesWaited {
-		// Until it syncs, its events trigger reconciles as slices arrive.
-		return m.slices.HasSynced()
+	if m.speakers.HasSynced() || m.speakersWaited {
+		// Until it syncs, its events trigger reconciles as speakers arrive.
+		return m.speakers.HasSynced()
 	}
-	m.slicesWaited = true
+	m.speakersWaited = true
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return toolscache.WaitForCacheSync(wctx.Done(), m.slices.HasSynced)
+	return toolscache.WaitForCacheSync(wctx.Done(), m.speakers.HasSynced)
 }
 
 func (m *layer2Manager) trigger() {
@@ -371,7 +375,7 @@ func (m *layer2Manager) interfacesChanged() bool {
 type target struct {
 	ifi          *net.Interface
 	ifname       string // the resolved interface, also when it cannot serve
-	problem      l2Status
+	problem      l2Problem
 	addrProblems map[netip.Addr]error
 }
 
@@ -392,7 +396,8 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 	if err := m.reader.List(ctx, &plans); err != nil {
 		return err
 	}
-	pools, l2plans := layer2Desired(nodePtr, ptrs(eips.Items), ptrs(plans.Items), m.endpoints(ctx, c, plans.Items))
+	pools := layer2Desired(nodePtr, ptrs(eips.Items), ptrs(plans.Items))
+	macs := m.publishedMACs(ctx, c, pools)
 
 	targets := make(map[string]target, len(pools))
 	for name, p := range pools {
@@ -438,7 +443,7 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 		if t.ifi != nil {
 			st.mac = t.ifi.HardwareAddr.String()
 			if is, err := m.ifaceLocked(ctx, t.ifi); err != nil {
-				st.problem = l2Status{Reason: ReasonResponderFailed, Message: fmt.Sprintf("cannot answer on %s: %v", t.ifi.Name, err)}
+				st.problem = l2Problem{Reason: ReasonResponderFailed, Message: fmt.Sprintf("cannot answer on %s: %v", t.ifi.Name, err)}
 			} else if st.campaign == nil {
 				m.startCampaignLocked(ctx, st, is)
 			}
@@ -447,7 +452,7 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 			logger.Info("Not competing for a layer-2 pool", "pool", name, "reason", st.problem.Reason, "problem", st.problem.Message)
 		}
 	}
-	m.plans = l2plans
+	m.macs = macs
 	m.applyLocked()
 	m.statsLocked()
 	m.refreshStatusLocked()
@@ -455,44 +460,28 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 	return nil
 }
 
-// endpoints returns the ready-endpoint lookup for Local Services, starting
-// the EndpointSlice watch when the first one appears.
-func (m *layer2Manager) endpoints(ctx context.Context, c ctrlcache.Cache, plans []v1alpha2.LoadBalancerPlan) endpointNodes {
-	local := map[string]bool{}
-	for _, p := range plans {
-		if p.Spec.ExternalTrafficPolicy != string(v1.ServiceExternalTrafficPolicyLocal) {
-			continue
-		}
-		for _, a := range p.Spec.Addresses {
-			if a.Protocol == v1alpha2.ProtocolLayer2 {
-				local[p.Namespace+"/"+p.Name] = true
-			}
-		}
+// publishedMACs returns the MACs the nodes publish for the pools with
+// externalTrafficPolicy Local addresses, starting the LoadBalancerSpeaker
+// watch when the first such pool appears; nil when there is none or the
+// watch has not synced yet (those addresses then wait for it).
+func (m *layer2Manager) publishedMACs(ctx context.Context, c ctrlcache.Cache, pools map[string]*l2Pool) poolMACs {
+	local := false
+	for _, p := range pools {
+		local = local || p.Local
 	}
-	m.localSvcs.Range(func(k, _ any) bool {
-		if !local[k.(string)] {
-			m.localSvcs.Delete(k)
-		}
-		return true
-	})
-	for k := range local {
-		m.localSvcs.Store(k, true)
-	}
-	if len(local) == 0 {
+	if !local {
 		return nil
 	}
-	if !m.watchSlices(ctx, c) {
-		m.log.V(2).Info("EndpointSlices not synced yet; Local layer-2 addresses wait for them")
+	if !m.watchSpeakers(ctx, c) {
+		m.log.V(2).Info("LoadBalancerSpeakers not synced yet; Local layer-2 addresses wait for them")
 		return nil
 	}
-	return func(namespace, service string) []string {
-		var list discoveryv1.EndpointSliceList
-		if err := m.reader.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
-			klog.FromContext(ctx).V(2).Info("Listing EndpointSlices failed", "service", namespace+"/"+service, "err", err)
-			return nil
-		}
-		return readyEndpointNodes(list.Items)
+	var list v1alpha2.LoadBalancerSpeakerList
+	if err := m.reader.List(ctx, &list); err != nil {
+		m.log.V(2).Info("Listing LoadBalancerSpeakers failed", "err", err)
+		return nil
 	}
+	return speakerMACs(ptrs(list.Items), pools)
 }
 
 // resolveTarget finds the pool's interface on this node and checks that it
@@ -500,11 +489,11 @@ func (m *layer2Manager) endpoints(ctx context.Context, c ctrlcache.Cache, plans 
 func resolveTarget(p *l2Pool) target {
 	ifi, err := layer2.ResolveInterface(p.Interface)
 	if err != nil {
-		return target{problem: l2Status{Reason: ReasonNoInterface, Message: fmt.Sprintf("interface %q of Eip %s: %v", p.Interface, p.Name, err)}}
+		return target{problem: l2Problem{Reason: ReasonNoInterface, Message: fmt.Sprintf("interface %q of Eip %s: %v", p.Interface, p.Name, err)}}
 	}
 	prefixes, err := layer2.InterfacePrefixes(ifi)
 	if err != nil {
-		return target{problem: l2Status{Reason: ReasonNoInterface, Message: err.Error()}}
+		return target{problem: l2Problem{Reason: ReasonNoInterface, Message: err.Error()}}
 	}
 	t := target{ifi: ifi, ifname: ifi.Name}
 	for _, a := range p.Addrs {
@@ -518,8 +507,12 @@ func resolveTarget(p *l2Pool) target {
 	if len(t.addrProblems) == len(p.Addrs) {
 		// Not one address can be answered here: do not take the Lease
 		// from a node that can.
-		return target{ifname: ifi.Name, addrProblems: t.addrProblems, problem: l2Status{Reason: ReasonOutsideSubnet,
-			Message: fmt.Sprintf("the addresses of Eip %s are outside every subnet of interface %s %v", p.Name, ifi.Name, prefixes)}}
+		ips := make([]string, len(p.Addrs))
+		for i, a := range p.Addrs {
+			ips[i] = a.IP.String()
+		}
+		return target{ifname: ifi.Name, addrProblems: t.addrProblems, problem: l2Problem{Reason: ReasonOutsideSubnet,
+			Message: fmt.Sprintf("the addresses of Eip %s (%s) are outside every subnet of interface %s %v", p.Name, listed(ips, ", "), ifi.Name, prefixes)}}
 	}
 	return t
 }
@@ -705,7 +698,7 @@ func (m *layer2Manager) applyLocked() {
 				if st.addrProblems[a.IP] != nil {
 					continue
 				}
-				if mac, node := answerMAC(a.IP, a.Plan, m.node, is.mac); mac != nil {
+				if mac, node := answerMAC(a.IP, a.Plan, m.macs[st.spec.Name], m.node, is.mac); mac != nil {
 					st.chosen[a.IP] = chosenMAC{mac: mac, node: node}
 					want[a.IP] = mac
 				}

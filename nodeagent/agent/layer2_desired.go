@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"cmp"
 	"hash/fnv"
 	"net"
 	"net/netip"
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
@@ -24,6 +22,9 @@ type l2Pool struct {
 	// the Eip is gone and the plans still name it.
 	EipUID types.UID
 	Addrs  []l2Addr // sorted by IP
+	// Local: some of its addresses are of externalTrafficPolicy Local
+	// plans, which the answering node may answer with another node's MAC.
+	Local bool
 }
 
 // l2Addr is one address of a pool and the plan it belongs to.
@@ -38,39 +39,41 @@ type l2Plan struct {
 	Namespace string
 	Name      string
 	Local     bool // externalTrafficPolicy Local
-	// Pools of its layer-2 addresses, in address order; the first one's
-	// interface is the one whose MAC this node publishes in the plan.
-	Pools []string
-	// EndpointNodes have a ready endpoint of the Service (Local only).
+	// EndpointNodes have a ready endpoint of the Service (Local only),
+	// from the plan's spec.
 	EndpointNodes []string
-	// MACs the nodes published in the plan status, by node.
-	MACs map[string]net.HardwareAddr
 }
 
-// endpointNodes lists the nodes with a ready endpoint of a Service.
-type endpointNodes func(namespace, service string) []string
+// poolMACs are the MACs the nodes publish in their LoadBalancerSpeaker for
+// each layer-2 pool: by pool, then node.
+type poolMACs map[string]map[string]net.HardwareAddr
 
 // layer2Desired computes, from the objects, the layer-2 pools this node may
-// answer for and the plans they serve. A node without the speaker label,
-// or excluded from load balancers, answers for nothing (nil, nil): with
+// answer for, each address with the plan it serves. A node without the
+// speaker label, or excluded from load balancers, answers for nothing: with
 // externalTrafficPolicy Cluster all of a pool's traffic enters through its
 // answering node. It never mutates the objects.
-func layer2Desired(node *v1.Node, eips []*v1alpha2.Eip, plans []*v1alpha2.LoadBalancerPlan, endpoints endpointNodes) (map[string]*l2Pool, []*l2Plan) {
+func layer2Desired(node *v1.Node, eips []*v1alpha2.Eip, plans []*v1alpha2.LoadBalancerPlan) map[string]*l2Pool {
 	if node == nil || node.Labels[v1alpha2.LabelSpeaker] != v1alpha2.LabelSpeakerValue {
-		return nil, nil
+		return nil
 	}
 	if _, excluded := node.Labels[v1.LabelNodeExcludeBalancers]; excluded {
-		return nil, nil
+		return nil
 	}
 	byName := make(map[string]*v1alpha2.Eip, len(eips))
 	for _, e := range eips {
 		byName[e.Name] = e
 	}
 	pools := map[string]*l2Pool{}
-	var out []*l2Plan
 	for _, p := range plans {
+		if !hasLayer2(p) {
+			continue
+		}
 		lp := &l2Plan{Key: p.Namespace + "/" + p.Name, Namespace: p.Namespace, Name: p.Name,
 			Local: p.Spec.ExternalTrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal)}
+		if lp.Local {
+			lp.EndpointNodes = p.Spec.EndpointNodes
+		}
 		for _, a := range p.Spec.Addresses {
 			if a.Protocol != v1alpha2.ProtocolLayer2 || a.Pool == "" {
 				continue
@@ -91,65 +94,68 @@ func layer2Desired(node *v1.Node, eips []*v1alpha2.Eip, plans []*v1alpha2.LoadBa
 				pools[a.Pool] = pool
 			}
 			pool.Addrs = append(pool.Addrs, l2Addr{IP: ip.Unmap(), Plan: lp})
-			lp.Pools = append(lp.Pools, a.Pool)
+			pool.Local = pool.Local || lp.Local
 		}
-		if len(lp.Pools) == 0 {
-			continue
-		}
-		if lp.Local && endpoints != nil {
-			lp.EndpointNodes = endpoints(p.Namespace, p.Name)
-		}
-		for n, e := range p.Status.Nodes {
-			if mac, err := net.ParseMAC(e.MAC); err == nil && len(mac) == 6 {
-				if lp.MACs == nil {
-					lp.MACs = map[string]net.HardwareAddr{}
-				}
-				lp.MACs[n] = mac
-			}
-		}
-		out = append(out, lp)
 	}
 	for _, pool := range pools {
 		slices.SortFunc(pool.Addrs, func(a, b l2Addr) int { return a.IP.Compare(b.IP) })
 	}
-	slices.SortFunc(out, func(a, b *l2Plan) int { return cmp.Compare(a.Key, b.Key) })
-	return pools, out
+	return pools
 }
 
-// readyEndpointNodes lists, sorted, the nodes with a ready endpoint in the
-// slices (a nil Ready condition means ready, as the API says consumers
-// should assume).
-func readyEndpointNodes(slices_ []discoveryv1.EndpointSlice) []string {
-	var nodes []string
-	for _, s := range slices_ {
-		for _, e := range s.Endpoints {
-			if e.NodeName == nil || *e.NodeName == "" || (e.Conditions.Ready != nil && !*e.Conditions.Ready) {
+// hasLayer2 says whether a plan has layer-2 addresses.
+func hasLayer2(p *v1alpha2.LoadBalancerPlan) bool {
+	return p != nil && slices.ContainsFunc(p.Spec.Addresses, func(a v1alpha2.PlanAddress) bool { return a.Protocol == v1alpha2.ProtocolLayer2 })
+}
+
+// hasLocalLayer2 says whether a plan is an externalTrafficPolicy Local
+// one with layer-2 addresses: only those need the other nodes' MACs.
+func hasLocalLayer2(p *v1alpha2.LoadBalancerPlan) bool {
+	return hasLayer2(p) && p.Spec.ExternalTrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal)
+}
+
+// speakerMACs collects the MACs the nodes publish for the pools in
+// LoadBalancerSpeaker status.layer2 (entries that do not parse as an
+// Ethernet MAC are ignored).
+func speakerMACs(speakers []*v1alpha2.LoadBalancerSpeaker, pools map[string]*l2Pool) poolMACs {
+	out := poolMACs{}
+	for _, s := range speakers {
+		for _, l := range s.Status.Layer2 {
+			p := pools[l.Pool]
+			if p == nil || !p.Local {
 				continue
 			}
-			nodes = append(nodes, *e.NodeName)
+			mac, err := net.ParseMAC(l.MAC)
+			if err != nil || len(mac) != 6 {
+				continue
+			}
+			if out[l.Pool] == nil {
+				out[l.Pool] = map[string]net.HardwareAddr{}
+			}
+			out[l.Pool][s.Name] = mac
 		}
 	}
-	slices.Sort(nodes)
-	return slices.Compact(nodes)
+	return out
 }
 
 // answerMAC is the MAC the answering node gives for ip of plan, and the
-// node it belongs to; nil when no node can take the traffic.
+// node it belongs to; nil when no node can take the traffic. macs are those
+// the nodes publish for ip's pool.
 //
 // With externalTrafficPolicy Cluster it is the answering node's own. With
 // Local it is a node with a ready endpoint: the answering node itself when
 // it has one (its own MAC needs no publication), else one of the endpoint
-// nodes that published their MAC, chosen by rendezvous hashing of the IP,
+// nodes that published their MAC for the pool, chosen by rendezvous hashing of the IP,
 // so Services spread over the endpoint nodes and an IP's choice changes
 // only when its node stops qualifying.
-func answerMAC(ip netip.Addr, plan *l2Plan, self string, selfMAC net.HardwareAddr) (net.HardwareAddr, string) {
+func answerMAC(ip netip.Addr, plan *l2Plan, macs map[string]net.HardwareAddr, self string, selfMAC net.HardwareAddr) (net.HardwareAddr, string) {
 	if !plan.Local || slices.Contains(plan.EndpointNodes, self) {
 		return selfMAC, self
 	}
 	var best string
 	var bestScore uint64
 	for _, n := range plan.EndpointNodes {
-		if plan.MACs[n] == nil {
+		if macs[n] == nil {
 			continue
 		}
 		h := fnv.New64a()
@@ -162,5 +168,5 @@ func answerMAC(ip netip.Addr, plan *l2Plan, self string, selfMAC net.HardwareAdd
 	if best == "" {
 		return nil, ""
 	}
-	return plan.MACs[best], best
+	return macs[best], best
 }

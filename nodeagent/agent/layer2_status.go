@@ -1,165 +1,186 @@
 package agent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
-	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/klog/v2"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
 
-// addrOutcome is what this node does for one layer-2 address, and why.
-type addrOutcome struct {
-	ip        netip.Addr
-	answering bool
-	reason    string
-	message   string
-}
+// maxListed bounds the addresses and nodes a message lists: a pool may
+// have thousands of addresses, and a report must stay small.
+const maxListed = 3
 
-// refreshStatusLocked recomputes this node's layer-2 status of every plan
-// and asks for a report when it changed. Messages name no other node and
-// no time, so a leadership change rewrites only the entries of the two
-// nodes concerned.
+// refreshStatusLocked recomputes this node's layer-2 report, one entry per
+// pool and the problems with the Services they affect, and asks for a
+// report when it changed. It is per pool, not per Service, so its size and
+// its changes follow the pools; messages name no time and no other
+// answering node, so a leadership change rewrites only the reports of the
+// two nodes concerned.
 func (m *layer2Manager) refreshStatusLocked() {
-	per := map[string][]addrOutcome{}
-	for _, st := range m.pools {
-		for _, a := range st.spec.Addrs {
-			per[a.Plan.Key] = append(per[a.Plan.Key], m.outcomeLocked(st, a.IP))
-		}
+	status := make([]v1alpha2.SpeakerLayer2, 0, len(m.pools))
+	var problems []Problem
+	for _, name := range slices.Sorted(maps.Keys(m.pools)) {
+		e, probs := m.poolReportLocked(m.pools[name])
+		status = append(status, e)
+		problems = append(problems, probs...)
 	}
-	status := make(map[string]l2Status, len(m.plans))
-	for _, lp := range m.plans {
-		var s l2Status
-		if st := m.pools[lp.Pools[0]]; st != nil {
-			s.MAC = st.mac
-		}
-		outs := per[lp.Key]
-		slices.SortFunc(outs, func(a, b addrOutcome) int { return a.ip.Compare(b.ip) })
-		var msgs []string
-		for _, o := range outs {
-			s.Answering = s.Answering || o.answering
-			if s.Reason == "" {
-				s.Reason = o.reason
-			}
-			if !slices.Contains(msgs, o.message) {
-				msgs = append(msgs, o.message)
-			}
-		}
-		if s.Answering {
-			s.Reason = ReasonAnswering
-		}
-		s.Message = strings.Join(msgs, "; ")
-		status[lp.Key] = s
-	}
-	if !maps.Equal(status, m.status) {
-		m.status = status
-		if m.statusChanged != nil {
-			m.statusChanged()
-		}
-	}
-}
-
-func (m *layer2Manager) outcomeLocked(st *poolState, ip netip.Addr) addrOutcome {
-	o := addrOutcome{ip: ip}
-	lease := m.namespace + "/" + LeaseName(st.spec.Name)
-	switch {
-	case m.closed:
-		o.reason, o.message = ReasonStopped, "the speaker stopped"
-	case st.addrProblems[ip] != nil:
-		o.reason, o.message = ReasonRejected, fmt.Sprintf("%s on interface %s: %v", ip, st.ifname, st.addrProblems[ip])
-		if errors.Is(st.addrProblems[ip], layer2.ErrOutsideSubnets) {
-			o.reason = ReasonOutsideSubnet
-		}
-	case st.problem.Reason != "":
-		o.reason, o.message = st.problem.Reason, st.problem.Message
-	case st.term == nil:
-		o.reason, o.message = ReasonStandby, fmt.Sprintf("standby on %s: the holder of Lease %s answers for pool %s", st.iface.name, lease, st.spec.Name)
-	default:
-		c, chosen := st.chosen[ip]
-		rej := st.iface.rejected[ip]
-		switch {
-		case rej != nil:
-			o.reason, o.message = ReasonRejected, fmt.Sprintf("%s on interface %s: %v", ip, st.iface.name, rej)
-		case !chosen:
-			o.reason, o.message = ReasonNoLocalEndpoint, fmt.Sprintf("not answering for %s: no node with a ready endpoint of the Service has published its MAC on this segment (externalTrafficPolicy Local)", ip)
-		case c.node != m.node:
-			o.answering, o.reason = true, ReasonAnswering
-			o.message = fmt.Sprintf("answering for %s on %s with %s of node %s, which has a ready endpoint (externalTrafficPolicy Local)", ip, st.iface.name, c.mac, c.node)
-		default:
-			o.answering, o.reason = true, ReasonAnswering
-			o.message = fmt.Sprintf("answering for %s on %s with %s (Lease %s)", ip, st.iface.name, c.mac, lease)
-		}
-	}
-	return o
-}
-
-// planStatus returns this node's layer-2 status of each plan with layer-2
-// addresses, by namespace/name, and whether it is known yet (false until
-// the first reconcile: until then the entries written before a restart
-// stand).
-func (m *layer2Manager) planStatus() (map[string]l2Status, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return maps.Clone(m.status), m.synced
-}
-
-// hasLayer2 says whether a plan has layer-2 addresses.
-func hasLayer2(p *v1alpha2.LoadBalancerPlan) bool {
-	return p != nil && slices.ContainsFunc(p.Spec.Addresses, func(a v1alpha2.PlanAddress) bool { return a.Protocol == v1alpha2.ProtocolLayer2 })
-}
-
-// withLayer2 merges the layer-2 part into a plan's status entry; bgp says
-// whether e already holds a BGP part (a dual-stack Service may have one
-// address of each protocol).
-func withLayer2(e v1alpha2.NodeAnnouncement, bgp bool, s l2Status) v1alpha2.NodeAnnouncement {
-	e.Answering, e.MAC = s.Answering, s.MAC
-	if !bgp {
-		e.Reason, e.Message = s.Reason, s.Message
-		return e
-	}
-	e.Reason = e.Reason + "," + s.Reason
-	e.Message = "bgp: " + e.Message + "; layer2: " + s.Message
-	return e
-}
-
-// sameEntry compares what the speaker writes (not LastUpdate).
-func sameEntry(a, b v1alpha2.NodeAnnouncement) bool {
-	return a.Advertised == b.Advertised && a.Answering == b.Answering && a.MAC == b.MAC && a.Reason == b.Reason && a.Message == b.Message
-}
-
-// reportLayer2Stopped marks, on shutdown, the plans this node answered for
-// as no longer answered, so only the new answering node says answering.
-// Best effort within ctx: a speaker that dies without it leaves its entry
-// until it runs again.
-func (a *Agent) reportLayer2Stopped(ctx context.Context) {
-	var plans v1alpha2.LoadBalancerPlanList
-	if err := a.cache.List(ctx, &plans); err != nil {
+	if apiequality.Semantic.DeepEqual(status, m.status) && reflect.DeepEqual(problems, m.problems) {
 		return
 	}
-	status, _ := a.l2.planStatus()
-	now := metav1.NewTime(time.Now().UTC().Truncate(time.Second))
-	for i := range plans.Items {
-		p := &plans.Items[i]
-		cur, has := p.Status.Nodes[a.opts.NodeName]
-		s, ok := status[p.Namespace+"/"+p.Name]
-		if !has || !cur.Answering || !ok || ctx.Err() != nil {
+	m.status, m.problems = status, problems
+	if m.statusChanged != nil {
+		m.statusChanged()
+	}
+}
+
+// addrIssue is one address of a pool this node cannot answer for.
+type addrIssue struct {
+	ip     netip.Addr
+	plan   string
+	detail string // why, for this address ("" when the reason says it all)
+}
+
+// poolReportLocked is this node's entry for one pool, and its problems.
+func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2, []Problem) {
+	pool := st.spec.Name
+	e := v1alpha2.SpeakerLayer2{Pool: pool, Interface: st.ifname, MAC: st.mac}
+	lease := m.namespace + "/" + LeaseName(pool)
+	switch {
+	case m.closed:
+		e.Reason, e.Message = ReasonStopped, "the speaker stopped"
+		return e, nil
+	case st.problem.Reason != "":
+		e.Reason, e.Message = st.problem.Reason, st.problem.Message
+		return e, []Problem{{Object: "Eip/" + pool, Reason: st.problem.Reason, Message: st.problem.Message, Services: planKeys(st.spec.Addrs)}}
+	case st.campaign == nil:
+		// Between a responder failure and the reconcile that rebuilds it.
+		e.Reason, e.Message = ReasonResponderFailed, fmt.Sprintf("the responder on %s failed; rebuilding it", st.ifname)
+		return e, nil
+	}
+	issues := map[string][]addrIssue{}
+	var firstIssue string
+	answered, viaOthers := 0, 0
+	others := map[string]bool{}
+	issue := func(reason string, a l2Addr, detail string) {
+		if firstIssue == "" {
+			firstIssue = reason
+		}
+		issues[reason] = append(issues[reason], addrIssue{ip: a.IP, plan: a.Plan.Key, detail: detail})
+	}
+	for _, a := range st.spec.Addrs {
+		if err := st.addrProblems[a.IP]; err != nil {
+			reason := ReasonRejected
+			if errors.Is(err, layer2.ErrOutsideSubnets) {
+				reason = ReasonOutsideSubnet
+			}
+			issue(reason, a, err.Error())
 			continue
 		}
-		want := cur
-		want.Answering, want.LastUpdate = false, now
-		if !cur.Advertised {
-			want.Reason, want.Message = s.Reason, s.Message
+		if st.term == nil {
+			continue
 		}
-		klog.FromContext(ctx).V(2).Info("Reporting layer-2 answering stopped", "plan", klog.KObj(p))
-		a.writePlanStatus(ctx, p, &want)
+		if rej := st.iface.rejected[a.IP]; rej != nil {
+			issue(ReasonRejected, a, rej.Error())
+			continue
+		}
+		c, ok := st.chosen[a.IP]
+		if !ok {
+			issue(ReasonNoLocalEndpoint, a, "")
+			continue
+		}
+		answered++
+		if c.node != m.node {
+			viaOthers++
+			others[c.node] = true
+		}
 	}
+	switch {
+	case st.term == nil:
+		e.Reason = ReasonStandby
+		e.Message = fmt.Sprintf("standby on %s: the holder of Lease %s answers for pool %s", st.ifname, lease, pool)
+	case answered > 0:
+		e.Answering, e.Addresses, e.Reason = true, int32(answered), ReasonAnswering
+		msg := []string{fmt.Sprintf("answering for %d of %d address(es) on %s (Lease %s)", answered, len(st.spec.Addrs), st.ifname, lease)}
+		if own := answered - viaOthers; own > 0 {
+			msg = append(msg, fmt.Sprintf("%d with %s of this node", own, st.iface.mac))
+		}
+		if viaOthers > 0 {
+			msg = append(msg, fmt.Sprintf("%d with the MAC of a node with a ready endpoint (externalTrafficPolicy Local): %s",
+				viaOthers, listed(slices.Sorted(maps.Keys(others)), ", ")))
+		}
+		if n := len(st.spec.Addrs) - answered; n > 0 {
+			msg = append(msg, fmt.Sprintf("%d not answered (see problems)", n))
+		}
+		e.Message = strings.Join(msg, "; ")
+	default:
+		e.Reason = firstIssue
+		e.Message = fmt.Sprintf("holding Lease %s but answering for none of the %d address(es) on %s (see problems)", lease, len(st.spec.Addrs), st.ifname)
+	}
+	var problems []Problem
+	for _, reason := range []string{ReasonOutsideSubnet, ReasonRejected, ReasonNoLocalEndpoint} {
+		if is := issues[reason]; len(is) > 0 {
+			problems = append(problems, issueProblem(pool, st.ifname, reason, is))
+		}
+	}
+	return e, problems
+}
+
+// issueProblem summarizes the addresses of a pool refused for one reason:
+// the first few, and the Services of all of them.
+func issueProblem(pool, iface, reason string, is []addrIssue) Problem {
+	items := make([]string, len(is))
+	plans := make([]string, len(is))
+	for i, x := range is {
+		items[i] = x.ip.String()
+		if x.detail != "" {
+			items[i] += ": " + x.detail
+		}
+		plans[i] = x.plan
+	}
+	slices.Sort(plans)
+	p := Problem{Object: "Eip/" + pool, Reason: reason, Services: slices.Compact(plans)}
+	if reason == ReasonNoLocalEndpoint {
+		p.Message = fmt.Sprintf("%d address(es) not answered: no node with a ready endpoint of the Service has published its MAC for pool %s (externalTrafficPolicy Local): %s",
+			len(is), pool, listed(items, "; "))
+	} else {
+		p.Message = fmt.Sprintf("%d address(es) cannot be answered on %s: %s", len(is), iface, listed(items, "; "))
+	}
+	return p
+}
+
+// listed joins the first maxListed items with sep, and says how many more
+// there are.
+func listed(items []string, sep string) string {
+	if len(items) <= maxListed {
+		return strings.Join(items, sep)
+	}
+	return fmt.Sprintf("%s%sand %d more", strings.Join(items[:maxListed], sep), sep, len(items)-maxListed)
+}
+
+// planKeys lists, sorted, the plans the addresses belong to.
+func planKeys(addrs []l2Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.Plan.Key
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// report returns this node's layer-2 report, and whether it is known yet
+// (false until the first reconcile: until then the report written before a
+// restart stands, so the MACs the node publishes never blink).
+func (m *layer2Manager) report() ([]v1alpha2.SpeakerLayer2, []Problem, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.status), slices.Clone(m.problems), m.synced
 }

@@ -1,18 +1,20 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
 
 func l2Eip(name, iface string) *v1alpha2.Eip {
@@ -43,35 +45,25 @@ func speakerNode(labels map[string]string) *v1.Node {
 type poolSummary struct {
 	Interface string
 	EipUID    string
+	Local     bool
 	Addrs     []string // ip@plan
 }
 
 type planSummary struct {
 	Local         bool
-	Pools         []string
 	EndpointNodes []string
-	MACs          map[string]string
 }
 
-func summarize(pools map[string]*l2Pool, plans []*l2Plan) (map[string]poolSummary, map[string]planSummary) {
+func summarize(pools map[string]*l2Pool) (map[string]poolSummary, map[string]planSummary) {
 	ps := map[string]poolSummary{}
+	pl := map[string]planSummary{}
 	for n, p := range pools {
-		s := poolSummary{Interface: p.Interface, EipUID: string(p.EipUID)}
+		s := poolSummary{Interface: p.Interface, EipUID: string(p.EipUID), Local: p.Local}
 		for _, a := range p.Addrs {
 			s.Addrs = append(s.Addrs, a.IP.String()+"@"+a.Plan.Key)
+			pl[a.Plan.Key] = planSummary{Local: a.Plan.Local, EndpointNodes: a.Plan.EndpointNodes}
 		}
 		ps[n] = s
-	}
-	pl := map[string]planSummary{}
-	for _, p := range plans {
-		s := planSummary{Local: p.Local, Pools: p.Pools, EndpointNodes: p.EndpointNodes}
-		for n, m := range p.MACs {
-			if s.MACs == nil {
-				s.MACs = map[string]string{}
-			}
-			s.MACs[n] = m.String()
-		}
-		pl[p.Key] = s
 	}
 	return ps, pl
 }
@@ -79,31 +71,24 @@ func summarize(pools map[string]*l2Pool, plans []*l2Plan) (map[string]poolSummar
 func TestLayer2Desired(t *testing.T) {
 	eips := []*v1alpha2.Eip{l2Eip("l2", "eth0"), l2Eip("l2v6", "can_reach:2001:db8:50::2"), {ObjectMeta: metav1.ObjectMeta{Name: "bgp"}}}
 	web := l2PlanObj("web", "Cluster", l2Address("192.168.50.101", "l2"), l2Address("2001:db8:50::100", "l2v6"))
+	// A Cluster plan has no endpoint nodes to follow, whatever it says.
+	web.Spec.EndpointNodes = []string{"node9"}
 	local := l2PlanObj("local", "Local", l2Address("192.168.50.100", "l2"))
-	local.Status.Nodes = map[string]v1alpha2.NodeAnnouncement{
-		"node2": {MAC: "02:00:00:00:50:12"}, "node3": {MAC: "not a mac"}, "node4": {},
-	}
+	local.Spec.EndpointNodes = []string{"node2", "node3"}
 	bgpOnly := l2PlanObj("routed", "Cluster", v1alpha2.PlanAddress{IP: "172.22.0.2", Pool: "bgp", Protocol: v1alpha2.ProtocolBGP})
 	orphan := l2PlanObj("orphan", "Cluster", l2Address("192.168.60.5", "deleted-pool"))
 	noPool := l2PlanObj("adopted", "Cluster", v1alpha2.PlanAddress{IP: "192.168.50.200"})
-	endpoints := func(ns, svc string) []string {
-		if ns == "default" && svc == "local" {
-			return []string{"node2", "node3"}
-		}
-		t.Errorf("endpoints asked for %s/%s, only Local Services need them", ns, svc)
-		return nil
-	}
 	plans := []*v1alpha2.LoadBalancerPlan{web, local, bgpOnly, orphan, noPool}
 
 	wantPools := map[string]poolSummary{
-		"l2":           {Interface: "eth0", EipUID: "uid-l2", Addrs: []string{"192.168.50.100@default/local", "192.168.50.101@default/web"}},
+		"l2":           {Interface: "eth0", EipUID: "uid-l2", Local: true, Addrs: []string{"192.168.50.100@default/local", "192.168.50.101@default/web"}},
 		"l2v6":         {Interface: "can_reach:2001:db8:50::2", EipUID: "uid-l2v6", Addrs: []string{"2001:db8:50::100@default/web"}},
 		"deleted-pool": {Interface: "plan-iface", Addrs: []string{"192.168.60.5@default/orphan"}},
 	}
 	wantPlans := map[string]planSummary{
-		"default/web":    {Pools: []string{"l2", "l2v6"}},
-		"default/local":  {Local: true, Pools: []string{"l2"}, EndpointNodes: []string{"node2", "node3"}, MACs: map[string]string{"node2": "02:00:00:00:50:12"}},
-		"default/orphan": {Pools: []string{"deleted-pool"}},
+		"default/web":    {},
+		"default/local":  {Local: true, EndpointNodes: []string{"node2", "node3"}},
+		"default/orphan": {},
 	}
 
 	for _, tc := range []struct {
@@ -118,7 +103,7 @@ func TestLayer2Desired(t *testing.T) {
 		{"node unknown", nil, map[string]poolSummary{}, map[string]planSummary{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			gotPools, gotPlans := summarize(layer2Desired(tc.node, eips, plans, endpoints))
+			gotPools, gotPlans := summarize(layer2Desired(tc.node, eips, plans))
 			if diff := cmp.Diff(tc.wantPools, gotPools); diff != "" {
 				t.Errorf("pools (-want +got):\n%s", diff)
 			}
@@ -129,15 +114,20 @@ func TestLayer2Desired(t *testing.T) {
 	}
 }
 
-func TestReadyEndpointNodes(t *testing.T) {
-	ep := func(node *string, ready *bool) discoveryv1.Endpoint {
-		return discoveryv1.Endpoint{Addresses: []string{"10.244.0.5"}, NodeName: node, Conditions: discoveryv1.EndpointConditions{Ready: ready}}
+func TestSpeakerMACs(t *testing.T) {
+	pools := map[string]*l2Pool{"l2": {Name: "l2", Local: true}, "cluster-only": {Name: "cluster-only"}}
+	speaker := func(node string, l2 ...v1alpha2.SpeakerLayer2) *v1alpha2.LoadBalancerSpeaker {
+		return &v1alpha2.LoadBalancerSpeaker{ObjectMeta: metav1.ObjectMeta{Name: node}, Status: v1alpha2.LoadBalancerSpeakerStatus{Layer2: l2}}
 	}
-	slices := []discoveryv1.EndpointSlice{
-		{Endpoints: []discoveryv1.Endpoint{ep(ptr.To("node3"), ptr.To(true)), ep(ptr.To("node1"), ptr.To(false)), ep(nil, ptr.To(true))}},
-		{Endpoints: []discoveryv1.Endpoint{ep(ptr.To("node2"), nil), ep(ptr.To("node3"), ptr.To(true))}},
-	}
-	if diff := cmp.Diff([]string{"node2", "node3"}, readyEndpointNodes(slices)); diff != "" {
+	got := speakerMACs([]*v1alpha2.LoadBalancerSpeaker{
+		speaker("node2", v1alpha2.SpeakerLayer2{Pool: "l2", MAC: "02:00:00:00:50:12"}, v1alpha2.SpeakerLayer2{Pool: "cluster-only", MAC: "02:00:00:00:50:12"}),
+		speaker("node3", v1alpha2.SpeakerLayer2{Pool: "l2", MAC: "not a mac"}),
+		speaker("node4", v1alpha2.SpeakerLayer2{Pool: "l2"}),
+		speaker("node5", v1alpha2.SpeakerLayer2{Pool: "other", MAC: "02:00:00:00:50:15"}),
+		speaker("node6", v1alpha2.SpeakerLayer2{Pool: "l2", MAC: "02:00:00:00:00:00:00:16"}),
+	}, pools)
+	want := poolMACs{"l2": {"node2": net.HardwareAddr{2, 0, 0, 0, 0x50, 0x12}}}
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
@@ -147,22 +137,25 @@ func TestAnswerMAC(t *testing.T) {
 	mac2 := net.HardwareAddr{2, 0, 0, 0, 0x50, 0x12}
 	mac3 := net.HardwareAddr{2, 0, 0, 0, 0x50, 0x13}
 	ip := netip.MustParseAddr("192.168.50.100")
+	both := map[string]net.HardwareAddr{"node2": mac2, "node3": mac3}
 	for _, tc := range []struct {
 		name     string
 		plan     *l2Plan
+		macs     map[string]net.HardwareAddr
 		wantNode string
 		oneOf    []string
 	}{
-		{"cluster: own MAC", &l2Plan{EndpointNodes: []string{"node2"}, MACs: map[string]net.HardwareAddr{"node2": mac2}}, "node1", nil},
-		{"local with an endpoint here: own MAC", &l2Plan{Local: true, EndpointNodes: []string{"node1", "node2"}, MACs: map[string]net.HardwareAddr{"node2": mac2}}, "node1", nil},
-		{"local elsewhere: that node", &l2Plan{Local: true, EndpointNodes: []string{"node2"}, MACs: map[string]net.HardwareAddr{"node2": mac2}}, "node2", nil},
-		{"local: only nodes that published a MAC", &l2Plan{Local: true, EndpointNodes: []string{"node2", "node3"}, MACs: map[string]net.HardwareAddr{"node3": mac3}}, "node3", nil},
-		{"local: one of several", &l2Plan{Local: true, EndpointNodes: []string{"node2", "node3"}, MACs: map[string]net.HardwareAddr{"node2": mac2, "node3": mac3}}, "", []string{"node2", "node3"}},
-		{"local without endpoints: nobody", &l2Plan{Local: true, MACs: map[string]net.HardwareAddr{"node2": mac2}}, "", nil},
-		{"local, endpoint node without MAC: nobody", &l2Plan{Local: true, EndpointNodes: []string{"node4"}}, "", nil},
+		{"cluster: own MAC", &l2Plan{EndpointNodes: []string{"node2"}}, both, "node1", nil},
+		{"local with an endpoint here: own MAC", &l2Plan{Local: true, EndpointNodes: []string{"node1", "node2"}}, both, "node1", nil},
+		{"local elsewhere: that node", &l2Plan{Local: true, EndpointNodes: []string{"node2"}}, both, "node2", nil},
+		{"local: only nodes that published a MAC", &l2Plan{Local: true, EndpointNodes: []string{"node2", "node3"}}, map[string]net.HardwareAddr{"node3": mac3}, "node3", nil},
+		{"local: one of several", &l2Plan{Local: true, EndpointNodes: []string{"node2", "node3"}}, both, "", []string{"node2", "node3"}},
+		{"local without endpoints: nobody", &l2Plan{Local: true}, both, "", nil},
+		{"local, endpoint node without MAC: nobody", &l2Plan{Local: true, EndpointNodes: []string{"node4"}}, both, "", nil},
+		{"local, no MAC published for the pool: nobody", &l2Plan{Local: true, EndpointNodes: []string{"node2"}}, nil, "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mac, node := answerMAC(ip, tc.plan, "node1", self)
+			mac, node := answerMAC(ip, tc.plan, tc.macs, "node1", self)
 			switch {
 			case tc.oneOf != nil:
 				if node != tc.oneOf[0] && node != tc.oneOf[1] {
@@ -177,17 +170,17 @@ func TestAnswerMAC(t *testing.T) {
 			if node == "" && mac != nil {
 				t.Errorf("MAC %v without a node", mac)
 			}
-			again, node2 := answerMAC(ip, tc.plan, "node1", self)
+			again, node2 := answerMAC(ip, tc.plan, tc.macs, "node1", self)
 			if node2 != node || again.String() != mac.String() {
 				t.Errorf("not deterministic: %s then %s", node, node2)
 			}
 		})
 	}
 	// Spread: different IPs pick both endpoint nodes.
-	plan := &l2Plan{Local: true, EndpointNodes: []string{"node2", "node3"}, MACs: map[string]net.HardwareAddr{"node2": mac2, "node3": mac3}}
+	plan := &l2Plan{Local: true, EndpointNodes: []string{"node2", "node3"}}
 	seen := map[string]int{}
 	for i := range 64 {
-		_, n := answerMAC(netip.AddrFrom4([4]byte{192, 168, 50, byte(i)}), plan, "node1", self)
+		_, n := answerMAC(netip.AddrFrom4([4]byte{192, 168, 50, byte(i)}), plan, both, "node1", self)
 		seen[n]++
 	}
 	if seen["node2"] == 0 || seen["node3"] == 0 {
@@ -195,56 +188,169 @@ func TestAnswerMAC(t *testing.T) {
 	}
 }
 
-func TestWithLayer2(t *testing.T) {
-	l2 := l2Status{Answering: true, MAC: "02:00:00:00:50:11", Reason: ReasonAnswering, Message: "answering"}
-	got := withLayer2(v1alpha2.NodeAnnouncement{}, false, l2)
-	want := v1alpha2.NodeAnnouncement{Answering: true, MAC: "02:00:00:00:50:11", Reason: ReasonAnswering, Message: "answering"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("layer 2 only (-want +got):\n%s", diff)
-	}
-	got = withLayer2(v1alpha2.NodeAnnouncement{Advertised: true, Reason: "Advertised", Message: "2 path(s)"}, true, l2)
-	want = v1alpha2.NodeAnnouncement{Advertised: true, Answering: true, MAC: "02:00:00:00:50:11", Reason: "Advertised,Answering", Message: "bgp: 2 path(s); layer2: answering"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("both (-want +got):\n%s", diff)
-	}
-	if !sameEntry(want, got) || sameEntry(want, v1alpha2.NodeAnnouncement{Advertised: true, Answering: true, Reason: want.Reason, Message: want.Message}) {
-		t.Errorf("sameEntry must compare the MAC")
-	}
-}
-
 func TestLayer2Relevant(t *testing.T) {
 	routed := l2PlanObj("routed", "Cluster", v1alpha2.PlanAddress{IP: "172.22.0.2", Pool: "bgp", Protocol: v1alpha2.ProtocolBGP})
 	cluster := l2PlanObj("web", "Cluster", l2Address("192.168.50.100", "l2"))
 	local := l2PlanObj("local", "Local", l2Address("192.168.50.101", "l2"))
-	withStatus := func(p *v1alpha2.LoadBalancerPlan, nodes map[string]v1alpha2.NodeAnnouncement) *v1alpha2.LoadBalancerPlan {
-		p = p.DeepCopy()
-		p.Status.Nodes = nodes
-		return p
-	}
 	moved := cluster.DeepCopy()
 	moved.Spec.Addresses[0].IP = "192.168.50.102"
-	macA := map[string]v1alpha2.NodeAnnouncement{"node2": {MAC: "02:00:00:00:50:12", Reason: ReasonStandby}}
-	macAOtherReason := map[string]v1alpha2.NodeAnnouncement{"node2": {MAC: "02:00:00:00:50:12", Reason: ReasonAnswering}}
-	macB := map[string]v1alpha2.NodeAnnouncement{"node2": {MAC: "02:00:00:00:50:22"}}
+	endpoint := local.DeepCopy()
+	endpoint.Spec.EndpointNodes = []string{"node2"}
+	routedMoved := routed.DeepCopy()
+	routedMoved.Spec.Addresses[0].IP = "172.22.0.3"
+	sameSpec := cluster.DeepCopy()
+	sameSpec.ResourceVersion = "2"
 	for _, tc := range []struct {
 		name     string
 		old, cur *v1alpha2.LoadBalancerPlan
 		want     bool
 	}{
 		{"BGP plan added", nil, routed, false},
-		{"BGP plan status", routed, withStatus(routed, macA), false},
+		{"BGP plan changed", routed, routedMoved, false},
 		{"layer-2 plan added", nil, cluster, true},
 		{"layer-2 plan deleted", cluster, nil, true},
 		{"address changed", cluster, moved, true},
-		{"Cluster plan: a node's status", cluster, withStatus(cluster, macA), false},
-		{"Local plan: a node published its MAC", local, withStatus(local, macA), true},
-		{"Local plan: a MAC changed", withStatus(local, macA), withStatus(local, macB), true},
-		{"Local plan: status without MAC change", withStatus(local, macA), withStatus(local, macAOtherReason), false},
+		{"Local plan: an endpoint node came", local, endpoint, true},
+		{"same spec (the CCM's conditions changed)", cluster, sameSpec, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := layer2Relevant(tc.old, tc.cur); got != tc.want {
 				t.Errorf("layer2Relevant = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestMacsChanged(t *testing.T) {
+	speaker := func(l2 ...v1alpha2.SpeakerLayer2) *v1alpha2.LoadBalancerSpeaker {
+		return &v1alpha2.LoadBalancerSpeaker{ObjectMeta: metav1.ObjectMeta{Name: "node2"}, Status: v1alpha2.LoadBalancerSpeakerStatus{Layer2: l2}}
+	}
+	a := speaker(v1alpha2.SpeakerLayer2{Pool: "l2", MAC: "02:00:00:00:50:12", Reason: ReasonStandby})
+	aAnswering := speaker(v1alpha2.SpeakerLayer2{Pool: "l2", MAC: "02:00:00:00:50:12", Answering: true, Reason: ReasonAnswering})
+	b := speaker(v1alpha2.SpeakerLayer2{Pool: "l2", MAC: "02:00:00:00:50:22"})
+	for _, tc := range []struct {
+		name     string
+		old, cur *v1alpha2.LoadBalancerSpeaker
+		want     bool
+	}{
+		{"added with a MAC", nil, a, true},
+		{"added without layer 2", nil, speaker(), false},
+		{"deleted", a, nil, true},
+		{"MAC changed", a, b, true},
+		{"answering changed, same MAC", a, aAnswering, false},
+		{"another pool", a, speaker(a.Status.Layer2[0], v1alpha2.SpeakerLayer2{Pool: "l2b", MAC: "02:00:00:00:50:12"}), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := macsChanged(tc.old, tc.cur); got != tc.want {
+				t.Errorf("macsChanged = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestLayer2Report: one entry per pool, and the problems of its addresses
+// with the Services they belong to.
+func TestLayer2Report(t *testing.T) {
+	selfMAC := net.HardwareAddr{2, 0, 0, 0, 0x50, 0x11}
+	mac2 := net.HardwareAddr{2, 0, 0, 0, 0x50, 0x12}
+	plan := func(name string) *l2Plan { return &l2Plan{Key: "default/" + name, Namespace: "default", Name: name} }
+	ip := netip.MustParseAddr
+	web, local, nolocal, bad, outside := plan("web"), plan("local"), plan("nolocal"), plan("bad"), plan("outside")
+	spec := &l2Pool{Name: "l2", Interface: "eth0", Addrs: []l2Addr{
+		{IP: ip("192.168.50.100"), Plan: web}, {IP: ip("192.168.50.101"), Plan: local}, {IP: ip("192.168.50.102"), Plan: nolocal},
+		{IP: ip("192.168.50.103"), Plan: bad}, {IP: ip("10.99.0.10"), Plan: outside},
+	}}
+	is := &ifaceState{name: "eth0", mac: selfMAC, rejected: map[netip.Addr]error{ip("192.168.50.103"): errors.New("address of the interface itself")}}
+	leading := func() *poolState {
+		return &poolState{spec: spec, ifname: "eth0", mac: selfMAC.String(), iface: is, campaign: &poolCampaign{}, term: &term{n: 1},
+			addrProblems: map[netip.Addr]error{ip("10.99.0.10"): fmt.Errorf("%w [192.168.50.0/24]", layer2.ErrOutsideSubnets)},
+			chosen: map[netip.Addr]chosenMAC{
+				ip("192.168.50.100"): {mac: selfMAC, node: "node1"}, ip("192.168.50.101"): {mac: mac2, node: "node2"},
+				ip("192.168.50.103"): {mac: selfMAC, node: "node1"},
+			}}
+	}
+	lease := "openelb-system/" + LeaseName("l2")
+	for _, tc := range []struct {
+		name         string
+		st           func() *poolState
+		closed       bool
+		want         v1alpha2.SpeakerLayer2
+		wantProblems []Problem
+	}{
+		{
+			name: "answering",
+			st:   leading,
+			want: v1alpha2.SpeakerLayer2{Pool: "l2", Interface: "eth0", MAC: selfMAC.String(), Answering: true, Addresses: 2, Reason: ReasonAnswering,
+				Message: "answering for 2 of 5 address(es) on eth0 (Lease " + lease + "); 1 with 02:00:00:00:50:11 of this node; " +
+					"1 with the MAC of a node with a ready endpoint (externalTrafficPolicy Local): node2; 3 not answered (see problems)"},
+			wantProblems: []Problem{
+				{Object: "Eip/l2", Reason: ReasonOutsideSubnet, Services: []string{"default/outside"},
+					Message: "1 address(es) cannot be answered on eth0: 10.99.0.10: outside every subnet of the interface [192.168.50.0/24]"},
+				{Object: "Eip/l2", Reason: ReasonRejected, Services: []string{"default/bad"},
+					Message: "1 address(es) cannot be answered on eth0: 192.168.50.103: address of the interface itself"},
+				{Object: "Eip/l2", Reason: ReasonNoLocalEndpoint, Services: []string{"default/nolocal"},
+					Message: "1 address(es) not answered: no node with a ready endpoint of the Service has published its MAC for pool l2 (externalTrafficPolicy Local): 192.168.50.102"},
+			},
+		},
+		{
+			name: "standby: only its own address problems",
+			st: func() *poolState {
+				st := leading()
+				st.term, st.chosen = nil, nil
+				return st
+			},
+			want: v1alpha2.SpeakerLayer2{Pool: "l2", Interface: "eth0", MAC: selfMAC.String(), Reason: ReasonStandby,
+				Message: "standby on eth0: the holder of Lease " + lease + " answers for pool l2"},
+			wantProblems: []Problem{{Object: "Eip/l2", Reason: ReasonOutsideSubnet, Services: []string{"default/outside"},
+				Message: "1 address(es) cannot be answered on eth0: 10.99.0.10: outside every subnet of the interface [192.168.50.0/24]"}},
+		},
+		{
+			name: "interface missing: one problem naming every Service of the pool",
+			st: func() *poolState {
+				return &poolState{spec: spec, problem: l2Problem{Reason: ReasonNoInterface, Message: `interface "eth0" of Eip l2: no such interface`}}
+			},
+			want: v1alpha2.SpeakerLayer2{Pool: "l2", Reason: ReasonNoInterface, Message: `interface "eth0" of Eip l2: no such interface`},
+			wantProblems: []Problem{{Object: "Eip/l2", Reason: ReasonNoInterface, Message: `interface "eth0" of Eip l2: no such interface`,
+				Services: []string{"default/bad", "default/local", "default/nolocal", "default/outside", "default/web"}}},
+		},
+		{
+			name: "responder being rebuilt",
+			st:   func() *poolState { return &poolState{spec: spec, ifname: "eth0", mac: selfMAC.String()} },
+			want: v1alpha2.SpeakerLayer2{Pool: "l2", Interface: "eth0", MAC: selfMAC.String(), Reason: ReasonResponderFailed,
+				Message: "the responder on eth0 failed; rebuilding it"},
+		},
+		{
+			name:   "stopped: the MAC stays published",
+			st:     leading,
+			closed: true,
+			want:   v1alpha2.SpeakerLayer2{Pool: "l2", Interface: "eth0", MAC: selfMAC.String(), Reason: ReasonStopped, Message: "the speaker stopped"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reports := 0
+			m := &layer2Manager{node: "node1", namespace: "openelb-system", closed: tc.closed,
+				pools: map[string]*poolState{"l2": tc.st()}, statusChanged: func() { reports++ }}
+			m.refreshStatusLocked()
+			got, problems, _ := m.report()
+			if diff := cmp.Diff([]v1alpha2.SpeakerLayer2{tc.want}, got); diff != "" {
+				t.Errorf("entry (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantProblems, problems, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+			m.refreshStatusLocked()
+			if reports != 1 {
+				t.Errorf("%d report requests for one change, want 1", reports)
+			}
+		})
+	}
+}
+
+func TestListed(t *testing.T) {
+	if got := listed([]string{"a", "b", "c", "d", "e"}, "; "); got != "a; b; c; and 2 more" {
+		t.Errorf("listed: %q", got)
+	}
+	if got := listed([]string{"a", "b"}, ", "); got != "a, b" {
+		t.Errorf("listed: %q", got)
 	}
 }

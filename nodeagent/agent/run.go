@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,9 +39,9 @@ type Options struct {
 	// Layer2 tunes ARP/NDP answering and its leader election.
 	Layer2 Layer2Options
 	// StatusInterval is how often session states are checked and, when
-	// they changed, reported. Default 2s: the check is in-process and a
-	// report writes only what changed, so a steady speaker costs the API
-	// server nothing.
+	// they changed, reported. Default 2s: the check is in-process and the
+	// LoadBalancerSpeaker is written only when it changed, so a steady
+	// speaker costs the API server nothing.
 	StatusInterval time.Duration
 }
 
@@ -48,16 +50,27 @@ type Agent struct {
 	opts    Options
 	cache   ctrlcache.Cache
 	client  client.Client
+	racks   *rackWatch
 	trigger chan struct{}
 	last    State
 	applied bool
-	// problems are the configuration problems of the last reconcile, by
-	// object ("BgpPeer/leaf1"), reported in that object's status.
-	problems map[string]string
-	// mu guards last and problems, shared with the report goroutine.
+	// reconciled: the BGP half computed its state at least once, so a
+	// report says what it does rather than what it did not decide yet.
+	reconciled bool
+	// problems are the configuration problems of the last reconcile.
+	problems []Problem
+	nodeUID  types.UID
+	// mu guards last, reconciled, problems and nodeUID, which the report
+	// goroutine reads (the reconcile goroutine alone writes them, and
+	// applied).
 	mu        sync.Mutex
 	reportNow chan struct{}
-	l2        *layer2Manager
+	// writer and sessions belong to the report goroutine (writer also to
+	// Shutdown).
+	writer   *reportWriter
+	sessions sessionClock
+	lastErr  string
+	l2       *layer2Manager
 }
 
 // New builds the agent; Run starts it.
@@ -80,6 +93,12 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 			&v1.Secret{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
 			// Layer-2 election Leases live in the speaker's namespace.
 			&coordinationv1.Lease{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
+			// Every plan and Eip, trimmed to what the agent reads: their
+			// number follows the Services.
+			&v1alpha2.LoadBalancerPlan{}: {Transform: trimPlan},
+			&v1alpha2.Eip{}:              {Transform: trimEip},
+			// Watched only while a Local layer-2 Service needs the MACs.
+			&v1alpha2.LoadBalancerSpeaker{}: {Transform: trimSpeaker},
 		},
 	})
 	if err != nil {
@@ -93,7 +112,13 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building clientset: %w", err)
 	}
-	a := &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1)}
+	racks, err := newRackListWatch(cfg, scheme)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sessions: sessionClock{}}
+	a.racks = &rackWatch{listWatch: racks, changed: a.kick}
+	a.writer = &reportWriter{apply: a.applySpeaker}
 	if a.l2, err = newLayer2Manager(opts.NodeName, opts.Namespace, opts.Layer2, c, cs.CoordinationV1(), a.requestReport); err != nil {
 		return nil, err
 	}
@@ -105,16 +130,42 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 // last applied: nothing is withdrawn for lack of news.
 func (a *Agent) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("node", a.opts.NodeName)
-	for _, obj := range []client.Object{&v1.Node{}, &v1alpha2.BgpConf{}, &v1alpha2.BgpPeer{}, &v1alpha2.LoadBalancerPlan{}, &v1.Secret{}} {
-		inf, err := a.cache.GetInformer(ctx, obj)
+	always := func(old, cur any) bool { return true }
+	handlers := []struct {
+		obj      client.Object
+		relevant func(old, cur any) bool
+	}{
+		{&v1.Node{}, func(old, cur any) bool { return nodeRelevant(objectOf[*v1.Node](old), objectOf[*v1.Node](cur)) }},
+		// Spec only: every node writes its session states into the
+		// BgpPeer status, which no reconcile reads.
+		{&v1alpha2.BgpConf{}, func(old, cur any) bool {
+			o, c := objectOf[*v1alpha2.BgpConf](old), objectOf[*v1alpha2.BgpConf](cur)
+			return o == nil || c == nil || !apiequality.Semantic.DeepEqual(o.Spec, c.Spec)
+		}},
+		{&v1alpha2.BgpPeer{}, func(old, cur any) bool {
+			o, c := objectOf[*v1alpha2.BgpPeer](old), objectOf[*v1alpha2.BgpPeer](cur)
+			return o == nil || c == nil || !apiequality.Semantic.DeepEqual(o.Spec, c.Spec)
+		}},
+		{&v1alpha2.LoadBalancerPlan{}, func(old, cur any) bool {
+			return bgpRelevant(objectOf[*v1alpha2.LoadBalancerPlan](old), objectOf[*v1alpha2.LoadBalancerPlan](cur))
+		}},
+		{&v1.Secret{}, always},
+	}
+	for _, h := range handlers {
+		inf, err := a.cache.GetInformer(ctx, h.obj)
 		if err != nil {
-			return fmt.Errorf("informer for %T: %w", obj, err)
+			return fmt.Errorf("informer for %T: %w", h.obj, err)
 		}
-		kick := func(any) { a.kick() }
+		relevant := h.relevant
+		kick := func(old, cur any) {
+			if relevant(old, cur) {
+				a.kick()
+			}
+		}
 		if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc: kick, UpdateFunc: func(_, o any) { kick(o) }, DeleteFunc: kick,
+			AddFunc: func(o any) { kick(nil, o) }, UpdateFunc: kick, DeleteFunc: func(o any) { kick(o, nil) },
 		}); err != nil {
-			return err
+			return fmt.Errorf("event handler for %T: %w", h.obj, err)
 		}
 	}
 	if err := a.l2.register(ctx, a.cache); err != nil {
@@ -143,6 +194,33 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// nodeRelevant says whether a Node event (nil: added or deleted) can
+// change what the BGP half does: its labels (speaker, rack, peer
+// selectors), its addresses (router ID) or its identity (the report's
+// owner), not its heartbeats.
+func nodeRelevant(old, cur *v1.Node) bool {
+	return old == nil || cur == nil || old.UID != cur.UID || !maps.Equal(old.Labels, cur.Labels) ||
+		!apiequality.Semantic.DeepEqual(old.Status.Addresses, cur.Status.Addresses)
+}
+
+// bgpRelevant says whether a plan event (nil: added or deleted) can change
+// the paths: only the spec of a plan with BGP addresses, not the CCM's
+// conditions, nor layer-2 plans.
+func bgpRelevant(old, cur *v1alpha2.LoadBalancerPlan) bool {
+	switch {
+	case !hasBGP(old) && !hasBGP(cur):
+		return false
+	case old == nil || cur == nil:
+		return true
+	}
+	return !apiequality.Semantic.DeepEqual(old.Spec, cur.Spec)
+}
+
+// hasBGP says whether a plan has BGP addresses.
+func hasBGP(p *v1alpha2.LoadBalancerPlan) bool {
+	return p != nil && slices.ContainsFunc(p.Spec.Addresses, func(a v1alpha2.PlanAddress) bool { return a.Protocol == v1alpha2.ProtocolBGP })
+}
+
 // reportLoop writes statuses on its own goroutine, after every applied
 // change and every StatusInterval, so status writes (rate-limited by the
 // client) never delay a route change.
@@ -169,16 +247,16 @@ func (a *Agent) requestReport() {
 
 // snapshot is what report needs from the last reconcile.
 type snapshot struct {
-	global    bgp.Global
-	peers     []bgp.Peer
-	planPaths map[string]int
-	problems  map[string]string
+	state      State
+	reconciled bool
+	problems   []Problem
+	nodeUID    types.UID
 }
 
 func (a *Agent) snapshot() snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return snapshot{global: a.last.Global, peers: a.last.Peers, planPaths: a.last.PlanPaths, problems: a.problems}
+	return snapshot{state: a.last, reconciled: a.reconciled, problems: a.problems, nodeUID: a.nodeUID}
 }
 
 func (a *Agent) kick() {
@@ -189,59 +267,93 @@ func (a *Agent) kick() {
 }
 
 func (a *Agent) reconcile(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
 	var node v1.Node
 	nodePtr := &node
 	if err := a.cache.Get(ctx, types.NamespacedName{Name: a.opts.NodeName}, &node); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return err
+			return fmt.Errorf("reading Node %s: %w", a.opts.NodeName, err)
 		}
 		nodePtr = nil
+	}
+	// The node's rack object: followed while the node is a speaker, and
+	// re-watched when its rack label changes. Until the watch has synced
+	// the rack is unknown, and what is applied stays: withdrawing for lack
+	// of news would cut traffic on every rack change, and at start an
+	// empty first Apply would end a graceful restart with nothing.
+	var rack *v1alpha2.LoadBalancerRack
+	if nodePtr != nil && nodePtr.Labels[v1alpha2.LabelSpeaker] == v1alpha2.LabelSpeakerValue {
+		name := v1alpha2.RackObjectName(nodePtr.Labels[v1alpha2.LabelRack])
+		a.racks.watch(ctx, name)
+		var synced bool
+		if rack, synced = a.racks.current(); !synced {
+			logger.Info("Waiting for the rack object; keeping what is applied", "lbrack", name)
+			return nil
+		}
+	} else {
+		a.racks.close()
 	}
 	var conf v1alpha2.BgpConf
 	confPtr := &conf
 	if err := a.cache.Get(ctx, types.NamespacedName{Name: "default"}, &conf); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return err
+			return fmt.Errorf("reading BgpConf default: %w", err)
 		}
 		confPtr = nil
 	}
 	var peers v1alpha2.BgpPeerList
 	if err := a.cache.List(ctx, &peers); err != nil {
-		return err
+		return fmt.Errorf("listing BgpPeers: %w", err)
 	}
 	var plans v1alpha2.LoadBalancerPlanList
 	if err := a.cache.List(ctx, &plans); err != nil {
-		return err
+		return fmt.Errorf("listing LoadBalancerPlans: %w", err)
 	}
-	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), ptrs(plans.Items), a.readSecret(ctx))
-	probs := make(map[string]string, len(problems))
+	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), rack, ptrs(plans.Items), a.readSecret(ctx))
+	prev := a.snapshot()
 	for _, p := range problems {
-		if a.snapshot().problems[p.Object] != p.Message {
-			klog.FromContext(ctx).Info("Configuration problem", "object", p.Object, "problem", p.Message)
+		if !slices.ContainsFunc(prev.problems, func(q Problem) bool { return q.Object == p.Object && q.Message == p.Message }) {
+			logger.Info("Configuration problem", "object", p.Object, "reason", p.Reason, "problem", p.Message, "services", len(p.Services))
 		}
-		probs[p.Object] = p.Message
+	}
+	var uid types.UID
+	if nodePtr != nil {
+		uid = nodePtr.UID
 	}
 	a.mu.Lock()
-	a.problems = probs
+	changed := !a.reconciled || a.nodeUID != uid || !sameProblems(a.problems, problems)
+	a.problems, a.nodeUID, a.reconciled = problems, uid, true
 	a.mu.Unlock()
-	if a.applied && reflect.DeepEqual(st, a.last) {
-		return nil
-	}
-	if !st.Enabled {
-		if err := a.opts.Speaker.Stop(ctx, false); err != nil {
+	if !a.applied || !st.sameBGP(prev.state) {
+		if !st.Enabled {
+			if err := a.opts.Speaker.Stop(ctx, false); err != nil {
+				metricApplies.WithLabelValues("error").Inc()
+				return fmt.Errorf("stopping the BGP speaker: %w", err)
+			}
+		} else if err := a.opts.Speaker.Apply(ctx, st.Global, st.Peers, st.Paths); err != nil {
 			metricApplies.WithLabelValues("error").Inc()
-			return err
+			return fmt.Errorf("applying to the BGP speaker: %w", err)
 		}
-	} else if err := a.opts.Speaker.Apply(ctx, st.Global, st.Peers, st.Paths); err != nil {
-		metricApplies.WithLabelValues("error").Inc()
-		return err
+		metricApplies.WithLabelValues("ok").Inc()
+		changed = true
 	}
-	metricApplies.WithLabelValues("ok").Inc()
+	// What is only reported (rack generation, per-plan counts...) follows
+	// too, without an Apply.
 	a.mu.Lock()
+	changed = changed || !reflect.DeepEqual(st, a.last)
 	a.last, a.applied = st, true
 	a.mu.Unlock()
-	a.requestReport()
+	if changed {
+		a.requestReport()
+	}
 	return nil
+}
+
+// sameProblems compares problems as the report shows them.
+func sameProblems(a, b []Problem) bool {
+	return slices.EqualFunc(a, b, func(x, y Problem) bool {
+		return x.Object == y.Object && x.Reason == y.Reason && x.Message == y.Message && slices.Equal(x.Services, y.Services)
+	})
 }
 
 func (a *Agent) readSecret(ctx context.Context) SecretReader {
@@ -266,11 +378,11 @@ func ptrs[T any](items []T) []*T {
 	return out
 }
 
-// report writes this node's view into BgpPeer and plan statuses with
-// server-side apply under a per-node field manager, so speakers never
-// conflict and each owns only its own key. It writes only what changed
-// against the cached objects (which carry the statuses): a steady speaker
-// makes no API requests, however many Services it announces.
+// report writes this node's view: its entry of each BgpPeer status (as
+// OpenELB does), and its LoadBalancerSpeaker, with server-side apply under
+// a per-node field manager, so speakers never conflict. Each is written
+// only when it changed: a steady speaker makes no API requests, however
+// many Services it announces, and nothing here grows with them.
 func (a *Agent) report(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	states, err := a.opts.Speaker.States(ctx)
@@ -280,25 +392,24 @@ func (a *Agent) report(ctx context.Context) {
 	}
 	snap := a.snapshot()
 	now := time.Now()
-	var peerNames, nextHopSelf []string
 	metricSessionUp.Reset()
 	metricAdvertised.Reset()
 	seen := map[string]bool{}
-	peerAS := make(map[string]uint32, len(snap.peers))
-	for _, p := range snap.peers {
+	peerAS := make(map[string]uint32, len(snap.state.Peers))
+	for _, p := range snap.state.Peers {
 		peerAS[p.Name] = p.AS
+	}
+	peerProblems := map[string]string{}
+	for _, p := range snap.problems {
+		if name, ok := strings.CutPrefix(p.Object, "BgpPeer/"); ok {
+			peerProblems[name] = p.Message
+		}
 	}
 	for _, s := range states {
 		seen[s.Name] = true
 		up := 0.0
-		peerNames = append(peerNames, s.Name)
 		if s.State == "established" {
 			up = 1
-		}
-		// Remembered while the session is down (the speaker keeps the peer
-		// in its next-hop-self set), so a flap does not rewrite plans.
-		if s.NextHopSelf {
-			nextHopSelf = append(nextHopSelf, s.Name)
 		}
 		metricSessionUp.WithLabelValues(s.Name).Set(up)
 		metricAdvertised.WithLabelValues(s.Name).Set(float64(s.AdvertisedPaths))
@@ -306,77 +417,45 @@ func (a *Agent) report(ctx context.Context) {
 		a.reportPeer(ctx, s.Name, v1alpha2.PeerState{
 			NeighborAddress:   s.Address,
 			PeerAs:            peerAS[s.Name],
-			LocalAs:           snap.global.AS,
-			RouterId:          snap.global.RouterID.String(),
+			LocalAs:           snap.state.Global.AS,
+			RouterId:          snap.state.Global.RouterID.String(),
 			SessionState:      s.State,
 			AddPathNegotiated: s.AddPathNegotiated,
 			NextHopSelf:       s.NextHopSelf,
 			AdvertisedPaths:   int32(s.AdvertisedPaths),
 			BfdState:          s.BFDState,
-			Message:           snap.problems["BgpPeer/"+s.Name],
+			Message:           peerProblems[s.Name],
 		}, now)
 	}
 	// Peers this node should use but could not configure (bad password
 	// Secret, invalid timers...) say why, under this node's key.
-	for obj, msg := range snap.problems {
-		if name, ok := strings.CutPrefix(obj, "BgpPeer/"); ok && !seen[name] {
-			a.reportPeer(ctx, name, v1alpha2.PeerState{SessionState: "unconfigured", Message: msg}, now)
+	for name, msg := range peerProblems {
+		if !seen[name] {
+			a.reportPeer(ctx, name, v1alpha2.PeerState{SessionState: sessionUnconfigured, Message: msg}, now)
 		}
 	}
 
-	var plans v1alpha2.LoadBalancerPlanList
-	if err := a.cache.List(ctx, &plans); err != nil {
-		logger.V(2).Info("Listing plans failed", "err", err)
+	// The LoadBalancerSpeaker waits for both halves: a report written
+	// before layer 2 knows its pools would withdraw the MACs this node
+	// publishes, and the answering nodes would stop pointing at it.
+	l2, l2probs, l2known := a.l2.report()
+	if !snap.reconciled || !l2known {
 		return
 	}
-	// One entry per plan and node, from both halves: BGP paths and the
-	// layer-2 answering state (a dual-stack Service may have both).
-	l2, l2known := a.l2.planStatus()
-	for i := range plans.Items {
-		p := &plans.Items[i]
-		key := p.Namespace + "/" + p.Name
-		cur, has := p.Status.Nodes[a.opts.NodeName]
-		n, mine := snap.planPaths[key]
-		l2s, answers := l2[key]
-		if !mine && !answers {
-			if has && (l2known || !hasLayer2(p)) {
-				// No longer a speaker of this plan: drop this node's key.
-				a.writePlanStatus(ctx, p, nil)
-			}
-			continue
-		}
-		var want v1alpha2.NodeAnnouncement
-		if mine {
-			want = planEntry(n, peerNames, nextHopSelf)
-		}
-		if answers {
-			want = withLayer2(want, mine, l2s)
-		}
-		if has && sameEntry(want, cur) {
-			continue
-		}
-		want.LastUpdate = metav1.NewTime(now.UTC().Truncate(time.Second))
-		a.writePlanStatus(ctx, p, &want)
-	}
-}
-
-// planEntry says whether and how this node advertises a plan's n paths.
-// It depends on configuration (peers, their ADD-PATH capability), never on
-// the sessions' current state: a session flap is one BgpPeer status change
-// per node, not one plan status write per Service (10,000 writes for a
-// node announcing 10,000 Services). The BgpPeer status says whether the
-// sessions are up.
-func planEntry(n int, peers []string, nextHopSelf []string) v1alpha2.NodeAnnouncement {
+	want := speakerReport{NodeUID: snap.nodeUID, Status: buildStatus(reportInput{
+		state: snap.state, problems: snap.problems, sessions: states, layer2: l2, l2probs: l2probs,
+	}, a.sessions, now)}
+	wrote, err := a.writer.write(ctx, want, now)
 	switch {
-	case len(peers) == 0:
-		return v1alpha2.NodeAnnouncement{Reason: "NoPeers", Message: "no BgpPeer matches this node"}
-	case len(nextHopSelf) > 0:
-		return v1alpha2.NodeAnnouncement{Advertised: true, Reason: "NoAddPath",
-			Message: fmt.Sprintf("to %s: %s did not negotiate ADD-PATH and gets one path with this node as next hop instead of %d",
-				strings.Join(peers, ","), strings.Join(nextHopSelf, ","), n)}
-	default:
-		return v1alpha2.NodeAnnouncement{Advertised: true, Reason: "Advertised",
-			Message: fmt.Sprintf("%d path(s) to %s (session state: BgpPeer status)", n, strings.Join(peers, ","))}
+	case err != nil:
+		if msg := err.Error(); msg != a.lastErr {
+			logger.Error(err, "Reporting LoadBalancerSpeaker failed; retrying")
+			a.lastErr = msg
+		}
+	case wrote:
+		a.lastErr = ""
+		logger.V(4).Info("Reported LoadBalancerSpeaker", "announcing", want.Status.Announcing, "paths", want.Status.Paths,
+			"sessionsEstablished", want.Status.SessionsEstablished, "problems", len(want.Status.Problems))
 	}
 }
 
@@ -399,40 +478,48 @@ func (a *Agent) reportPeer(ctx context.Context, name string, ps v1alpha2.PeerSta
 		return
 	}
 	status := map[string]any{"nodesPeerStatus": map[string]any{a.opts.NodeName: map[string]any{"peerState": ps}}}
-	if err := a.applyStatus(ctx, &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: name}}, "BgpPeer", status); err != nil {
+	body := map[string]any{
+		"apiVersion": v1alpha2.SchemeGroupVersion.String(),
+		"kind":       "BgpPeer",
+		"metadata":   map[string]any{"name": name},
+		"status":     status,
+	}
+	raw, err := json.Marshal(body)
+	if err == nil {
+		err = a.client.Status().Patch(ctx, &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: name}}, client.RawPatch(types.ApplyPatchType, raw),
+			client.FieldOwner(a.fieldManager()), client.ForceOwnership)
+	}
+	if err != nil {
 		klog.FromContext(ctx).V(2).Info("Reporting BgpPeer status failed", "bgppeer", name, "err", err)
 	}
 }
 
-// writePlanStatus applies this node's entry of a plan's status; nil
-// removes it (server-side apply drops fields its manager no longer sets).
-func (a *Agent) writePlanStatus(ctx context.Context, p *v1alpha2.LoadBalancerPlan, entry *v1alpha2.NodeAnnouncement) {
-	klog.FromContext(ctx).V(4).Info("Writing plan status", "plan", klog.KObj(p), "entry", entry, "cached", p.Status.Nodes[a.opts.NodeName])
-	status := map[string]any{}
-	if entry != nil {
-		status["nodes"] = map[string]any{a.opts.NodeName: entry}
-	}
-	if err := a.applyStatus(ctx, &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}}, "LoadBalancerPlan", status); err != nil {
-		klog.FromContext(ctx).V(2).Info("Reporting plan status failed", "plan", klog.KObj(p), "err", err)
-	}
-}
+func (a *Agent) fieldManager() string { return "openelb-speaker/" + a.opts.NodeName }
 
-func (a *Agent) applyStatus(ctx context.Context, obj client.Object, kind string, status map[string]any) error {
-	body := map[string]any{
+// applySpeaker writes this node's LoadBalancerSpeaker with server-side
+// apply, force-owning what this speaker sets. The resource has no status
+// subresource: the speaker is its only writer, so the object is applied
+// whole, and creating it needs no second request.
+func (a *Agent) applySpeaker(ctx context.Context, r speakerReport) error {
+	meta := map[string]any{"name": a.opts.NodeName}
+	if r.NodeUID != "" {
+		// Owned by the Node, so it goes when the Node does.
+		meta["ownerReferences"] = []any{map[string]any{"apiVersion": "v1", "kind": "Node", "name": a.opts.NodeName, "uid": r.NodeUID}}
+	}
+	raw, err := json.Marshal(map[string]any{
 		"apiVersion": v1alpha2.SchemeGroupVersion.String(),
-		"kind":       kind,
-		"metadata":   map[string]any{"name": obj.GetName()},
-		"status":     status,
-	}
-	if ns := obj.GetNamespace(); ns != "" {
-		body["metadata"].(map[string]any)["namespace"] = ns
-	}
-	raw, err := json.Marshal(body)
+		"kind":       "LoadBalancerSpeaker",
+		"metadata":   meta,
+		"status":     r.Status,
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("encoding LoadBalancerSpeaker %s: %w", a.opts.NodeName, err)
 	}
-	return a.client.Status().Patch(ctx, obj, client.RawPatch(types.ApplyPatchType, raw),
-		client.FieldOwner("openelb-speaker/"+a.opts.NodeName), client.ForceOwnership)
+	if err := a.client.Patch(ctx, &v1alpha2.LoadBalancerSpeaker{ObjectMeta: metav1.ObjectMeta{Name: a.opts.NodeName}},
+		client.RawPatch(types.ApplyPatchType, raw), client.FieldOwner(a.fieldManager()), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying LoadBalancerSpeaker %s: %w", a.opts.NodeName, err)
+	}
+	return nil
 }
 
 // Shutdown stops the speaker: with graceful restart configured the routes
@@ -440,14 +527,31 @@ func (a *Agent) applyStatus(ctx context.Context, obj client.Object, kind string,
 // rolling update); otherwise they are withdrawn at once.
 //
 // Layer 2 stops answering and releases its Leases meanwhile, so another
-// node takes over at once; then the plans it answered for say so.
+// node takes over at once; then this node's LoadBalancerSpeaker says its
+// pools are Stopped, so only the new answering node says answering.
 func (a *Agent) Shutdown(ctx context.Context) error {
 	l2done := make(chan struct{})
 	go func() { defer close(l2done); a.l2.shutdown(ctx) }()
-	err := a.opts.Speaker.Stop(ctx, a.snapshot().global.GracefulRestart)
+	err := a.opts.Speaker.Stop(ctx, a.snapshot().state.Global.GracefulRestart)
 	<-l2done
 	statusCtx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	a.reportLayer2Stopped(statusCtx)
 	return err
+}
+
+// reportLayer2Stopped marks, on shutdown, this node's layer-2 pools as no
+// longer answered. Best effort within ctx: a speaker that dies without it
+// leaves its report until it runs again.
+func (a *Agent) reportLayer2Stopped(ctx context.Context) {
+	l2, _, known := a.l2.report()
+	if !known {
+		return
+	}
+	wrote, err := a.writer.update(ctx, time.Now(), func(r *speakerReport) { stoppedLayer2(r, l2) })
+	if err != nil {
+		klog.FromContext(ctx).Info("Reporting layer 2 stopped failed", "err", err)
+	} else if wrote {
+		klog.FromContext(ctx).V(2).Info("Reported layer 2 stopped", "pools", len(l2))
+	}
 }

@@ -45,7 +45,7 @@ func (e *AddrError) Unwrap() error { return e.Err }
 
 // RejectedError lists every address SetAnswers or Announce refused. The
 // other addresses were applied, so one bad Service does not stop the others
-// from being answered; the agent turns each entry into a condition on the
+// from being answered; the agent reports each entry as a problem naming the
 // Service it belongs to.
 type RejectedError struct {
 	Errs []*AddrError

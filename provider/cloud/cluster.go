@@ -29,6 +29,7 @@ type Cluster interface {
 	Namespace(ctx context.Context, name string) (*v1.Namespace, error)
 	Node(ctx context.Context, name string) (*v1.Node, error)
 	Plan(ctx context.Context, namespace, name string) (*v1alpha2.LoadBalancerPlan, error)
+	Racks(ctx context.Context) ([]*v1alpha2.LoadBalancerRack, error)
 	Claim(ctx context.Context, name string) (*v1alpha2.IPClaim, error)
 	LiveClaim(ctx context.Context, name string) (*v1alpha2.IPClaim, error)
 
@@ -40,6 +41,10 @@ type Cluster interface {
 	DeletePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPlan) error
 	UpdateEipStatus(ctx context.Context, eip *v1alpha2.Eip) error
 	PatchPlanConditions(ctx context.Context, plan *v1alpha2.LoadBalancerPlan, conds []metav1.Condition) error
+	CreateRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error
+	UpdateRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error
+	DeleteRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error
+	PatchRackConditions(ctx context.Context, rack *v1alpha2.LoadBalancerRack, conds []metav1.Condition) error
 
 	Event(obj runtime.Object, eventType, reason, message string)
 }
@@ -49,5 +54,5 @@ type Cluster interface {
 // handlers get the key of the slice's Service. Nil handlers are skipped.
 // They must not block.
 type Handlers struct {
-	Eip, Claim, Plan, BgpPeer, Service, Namespace, Node, EndpointSlice func(key string)
+	Eip, Claim, Plan, Rack, BgpPeer, Service, Namespace, Node, EndpointSlice func(key string)
 }

@@ -16,11 +16,17 @@ import (
 	"github.com/openelb/cloud-provider-openelb/provider/planner"
 )
 
+// ReasonNoLocalEndpoints is the plan condition of an externalTrafficPolicy
+// Local Service without a ready endpoint: nothing announces it.
+const ReasonNoLocalEndpoints = "NoLocalEndpoints"
+
 // planWorker writes LoadBalancerPlans off the allocation path: a Service
 // gets its address as soon as the API server records the claim, and the
 // plan follows within milliseconds. Plans are also rewritten whenever the
-// Service or a pool changes, and after a restart every Service is
-// re-ensured, so a plan is never lost.
+// Service, its endpoints (externalTrafficPolicy Local) or a pool changes,
+// and after a restart every Service is re-ensured, so a plan is never
+// lost. Node and BgpPeer changes never touch plans: they are the racks'
+// (racks.go).
 func (p *Provider) planWorker(ctx context.Context) {
 	for {
 		key, quit := p.planQueue.Get()
@@ -57,11 +63,9 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 	var desired *v1alpha2.LoadBalancerPlan
 	var problems []planner.Problem
 	if svc != nil && wantsLoadBalancer(svc) {
-		topo, err := p.topology(ctx)
-		if err != nil {
+		if desired, problems, err = p.desiredPlan(ctx, svc); err != nil {
 			return err
 		}
-		desired, problems = p.desiredPlan(ctx, svc, topo)
 	}
 	switch {
 	case desired == nil && existing == nil:
@@ -105,26 +109,31 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 			return err
 		}
 	}
-	// Planning problems live in status conditions. A plan without problems
-	// and without earlier conditions costs no write.
+	// Problems live in status conditions. A plan without problems and
+	// without earlier conditions costs no write.
 	if len(problems) == 0 && len(existing.Status.Conditions) == 0 {
 		return nil
 	}
-	conds := planConditions(existing.Status.Conditions, problems, existing.Generation)
+	summary := metav1.Condition{Type: ConditionPlanned, Status: metav1.ConditionTrue, Reason: ConditionPlanned,
+		Message: "announced as its racks say (kubectl get lbrack)"}
+	if len(problems) > 0 {
+		summary.Status, summary.Message = metav1.ConditionFalse, "see the other conditions"
+	}
+	conds := problemConditions(existing.Status.Conditions, problems, summary, existing.Generation)
 	if conditionsEqual(existing.Status.Conditions, conds) {
 		return nil
 	}
 	return p.cluster.PatchPlanConditions(ctx, existing, conds)
 }
 
-// desiredPlan is the plan for a Service, from its confirmed addresses,
-// their pools and, for BGP addresses, the rack assignment; nil when it
-// holds none.
-func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service, topo *topology) (*v1alpha2.LoadBalancerPlan, []planner.Problem) {
+// desiredPlan is the plan for a Service, from its confirmed addresses and
+// their pools; nil when it holds none. What it reads is the Service's own:
+// addresses, pools, traffic policy and, for Local, its endpoints' nodes.
+func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service) (*v1alpha2.LoadBalancerPlan, []planner.Problem, error) {
 	key := serviceKey(svc)
 	addrs := p.confirmedAddrs(key)
 	if len(addrs) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	pools := map[string]string{}
 	for _, a := range p.alloc.Lookup(key) {
@@ -156,8 +165,18 @@ func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service, topo *topol
 		plan.Spec.Addresses = append(plan.Spec.Addresses, pa)
 	}
 	var problems []planner.Problem
-	plan.Spec.Racks, problems = p.racks(ctx, svc, plan.Spec.Addresses, topo)
-	return plan, problems
+	if svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
+		nodes, err := p.endpointNodes(ctx, svc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("endpoints of %s: %w", key, err)
+		}
+		plan.Spec.EndpointNodes = nodes
+		if len(nodes) == 0 {
+			problems = append(problems, planner.Problem{Reason: ReasonNoLocalEndpoints,
+				Message: "no node has a ready endpoint of the Service (externalTrafficPolicy Local), so nothing announces it"})
+		}
+	}
+	return plan, problems, nil
 }
 
 // rememberPlan records the spec just created for a Service, so a sync that

@@ -74,11 +74,8 @@ type Provider struct {
 	// every status heartbeat.
 	nodeSeen map[string]string
 
-	// topo is the node/peer snapshot every plan of a pass shares; nil when
-	// a change invalidated it. topoGen counts invalidations.
-	topoMu      sync.Mutex
-	topo        *topology
-	topoGen     uint64
+	// racksDirty asks rackLoop for a pass over the racks.
+	racksDirty  chan struct{}
 	statusDirty chan struct{}
 
 	// identity names this process in its reserved claims.
@@ -124,6 +121,7 @@ func New(opts Options) (*Provider, error) {
 		created:      map[string]*v1alpha2.LoadBalancerPlanSpec{},
 		poolsDirty:   make(chan struct{}, 1),
 		nodeSeen:     map[string]string{},
+		racksDirty:   make(chan struct{}, 1),
 		statusDirty:  make(chan struct{}, 1),
 		identity:     opts.Identity,
 		after:        map[ipam.ServiceKey]*afterStatus{},
@@ -196,11 +194,9 @@ func (p *Provider) start(ctx context.Context) error {
 		Plan:          p.planQueue.Add,
 		Service:       p.planQueue.Add,
 		EndpointSlice: p.planQueue.Add,
-		BgpPeer: func(string) {
-			p.invalidateTopology()
-			p.replanAll()
-		},
-		Node: func(name string) { p.nodeChanged(ctx, name) },
+		BgpPeer:       func(string) { signal(p.racksDirty) },
+		Rack:          func(string) { signal(p.racksDirty) },
+		Node:          func(name string) { p.nodeChanged(ctx, name) },
 	}
 	if err := p.cluster.Start(ctx, handlers); err != nil {
 		return err
@@ -227,6 +223,8 @@ func (p *Provider) start(ctx context.Context) error {
 	signal(p.statusDirty)
 
 	go p.poolLoop(ctx)
+	go p.rackLoop(ctx)
+	signal(p.racksDirty)
 	go p.statusLoop(ctx)
 	go p.afterLoop(ctx)
 	if p.opts.Reservations > 0 {
@@ -293,17 +291,8 @@ func (p *Provider) confirmedAddrs(key ipam.ServiceKey) []netip.Addr {
 // still re-adopting held addresses (normally well under a second).
 const retryNotReady = 500 * time.Millisecond
 
-// replanAll queues the plan of every Service holding addresses.
-func (p *Provider) replanAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for key := range p.confirmed {
-		p.planQueue.Add(string(key))
-	}
-}
-
-// nodeChanged re-plans every Service when something planning reads of the
-// node changed.
+// nodeChanged queues a rack pass when something planning reads of the node
+// changed; a status heartbeat alone changes nothing.
 func (p *Provider) nodeChanged(ctx context.Context, name string) {
 	seen := ""
 	if n, err := p.cluster.Node(ctx, name); err == nil {
@@ -320,6 +309,5 @@ func (p *Provider) nodeChanged(ctx context.Context, name string) {
 	if known && old == seen {
 		return
 	}
-	p.invalidateTopology()
-	p.replanAll()
+	signal(p.racksDirty)
 }

@@ -7,8 +7,11 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -20,57 +23,58 @@ import (
 
 // LabelExcludeFromLB is the well-known label that keeps a node out of
 // load-balancer backends.
-const LabelExcludeFromLB = "node.kubernetes.io/exclude-from-external-load-balancers"
+const LabelExcludeFromLB = planner.ExcludeLabel
 
-// topology is one snapshot of nodes and peers shared by every plan computed
-// in a pass, so a node change re-plans N Services from one list.
-type topology struct {
-	nodes []planner.Node
-	peers []planner.Peer
+// Rack condition types. Announced summarises; each planner problem reason
+// is a condition of its own while it lasts.
+const (
+	ConditionAnnounced = "Announced"
+	ConditionPlanned   = "Planned"
+)
+
+// rackRetry is how soon a failed rack sync is retried.
+const rackRetry = time.Second
+
+// rackLoop keeps one LoadBalancerRack per rack in step with the Nodes and
+// BgpPeers. It is what makes a node event cheap: a node turning NotReady,
+// being excluded, deleted or moved to another rack changes the spec of the
+// racks it left and joined (one update each), and every speaker of those
+// racks follows; no Service's plan is written. A burst of node events is
+// coalesced into one pass, which runs at once (no delay: the routers'
+// correction waits on it).
+func (p *Provider) rackLoop(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.racksDirty:
+		}
+		if err := p.syncRacks(ctx); err != nil {
+			logger.Error(err, "Writing LoadBalancerRacks failed; retrying")
+			time.AfterFunc(rackRetry, func() { signal(p.racksDirty) })
+		}
+	}
 }
 
-// topology returns the current snapshot, building it when a node or peer
-// change invalidated it. A snapshot built while another change arrived is
-// used once but not kept (the generation moved on).
-func (p *Provider) topology(ctx context.Context) (*topology, error) {
-	p.topoMu.Lock()
-	t, gen := p.topo, p.topoGen
-	p.topoMu.Unlock()
-	if t != nil {
-		return t, nil
-	}
-	t, err := p.buildTopology(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p.topoMu.Lock()
-	if p.topoGen == gen {
-		p.topo = t
-	}
-	p.topoMu.Unlock()
-	return t, nil
-}
-
-// invalidateTopology drops the snapshot after a node or BgpPeer change.
-func (p *Provider) invalidateTopology() {
-	p.topoMu.Lock()
-	p.topo = nil
-	p.topoGen++
-	p.topoMu.Unlock()
-}
-
-func (p *Provider) buildTopology(ctx context.Context) (*topology, error) {
+// syncRacks writes what changed of every rack's object: spec (creating or
+// deleting objects as racks appear and go), then conditions.
+func (p *Provider) syncRacks(ctx context.Context) error {
 	nodes, err := p.cluster.Nodes(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	peers, err := p.cluster.BgpPeers(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	t := &topology{}
+	existing, err := p.cluster.Racks(ctx)
+	if err != nil {
+		return err
+	}
+	in := planner.Input{Nodes: make([]planner.Node, 0, len(nodes))}
 	for _, n := range nodes {
-		t.nodes = append(t.nodes, plannerNode(n))
+		in.Nodes = append(in.Nodes, plannerNode(n))
 	}
 	for _, bp := range peers {
 		pp, err := plannerPeer(bp)
@@ -78,9 +82,143 @@ func (p *Provider) buildTopology(ctx context.Context) (*topology, error) {
 			klog.FromContext(ctx).Error(err, "BgpPeer has an invalid nodeSelector; it matches no speaker", "bgppeer", bp.Name)
 			continue
 		}
-		t.peers = append(t.peers, pp)
+		in.Peers = append(in.Peers, pp)
 	}
-	return t, nil
+	byName := make(map[string]*v1alpha2.LoadBalancerRack, len(existing))
+	for _, r := range existing {
+		byName[r.Name] = r
+	}
+	var errs []error
+	want := map[string]bool{}
+	for _, r := range planner.Racks(in) {
+		desired := rackObject(r)
+		want[desired.Name] = true
+		if err := p.writeRack(ctx, byName[desired.Name], desired, r); err != nil {
+			errs = append(errs, fmt.Errorf("rack %q: %w", r.Name, err))
+		}
+	}
+	for name, r := range byName {
+		if want[name] {
+			continue
+		}
+		if err := p.cluster.DeleteRack(ctx, r); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting rack object %s: %w", name, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d rack(s) not written: %w", len(errs), errs[0])
+	}
+	return nil
+}
+
+// writeRack creates or updates one rack object and its conditions, writing
+// only what differs from the cached object. A condition change needs the
+// object's current generation, so on a spec change the conditions follow
+// when the cache delivers the update (its handler queues another pass).
+func (p *Provider) writeRack(ctx context.Context, cur, desired *v1alpha2.LoadBalancerRack, r planner.Rack) error {
+	switch {
+	case cur == nil:
+		err := p.cluster.CreateRack(ctx, desired)
+		if apierrors.IsAlreadyExists(err) {
+			return nil // the cache will deliver it and queue another pass
+		}
+		return err
+	case !apiequality.Semantic.DeepEqual(cur.Spec, desired.Spec):
+		upd := cur.DeepCopy()
+		upd.Spec = desired.Spec
+		return p.cluster.UpdateRack(ctx, upd)
+	}
+	conds := rackConditions(cur.Status.Conditions, r)
+	if conditionsEqual(cur.Status.Conditions, conds) {
+		return nil
+	}
+	return p.cluster.PatchRackConditions(ctx, cur, conds)
+}
+
+// rackObject is the LoadBalancerRack for a planned rack.
+func rackObject(r planner.Rack) *v1alpha2.LoadBalancerRack {
+	obj := &v1alpha2.LoadBalancerRack{
+		ObjectMeta: metav1.ObjectMeta{Name: v1alpha2.RackObjectName(r.Name)},
+		Spec: v1alpha2.LoadBalancerRackSpec{
+			Rack:     r.Name,
+			Speakers: r.Speakers,
+		},
+	}
+	for _, pr := range r.Peers {
+		obj.Spec.Peers = append(obj.Spec.Peers, v1alpha2.PlanPeer{Name: pr.Name, Address: pr.Address, AS: pr.AS})
+	}
+	for _, nh := range r.NextHops {
+		hop := v1alpha2.RackNextHop{Node: nh.Node}
+		for _, a := range nh.Addresses {
+			hop.Addresses = append(hop.Addresses, a.String())
+		}
+		obj.Spec.NextHops = append(obj.Spec.NextHops, hop)
+	}
+	return obj
+}
+
+// rackConditions: one condition per problem reason, True while it lasts,
+// plus Announced. They carry no observedGeneration and their messages no
+// counts that move with every node event, so a node flip costs one spec
+// write and no condition write; they are computed from the same snapshot
+// as the spec, so they cannot describe another one.
+func rackConditions(existing []metav1.Condition, r planner.Rack) []metav1.Condition {
+	summary := metav1.Condition{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ConditionAnnounced,
+		Message: "the rack's speakers announce every Service's BGP addresses to its peers with its next hops"}
+	if !r.Announced() {
+		summary.Status, summary.Reason = metav1.ConditionFalse, "NotAnnounced"
+		summary.Message = "the rack's routers do not learn the Services from it: see the other conditions"
+	}
+	return problemConditions(existing, r.Problems, summary, 0)
+}
+
+// problemConditions turns planning problems into conditions: one condition
+// per problem reason, True while the problem lasts, plus the summary
+// condition, whose reason becomes the first problem's when it is False.
+func problemConditions(existing []metav1.Condition, problems []planner.Problem, summary metav1.Condition, generation int64) []metav1.Condition {
+	conds := slices.Clone(existing)
+	byReason := map[string][]string{}
+	for _, pr := range problems {
+		byReason[pr.Reason] = append(byReason[pr.Reason], pr.Message)
+	}
+	for _, c := range existing {
+		if c.Type != summary.Type {
+			if _, still := byReason[c.Type]; !still {
+				meta.RemoveStatusCondition(&conds, c.Type)
+			}
+		}
+	}
+	reasons := make([]string, 0, len(byReason))
+	for r := range byReason {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		meta.SetStatusCondition(&conds, metav1.Condition{
+			Type: r, Status: metav1.ConditionTrue, Reason: r,
+			Message: strings.Join(byReason[r], "; "), ObservedGeneration: generation,
+		})
+	}
+	if summary.Status == metav1.ConditionFalse && len(reasons) > 0 {
+		summary.Reason = reasons[0]
+	}
+	summary.ObservedGeneration = generation
+	meta.SetStatusCondition(&conds, summary)
+	return conds
+}
+
+// conditionsEqual ignores transition times.
+func conditionsEqual(a, b []metav1.Condition) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, c := range a {
+		o := meta.FindStatusCondition(b, c.Type)
+		if o == nil || o.Status != c.Status || o.Reason != c.Reason || o.Message != c.Message || o.ObservedGeneration != c.ObservedGeneration {
+			return false
+		}
+	}
+	return true
 }
 
 func plannerNode(n *v1.Node) planner.Node {
@@ -123,106 +261,22 @@ func plannerPeer(bp *v1alpha2.BgpPeer) (planner.Peer, error) {
 	return pp, nil
 }
 
-// endpointNodes lists the nodes with a ready endpoint of the Service.
-func (p *Provider) endpointNodes(ctx context.Context, svc *v1.Service) map[string]bool {
+// endpointNodes lists, sorted, the nodes with a ready endpoint of the
+// Service.
+func (p *Provider) endpointNodes(ctx context.Context, svc *v1.Service) ([]string, error) {
 	eps, err := p.cluster.EndpointSlices(ctx, svc.Namespace, svc.Name)
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	out := map[string]bool{}
+	var out []string
 	for _, es := range eps {
 		for _, ep := range es.Endpoints {
 			if ep.NodeName == nil || (ep.Conditions.Ready != nil && !*ep.Conditions.Ready) {
 				continue
 			}
-			out[*ep.NodeName] = true
+			out = append(out, *ep.NodeName)
 		}
 	}
-	return out
-}
-
-// racks computes the per-rack assignment of a Service's BGP addresses.
-func (p *Provider) racks(ctx context.Context, svc *v1.Service, addrs []v1alpha2.PlanAddress, topo *topology) ([]v1alpha2.RackPlan, []planner.Problem) {
-	in := planner.Input{
-		Local: svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal,
-		Nodes: topo.nodes,
-		Peers: topo.peers,
-	}
-	for _, a := range addrs {
-		if a.Protocol != v1alpha2.ProtocolBGP {
-			continue
-		}
-		if ip, err := netip.ParseAddr(a.IP); err == nil {
-			in.Addresses = append(in.Addresses, ip)
-		}
-	}
-	if len(in.Addresses) == 0 {
-		return nil, nil
-	}
-	if in.Local {
-		in.EndpointNodes = p.endpointNodes(ctx, svc)
-	}
-	plan := planner.Compute(in)
-	var out []v1alpha2.RackPlan
-	for _, r := range plan.Racks {
-		rp := v1alpha2.RackPlan{Name: r.Name, Speakers: r.Speakers}
-		for _, pr := range r.Peers {
-			rp.Peers = append(rp.Peers, v1alpha2.PlanPeer{Name: pr.Name, Address: pr.Address, AS: pr.AS})
-		}
-		for _, nh := range r.NextHops {
-			rp.NextHops = append(rp.NextHops, nh.String())
-		}
-		out = append(out, rp)
-	}
-	return out, plan.Problems
-}
-
-// planConditions turns planning problems into plan conditions: one
-// condition per problem reason, True while the problem lasts, plus Planned.
-func planConditions(existing []metav1.Condition, problems []planner.Problem, generation int64) []metav1.Condition {
-	conds := slices.Clone(existing)
-	byReason := map[string][]string{}
-	for _, pr := range problems {
-		byReason[pr.Reason] = append(byReason[pr.Reason], pr.Message)
-	}
-	for _, c := range existing {
-		if c.Type != "Planned" {
-			if _, still := byReason[c.Type]; !still {
-				meta.RemoveStatusCondition(&conds, c.Type)
-			}
-		}
-	}
-	reasons := make([]string, 0, len(byReason))
-	for r := range byReason {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, r := range reasons {
-		meta.SetStatusCondition(&conds, metav1.Condition{
-			Type: r, Status: metav1.ConditionTrue, Reason: r,
-			Message: strings.Join(byReason[r], "; "), ObservedGeneration: generation,
-		})
-	}
-	planned := metav1.Condition{Type: "Planned", Status: metav1.ConditionTrue, Reason: "Planned",
-		Message: "every rack with eligible nodes has speakers and peers", ObservedGeneration: generation}
-	if len(reasons) > 0 {
-		planned.Status, planned.Reason = metav1.ConditionFalse, reasons[0]
-		planned.Message = "see the other conditions: " + strings.Join(reasons, ", ")
-	}
-	meta.SetStatusCondition(&conds, planned)
-	return conds
-}
-
-// conditionsEqual ignores transition times.
-func conditionsEqual(a, b []metav1.Condition) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, c := range a {
-		o := meta.FindStatusCondition(b, c.Type)
-		if o == nil || o.Status != c.Status || o.Reason != c.Reason || o.Message != c.Message || o.ObservedGeneration != c.ObservedGeneration {
-			return false
-		}
-	}
-	return true
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }

@@ -112,6 +112,7 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 		{&v1alpha2.Eip{}, handlers.Eip},
 		{&v1alpha2.IPClaim{}, handlers.Claim},
 		{&v1alpha2.LoadBalancerPlan{}, handlers.Plan},
+		{&v1alpha2.LoadBalancerRack{}, handlers.Rack},
 		{&v1alpha2.BgpPeer{}, handlers.BgpPeer},
 		{&v1.Namespace{}, handlers.Namespace},
 		{&discoveryv1.EndpointSlice{}, handlers.EndpointSlice},
@@ -262,6 +263,15 @@ func (c *Cluster) Plan(ctx context.Context, namespace, name string) (*v1alpha2.L
 	return &p, nil
 }
 
+// Racks lists the cached LoadBalancerRacks.
+func (c *Cluster) Racks(ctx context.Context) ([]*v1alpha2.LoadBalancerRack, error) {
+	var l v1alpha2.LoadBalancerRackList
+	if err := c.cache.List(ctx, &l); err != nil {
+		return nil, err
+	}
+	return listPtrs(l.Items), nil
+}
+
 // Claim gets a cached IPClaim.
 func (c *Cluster) Claim(ctx context.Context, name string) (*v1alpha2.IPClaim, error) {
 	var p v1alpha2.IPClaim
@@ -312,9 +322,35 @@ func (c *Cluster) DeletePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPla
 	return c.client.Delete(ctx, plan, client.Preconditions{UID: &plan.UID})
 }
 
-// PatchPlanConditions replaces only status.conditions of a plan (a merge
-// patch), leaving the per-node entries the speakers own untouched.
+// PatchPlanConditions replaces status.conditions of a plan.
 func (c *Cluster) PatchPlanConditions(ctx context.Context, plan *v1alpha2.LoadBalancerPlan, conds []metav1.Condition) error {
+	return c.patchConditions(ctx, plan, conds)
+}
+
+// CreateRack creates a LoadBalancerRack.
+func (c *Cluster) CreateRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error {
+	return c.client.Create(ctx, rack)
+}
+
+// UpdateRack updates a LoadBalancerRack's spec; Conflict means the cache
+// was behind and the next pass retries.
+func (c *Cluster) UpdateRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error {
+	return c.client.Update(ctx, rack)
+}
+
+// DeleteRack deletes exactly this LoadBalancerRack (UID precondition).
+func (c *Cluster) DeleteRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error {
+	return c.client.Delete(ctx, rack, client.Preconditions{UID: &rack.UID})
+}
+
+// PatchRackConditions replaces status.conditions of a rack.
+func (c *Cluster) PatchRackConditions(ctx context.Context, rack *v1alpha2.LoadBalancerRack, conds []metav1.Condition) error {
+	return c.patchConditions(ctx, rack, conds)
+}
+
+// patchConditions replaces only status.conditions (a merge patch of the
+// status subresource).
+func (c *Cluster) patchConditions(ctx context.Context, obj client.Object, conds []metav1.Condition) error {
 	if conds == nil {
 		conds = []metav1.Condition{}
 	}
@@ -322,7 +358,7 @@ func (c *Cluster) PatchPlanConditions(ctx context.Context, plan *v1alpha2.LoadBa
 	if err != nil {
 		return err
 	}
-	return c.client.Status().Patch(ctx, plan, client.RawPatch(types.MergePatchType, body))
+	return c.client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, body))
 }
 
 // UpdateEipStatus writes an Eip's status subresource.

@@ -31,15 +31,13 @@ func TrimService(obj any) (any, error) {
 	return obj, nil
 }
 
-// trimPlan drops a plan's managed fields and status.nodes, the speakers'
-// per-node reports (one entry per speaker per plan): the provider reads
-// spec and status.conditions, writes the spec with an update of the main
-// resource (the API server ignores status there) and the conditions with a
-// merge patch of only them.
+// trimPlan drops a plan's managed fields: the provider reads spec and
+// status.conditions, writes the spec with an update of the main resource
+// (nil managed fields there leave them as they are) and the conditions
+// with a merge patch of only them.
 func trimPlan(obj any) (any, error) {
 	if p, ok := obj.(*v1alpha2.LoadBalancerPlan); ok {
 		p.ManagedFields = nil
-		p.Status.Nodes = nil
 	}
 	return obj, nil
 }

@@ -67,15 +67,12 @@ func TestTransforms(t *testing.T) {
 			want:      &v1.Service{ObjectMeta: trimmedMeta(nil), Spec: svcSpec},
 		},
 		{
-			name:      "plan: status.nodes dropped, spec and conditions kept",
+			name:      "plan: managed fields dropped, annotations, spec and conditions kept",
 			transform: trimPlan,
 			in: &v1alpha2.LoadBalancerPlan{
 				ObjectMeta: meta(map[string]string{"a": "b"}),
 				Spec:       planSpec,
-				Status: v1alpha2.LoadBalancerPlanStatus{
-					Nodes:      map[string]v1alpha2.NodeAnnouncement{"n1": {}},
-					Conditions: conds,
-				},
+				Status:     v1alpha2.LoadBalancerPlanStatus{Conditions: conds},
 			},
 			want: &v1alpha2.LoadBalancerPlan{
 				ObjectMeta: trimmedMeta(map[string]string{"a": "b"}),

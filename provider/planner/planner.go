@@ -12,6 +12,7 @@ const (
 	RackLabel    = "openelb.kubesphere.io/rack"
 	SpeakerLabel = "lb.kubesphere.io/v1alpha1"
 	SpeakerValue = "openelb"
+	ExcludeLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
 )
 
 // Problem reasons, CamelCase so they can be used as Event or Condition reasons.
@@ -44,13 +45,10 @@ type Peer struct {
 	Matches func(labels map[string]string) bool // its nodeSelector; nil = matches every speaker
 }
 
-// Input is everything one Service's plan depends on.
+// Input is everything the racks' announcements depend on.
 type Input struct {
-	Addresses     []netip.Addr    // the Service's IPs (BGP ones)
-	Local         bool            // externalTrafficPolicy: Local
-	EndpointNodes map[string]bool // nodes with a ready endpoint of the Service (used only when Local)
-	Nodes         []Node
-	Peers         []Peer
+	Nodes []Node
+	Peers []Peer
 }
 
 // PeerRef identifies a peer in a plan; it is comparable so plans can be
@@ -60,44 +58,28 @@ type PeerRef struct {
 	AS            uint32
 }
 
-// Rack is what the speakers of one rack announce.
-type Rack struct {
-	Name     string
-	Speakers []string     // sorted node names
-	Peers    []PeerRef    // sorted by name
-	NextHops []netip.Addr // sorted; only families present in Input.Addresses
+// NextHop is a node that may carry Service traffic, with its addresses.
+type NextHop struct {
+	Node      string
+	Addresses []netip.Addr // sorted
 }
 
 // Problem is something an operator should fix; Message names the objects.
 type Problem struct{ Reason, Message string }
 
-// Plan is the rack-scoped announcement for one Service.
-type Plan struct {
-	Racks    []Rack    // sorted by name
+// Rack is what the speakers of one rack announce, for every Service.
+type Rack struct {
+	Name     string
+	Speakers []string  // sorted node names
+	Peers    []PeerRef // sorted by name
+	NextHops []NextHop // sorted by node
 	Problems []Problem // sorted by Reason then Message
 }
 
-type families struct{ v4, v6 bool }
-
-func (f families) has(a netip.Addr) bool {
-	return (a.Is4() && f.v4) || (a.Is6() && f.v6)
-}
-
-func (f families) String() string {
-	switch {
-	case f.v4 && f.v6:
-		return "IPv4 or IPv6"
-	case f.v6:
-		return "IPv6"
-	default:
-		return "IPv4"
-	}
-}
-
-// normalize unmaps IPv4-in-IPv6 so an IPv4 Service is matched (and
-// announced) with a plain IPv4 next hop, which is what IPv4 unicast NLRI needs.
-func normalize(a netip.Addr) netip.Addr {
-	return a.Unmap()
+// Announced says whether the rack's routers learn the Services from it:
+// it has next hops, speakers, and peers they match.
+func (r Rack) Announced() bool {
+	return len(r.NextHops) > 0 && len(r.Speakers) > 0 && len(r.Peers) > 0
 }
 
 type speaker struct {
@@ -109,22 +91,12 @@ type speaker struct {
 
 type rackState struct {
 	speakers []speaker
-	eligible []string // names of nodes that contributed at least one next hop
-	hops     []netip.Addr
+	hops     []NextHop
 }
 
-// Compute plans the announcement of in.Addresses. It only reads in.
-func Compute(in Input) Plan {
-	var fam families
-	for _, a := range in.Addresses {
-		a = normalize(a)
-		fam.v4 = fam.v4 || a.Is4()
-		fam.v6 = fam.v6 || a.Is6()
-	}
-	if !fam.v4 && !fam.v6 {
-		return Plan{}
-	}
-
+// Racks plans every rack that has a ready speaker or an eligible node,
+// sorted by name. It only reads in.
+func Racks(in Input) []Rack {
 	racks := map[string]*rackState{}
 	rackOf := func(name string) *rackState {
 		r := racks[name]
@@ -134,35 +106,30 @@ func Compute(in Input) Plan {
 		}
 		return r
 	}
-	endpointNodes := 0
 	for _, n := range in.Nodes {
-		if in.Local && in.EndpointNodes[n.Name] {
-			endpointNodes++
-		}
 		// A NotReady speaker may be partitioned or dead; counting it would
 		// hide a rack that nobody is actually announcing from.
 		if n.Speaker && n.Ready && !n.Deleting {
 			r := rackOf(n.Rack)
 			r.speakers = append(r.speakers, speaker{name: n.Name, rack: n.Rack, labels: n.Labels})
 		}
-		if !eligible(n, in) {
+		if !eligible(n) {
 			continue
 		}
-		var hops []netip.Addr
+		var addrs []netip.Addr
 		for _, a := range n.Addresses {
-			a = normalize(a)
-			if a.IsValid() && fam.has(a) {
-				hops = append(hops, a)
+			if a = a.Unmap(); a.IsValid() {
+				addrs = append(addrs, a)
 			}
 		}
-		// A node without an address of the Service's family cannot carry
-		// its traffic, so it neither counts as eligible nor creates a rack.
-		if len(hops) == 0 {
+		// A node without an address cannot carry traffic, so it neither
+		// counts as eligible nor creates a rack.
+		if len(addrs) == 0 {
 			continue
 		}
+		slices.SortFunc(addrs, netip.Addr.Compare)
 		r := rackOf(n.Rack)
-		r.eligible = append(r.eligible, n.Name)
-		r.hops = append(r.hops, hops...)
+		r.hops = append(r.hops, NextHop{Node: n.Name, Addresses: slices.Compact(addrs)})
 	}
 
 	names := make([]string, 0, len(racks))
@@ -171,16 +138,12 @@ func Compute(in Input) Plan {
 	}
 	slices.Sort(names)
 
-	var plan Plan
-	var problems []Problem
+	out := make([]Rack, 0, len(names))
 	peerRacks := make([][]string, len(in.Peers))
-	var allSpeakers, lonely []speaker
-	anyHops := false
-
 	for _, name := range names {
 		st := racks[name]
 		rack := Rack{Name: name}
-
+		var lonely []string
 		for i := range st.speakers {
 			sp := &st.speakers[i]
 			for pi, p := range in.Peers {
@@ -189,9 +152,8 @@ func Compute(in Input) Plan {
 				}
 			}
 			rack.Speakers = append(rack.Speakers, sp.name)
-			allSpeakers = append(allSpeakers, *sp)
 			if len(sp.peers) == 0 {
-				lonely = append(lonely, *sp)
+				lonely = append(lonely, sp.name)
 			}
 			for _, pi := range sp.peers {
 				p := in.Peers[pi]
@@ -205,43 +167,37 @@ func Compute(in Input) Plan {
 		rack.Speakers = slices.Compact(rack.Speakers)
 		slices.SortFunc(rack.Peers, comparePeerRef)
 		rack.Peers = slices.Compact(rack.Peers)
+		rack.NextHops = slices.Clone(st.hops)
+		slices.SortFunc(rack.NextHops, func(a, b NextHop) int { return strings.Compare(a.Node, b.Node) })
 
-		if len(st.hops) > 0 {
-			anyHops = true
-			rack.NextHops = slices.Clone(st.hops)
-			slices.SortFunc(rack.NextHops, netip.Addr.Compare)
-			rack.NextHops = slices.Compact(rack.NextHops)
-		}
-
-		eligible := eligibleDesc(st.eligible)
+		eligible := eligibleDesc(rack.NextHops)
 		switch {
 		case len(rack.NextHops) > 0 && len(rack.Speakers) == 0:
-			problems = append(problems, Problem{ReasonRackWithoutSpeaker, fmt.Sprintf(
+			rack.Problems = append(rack.Problems, Problem{ReasonRackWithoutSpeaker, fmt.Sprintf(
 				"rack %s has %s but no ready speaker (label %s=%s)",
 				rackName(name), eligible, SpeakerLabel, SpeakerValue)})
-		case len(rack.NextHops) > 0 && len(rack.Peers) == 0:
-			problems = append(problems, Problem{ReasonRackNotAnnounced, fmt.Sprintf(
-				"rack %s has %s and ready speakers (%s) but none of them matches a BgpPeer, so its routers never learn the Service",
+		case len(rack.NextHops) > 0 && len(rack.Peers) == 0 && len(in.Peers) > 0:
+			rack.Problems = append(rack.Problems, Problem{ReasonRackNotAnnounced, fmt.Sprintf(
+				"rack %s has %s and ready speakers (%s) but none of them matches a BgpPeer, so its routers never learn the Services",
 				rackName(name), eligible, strings.Join(rack.Speakers, ", "))})
 		}
-
-		if len(rack.Speakers) > 0 || len(rack.NextHops) > 0 {
-			plan.Racks = append(plan.Racks, rack)
+		if len(rack.NextHops) == 0 && len(rack.Speakers) > 0 {
+			rack.Problems = append(rack.Problems, Problem{ReasonNoEligibleNodes, fmt.Sprintf(
+				"rack %s has speakers (%s) but no node eligible as a next hop (Ready, not labelled %s, not being deleted, with an InternalIP)",
+				rackName(name), strings.Join(rack.Speakers, ", "), ExcludeLabel)})
 		}
-	}
-
-	if len(in.Peers) == 0 {
-		if len(allSpeakers) > 0 {
-			problems = append(problems, Problem{ReasonNoPeers, fmt.Sprintf(
-				"no BgpPeer exists, so the ready speakers (%s) have no router to announce to",
-				strings.Join(speakerNames(allSpeakers), ", "))})
+		switch {
+		case len(in.Peers) == 0 && len(rack.Speakers) > 0:
+			rack.Problems = append(rack.Problems, Problem{ReasonNoPeers, fmt.Sprintf(
+				"no BgpPeer exists, so the ready speakers of rack %s (%s) have no router to announce to",
+				rackName(name), strings.Join(rack.Speakers, ", "))})
+		default:
+			for _, sp := range lonely {
+				rack.Problems = append(rack.Problems, Problem{ReasonSpeakerWithoutPeer, fmt.Sprintf(
+					"speaker %s in rack %s matches no BgpPeer nodeSelector", sp, rackName(name))})
+			}
 		}
-	} else {
-		for _, sp := range lonely {
-			problems = append(problems, Problem{ReasonSpeakerWithoutPeer, fmt.Sprintf(
-				"speaker %s in rack %s matches no BgpPeer nodeSelector",
-				sp.name, rackName(sp.rack))})
-		}
+		out = append(out, rack)
 	}
 
 	for pi, rs := range peerRacks {
@@ -252,46 +208,33 @@ func Compute(in Input) Plan {
 		for i, r := range rs {
 			quoted[i] = rackName(r)
 		}
-		problems = append(problems, Problem{ReasonPeerSpansRacks, fmt.Sprintf(
+		pr := Problem{ReasonPeerSpansRacks, fmt.Sprintf(
 			"BgpPeer %s is matched by ready speakers of racks %s, so its router learns next hops of several racks from different speakers",
-			in.Peers[pi].Name, strings.Join(quoted, ", "))})
-	}
-
-	if !anyHops {
-		problems = append(problems, Problem{ReasonNoEligibleNodes, noEligibleMessage(in, fam, endpointNodes)})
-	}
-
-	slices.SortFunc(problems, func(a, b Problem) int {
-		if c := strings.Compare(a.Reason, b.Reason); c != 0 {
-			return c
+			in.Peers[pi].Name, strings.Join(quoted, ", "))}
+		for i := range out {
+			if slices.Contains(rs, out[i].Name) {
+				out[i].Problems = append(out[i].Problems, pr)
+			}
 		}
-		return strings.Compare(a.Message, b.Message)
-	})
-	plan.Problems = slices.Compact(problems)
-	return plan
+	}
+	for i := range out {
+		slices.SortFunc(out[i].Problems, func(a, b Problem) int {
+			if c := strings.Compare(a.Reason, b.Reason); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Message, b.Message)
+		})
+		out[i].Problems = slices.Compact(out[i].Problems)
+	}
+	return out
 }
 
-func eligible(n Node, in Input) bool {
-	if !n.Ready || n.Excluded || n.Deleting {
-		return false
-	}
-	// With Local, a node without an endpoint drops the traffic instead of
-	// forwarding it, so it must not be a next hop.
-	return !in.Local || in.EndpointNodes[n.Name]
-}
-
-func noEligibleMessage(in Input, fam families, endpointNodes int) string {
-	criteria := fmt.Sprintf("Ready, not excluded from external load balancers, not being deleted, with an %s InternalIP", fam)
-	switch {
-	case in.Local && endpointNodes == 0:
-		return "no node has a ready endpoint of the Service (externalTrafficPolicy Local)"
-	case in.Local:
-		return fmt.Sprintf("no node with a ready endpoint of the Service is eligible (%s; externalTrafficPolicy Local)", criteria)
-	case len(in.Nodes) == 0:
-		return "no node exists to carry the Service's traffic"
-	default:
-		return fmt.Sprintf("no node is eligible as a next hop (%s)", criteria)
-	}
+// eligible says whether a node may carry Service traffic. For
+// externalTrafficPolicy Local the speakers further keep only the nodes with
+// an endpoint (the plan's endpointNodes): a node without one drops the
+// traffic instead of forwarding it.
+func eligible(n Node) bool {
+	return n.Ready && !n.Excluded && !n.Deleting
 }
 
 func comparePeerRef(a, b PeerRef) int {
@@ -328,23 +271,15 @@ func plural(n int, noun string) string {
 
 // eligibleDesc counts the eligible nodes and names the first few, so an
 // operator knows which nodes to label: "2 eligible nodes (a, b)".
-func eligibleDesc(names []string) string {
-	s := slices.Clone(names)
-	slices.Sort(s)
-	s = slices.Compact(s)
+func eligibleDesc(hops []NextHop) string {
 	const show = 5
-	list := strings.Join(s[:min(len(s), show)], ", ")
-	if len(s) > show {
-		list += fmt.Sprintf(" and %d more", len(s)-show)
+	names := make([]string, 0, min(len(hops), show))
+	for _, h := range hops[:min(len(hops), show)] {
+		names = append(names, h.Node)
 	}
-	return fmt.Sprintf("%s (%s)", plural(len(s), "eligible node"), list)
-}
-
-func speakerNames(sps []speaker) []string {
-	names := make([]string, 0, len(sps))
-	for _, sp := range sps {
-		names = append(names, sp.name)
+	list := strings.Join(names, ", ")
+	if len(hops) > show {
+		list += fmt.Sprintf(" and %d more", len(hops)-show)
 	}
-	slices.Sort(names)
-	return slices.Compact(names)
+	return fmt.Sprintf("%s (%s)", plural(len(hops), "eligible node"), list)
 }

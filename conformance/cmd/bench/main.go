@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -428,54 +427,14 @@ func summarize(name string, lat []time.Duration) result {
 	return result{name: name, n: len(lat), p50: q(0.50), p99: q(0.99), max: lat[len(lat)-1]}
 }
 
-// writes reads the API server's request counters for the writes a
-// LoadBalancer Service causes, keyed "verb resource[/subresource]".
+// writes reads the API server's write counters for the kinds a
+// LoadBalancer Service causes writes to, keyed "verb resource[/subresource]".
 func writes(ctx context.Context, cs kubernetes.Interface) (map[string]float64, error) {
-	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	all, err := harness.APIWrites(ctx, cs)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(strings.NewReader(string(raw)))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
-		labels := parseLabels(line[len("apiserver_request_total{"):strings.LastIndex(line, "}")])
-		switch labels["verb"] {
-		case "POST", "PUT", "PATCH", "DELETE", "CREATE", "UPDATE", "APPLY":
-		default:
-			continue
-		}
-		switch labels["resource"] {
-		case "services", "events", "ipclaims", "loadbalancerplans", "eips":
-		default:
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndex(line, " ")+1:]), 64)
-		if err != nil {
-			continue
-		}
-		key := labels["verb"] + " " + labels["resource"]
-		if sub := labels["subresource"]; sub != "" {
-			key += "/" + sub
-		}
-		out[key] += v
-	}
-	return out, sc.Err()
-}
-
-func parseLabels(s string) map[string]string {
-	out := map[string]string{}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok {
-			out[k] = strings.Trim(v, `"`)
-		}
-	}
-	return out
+	return harness.WritesDelta(nil, all, "services", "events", "ipclaims", "loadbalancerplans", "eips"), nil
 }
 
 func perService(before, after map[string]float64, n int) map[string]float64 {

@@ -21,7 +21,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
@@ -188,11 +190,17 @@ func run(ctx context.Context, keep bool, requests int) error {
 	}
 	fmt.Printf("answers per node: %v\n", count)
 
-	step("what the cluster says: the plan (who announces which IP to which router) and the peers' status")
-	time.Sleep(time.Second)
+	step("what the cluster says: the plan, the racks (who announces to which router with which next hops), the speakers' and the peers' status")
+	// Status is printed once it reflects the sessions the routers show:
+	// every speaker reports its sessions established and its paths sent.
+	if err := waitSpeakersReport(ctx, lab, map[string]int32{"master1": 2, "worker-p002": 1}); err != nil {
+		return err
+	}
 	for _, args := range [][]string{
 		{"get", "service", "nginx", "-o", "wide"},
-		{"get", "lbplan", "nginx", "-o", "yaml"},
+		{"get", "lbplan", "nginx", "-o", "wide"},
+		{"get", "lbrack"},
+		{"get", "lbspeaker"},
 		{"get", "bgppeer", "-o", "custom-columns=PEER:.metadata.name,NODE-STATUS:.status.nodesPeerStatus"},
 	} {
 		if err := kubectl(args...); err != nil {
@@ -202,6 +210,44 @@ func run(ctx context.Context, keep bool, requests int) error {
 	if keep {
 		step("lab running; KUBECONFIG=%s; namespaces %s*; Ctrl-C to stop", cp.Kubeconfig, lab.Topo.Client[:strings.LastIndex(lab.Topo.Client, "-")+1])
 		<-ctx.Done()
+	}
+	return nil
+}
+
+// waitSpeakersReport waits until each node's LoadBalancerSpeaker and its
+// entries in the BgpPeers' status say every session is established, with
+// the given number of paths sent in all.
+func waitSpeakersReport(ctx context.Context, lab *seedlab.Lab, paths map[string]int32) error {
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var peers v1alpha2.BgpPeerList
+		if err := lab.CRD.List(ctx, &peers); err != nil {
+			return false, nil
+		}
+		for node, want := range paths {
+			var sp v1alpha2.LoadBalancerSpeaker
+			if err := lab.CRD.Get(ctx, client.ObjectKey{Name: node}, &sp); err != nil {
+				last = fmt.Sprintf("%s: %v", node, err)
+				return false, nil
+			}
+			st := sp.Status
+			if !st.Announcing || st.Paths != want || len(st.Sessions) == 0 || st.SessionsEstablished != int32(len(st.Sessions)) {
+				last = fmt.Sprintf("%s: %+v", node, st)
+				return false, nil
+			}
+			for _, s := range st.Sessions {
+				for _, bp := range peers.Items {
+					if ps, ok := bp.Status.NodesPeerStatus[node]; bp.Name == s.Peer && (!ok || ps.PeerState.SessionState != "established") {
+						last = fmt.Sprintf("BgpPeer %s: node %s %+v", bp.Name, node, ps.PeerState)
+						return false, nil
+					}
+				}
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("speaker status did not converge (%s): %w", last, err)
 	}
 	return nil
 }
