@@ -128,7 +128,7 @@ deps:
 test: deps tools build verify test-unit test-fuzz test-conformance
 
 test-unit:
-	go test -count=1 -race ./provider/... ./nodeagent/agent/... ./nodeagent/layer2/...
+	go test -count=1 -race ./provider/... ./nodeagent/agent/... ./nodeagent/election/... ./nodeagent/layer2/...
 	@# GoBGP's StartBgp writes package-level state that every GoBGP server in
 	@# a process reads; these tests run two servers, so the race detector
 	@# would flag GoBGP itself. The speaker runs one server per process.

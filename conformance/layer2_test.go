@@ -24,6 +24,7 @@ import (
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 )
 
 // speakerHealth is where lab speakers serve /metrics, on each node
@@ -149,14 +150,14 @@ func (b *l2Lab) holder(pool string) *netlab.L2Node {
 	var h string
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
 		var l coordinationv1.Lease
-		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: cloudNamespace, Name: agent.LeaseName(pool)}, &l); err != nil {
+		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: cloudNamespace, Name: election.LeaseName(pool)}, &l); err != nil {
 			return false, nil
 		}
 		h = ptr.Deref(l.Spec.HolderIdentity, "")
 		return b.seg.Node(h) != nil, nil
 	})
 	if err != nil {
-		b.t.Fatalf("Lease %s/%s of pool %s: holder %q, want a node", cloudNamespace, agent.LeaseName(pool), pool, h)
+		b.t.Fatalf("Lease %s/%s of pool %s: holder %q, want a node", cloudNamespace, election.LeaseName(pool), pool, h)
 	}
 	return b.seg.Node(h)
 }

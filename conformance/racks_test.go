@@ -310,26 +310,30 @@ func (l *lab) waitPlan(ns, name string, ok func(*v1alpha2.LoadBalancerPlan) bool
 	}
 }
 
-// settle waits until the CCM has written nothing for a while, so write
-// counts taken around an event are the event's alone.
+// settle waits until the CCM and the speakers have written nothing for a
+// while, so write counts taken around an event are the event's alone.
 func (l *lab) settle() {
 	l.t.Helper()
 	prev, err := harness.APIWrites(context.Background(), l.cs)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	for range 50 {
-		time.Sleep(300 * time.Millisecond)
+	// Quiet for 2.5 s: longer than a speaker's 2 s report tick.
+	quiet := 0
+	for range 100 {
+		time.Sleep(250 * time.Millisecond)
 		cur, err := harness.APIWrites(context.Background(), l.cs)
 		if err != nil {
 			l.t.Fatal(err)
 		}
-		if len(harness.WritesDelta(prev, cur, "loadbalancerplans", "loadbalancerracks", "services", "ipclaims", "eips")) == 0 {
+		if len(harness.WritesDelta(prev, cur, scaleWriteResources...)) > 0 {
+			quiet = 0
+		} else if quiet++; quiet == 10 {
 			return
 		}
 		prev = cur
 	}
-	l.t.Fatal("the CCM kept writing for 15 s")
+	l.t.Fatal("the CCM or the speakers kept writing for 25 s")
 }
 
 // waitPlanCondition waits for a True condition of the type on the plan

@@ -25,6 +25,7 @@ import (
 
 	"github.com/openelb/cloud-provider-openelb/nodeagent/agent"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
 
@@ -40,7 +41,7 @@ func main() {
 	qps := flag.Float64("kube-api-qps", 20, "API requests per second the speaker may send")
 	burst := flag.Int("kube-api-burst", 40, "API request burst")
 	// Layer 2: one node per pool answers ARP/NDP, elected with a Lease.
-	lease := agent.DefaultLeaseTimings
+	lease := election.DefaultLeaseTimings
 	flag.DurationVar(&lease.Duration, "layer2-lease-duration", lease.Duration,
 		"how long a layer-2 pool's Lease stays valid without renewal: a dead answering node is replaced after about this long (whole seconds)")
 	flag.DurationVar(&lease.RenewDeadline, "layer2-renew-deadline", lease.RenewDeadline,
@@ -52,6 +53,8 @@ func main() {
 	garpInterval := flag.Duration("layer2-gratuitous-interval", layer2.DefaultAnnounceInterval,
 		"interval between them; keep it above 1s (Linux ignores a second update of a neighbour entry within its 1s locktime)")
 	klog.InitFlags(nil)
+	countsInterval := flag.Duration("report-counts-interval", agent.DefaultCountsInterval,
+		"least time between status writes that only change counts (advertised prefixes and paths): a burst of new Services costs one write per interval, not one per Service; session, problem and layer-2 changes are written at once")
 	flag.Parse()
 	if *nodeName == "" {
 		klog.ErrorS(nil, "--node-name or $NODE_NAME is required")
@@ -78,7 +81,7 @@ func main() {
 	}
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	speaker := bgp.NewGoBGP(logger.WithName("gobgp"))
-	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, Speaker: speaker,
+	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, Speaker: speaker, CountsInterval: *countsInterval,
 		Layer2: agent.Layer2Options{Lease: lease, AnnounceCount: *garpCount, AnnounceInterval: *garpInterval}})
 	if err != nil {
 		klog.ErrorS(err, "Cannot create the agent")

@@ -49,6 +49,15 @@ func registerLayer2Metrics() {
 	})
 }
 
+// statsLocked feeds the responders' counters to the metrics.
+func (m *layer2Manager) statsLocked() {
+	for _, is := range m.ifaces {
+		cur := is.r.Stats()
+		countStats(is.stats, cur)
+		is.stats = cur
+	}
+}
+
 // countStats adds what a responder counted since prev to the metrics.
 func countStats(prev, cur layer2.Stats) {
 	add := func(c interface{ Add(float64) }, a, b uint64) {

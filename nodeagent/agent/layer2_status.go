@@ -12,8 +12,27 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
+
+// Reasons of a layer-2 pool in this node's LoadBalancerSpeaker
+// (status.layer2[].reason), and of its layer-2 problems.
+const (
+	ReasonAnswering       = "Answering"
+	ReasonStandby         = "Standby"
+	ReasonNoInterface     = "InterfaceUnavailable"
+	ReasonOutsideSubnet   = "OutsideSubnet"
+	ReasonResponderFailed = "ResponderFailed"
+	ReasonNoLocalEndpoint = "NoLocalEndpoint"
+	ReasonRejected        = "Rejected"
+	ReasonStopped         = "Stopped"
+)
+
+// l2Problem says why this node cannot answer for a pool or an address.
+type l2Problem struct {
+	Reason, Message string
+}
 
 // maxListed bounds the addresses and nodes a message lists: a pool may
 // have thousands of addresses, and a report must stay small.
@@ -53,7 +72,7 @@ type addrIssue struct {
 func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2, []Problem) {
 	pool := st.spec.Name
 	e := v1alpha2.SpeakerLayer2{Pool: pool, Interface: st.ifname, MAC: st.mac}
-	lease := m.namespace + "/" + LeaseName(pool)
+	lease := m.namespace + "/" + election.LeaseName(pool)
 	switch {
 	case m.closed:
 		e.Reason, e.Message = ReasonStopped, "the speaker stopped"

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
 
@@ -262,14 +263,14 @@ func TestLayer2Report(t *testing.T) {
 	}}
 	is := &ifaceState{name: "eth0", mac: selfMAC, rejected: map[netip.Addr]error{ip("192.168.50.103"): errors.New("address of the interface itself")}}
 	leading := func() *poolState {
-		return &poolState{spec: spec, ifname: "eth0", mac: selfMAC.String(), iface: is, campaign: &poolCampaign{}, term: &term{n: 1},
+		return &poolState{spec: spec, ifname: "eth0", mac: selfMAC.String(), iface: is, campaign: &poolCampaign{}, term: &election.Term{},
 			addrProblems: map[netip.Addr]error{ip("10.99.0.10"): fmt.Errorf("%w [192.168.50.0/24]", layer2.ErrOutsideSubnets)},
 			chosen: map[netip.Addr]chosenMAC{
 				ip("192.168.50.100"): {mac: selfMAC, node: "node1"}, ip("192.168.50.101"): {mac: mac2, node: "node2"},
 				ip("192.168.50.103"): {mac: selfMAC, node: "node1"},
 			}}
 	}
-	lease := "openelb-system/" + LeaseName("l2")
+	lease := "openelb-system/" + election.LeaseName("l2")
 	for _, tc := range []struct {
 		name         string
 		st           func() *poolState

@@ -111,3 +111,17 @@ func TestRackWatch(t *testing.T) {
 		t.Errorf("closed watch: rack %+v synced %v", r, synced)
 	}
 }
+
+// waitFor polls cond until it holds, failing the test after timeout, and
+// returns when it held.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Now()
+}

@@ -44,15 +44,53 @@ func reportChanged(last *speakerReport, want speakerReport) bool {
 	return last.NodeUID != want.NodeUID || !apiequality.Semantic.DeepEqual(a, b)
 }
 
+// DefaultCountsInterval spaces the report writes that only update counts.
+const DefaultCountsInterval = 10 * time.Second
+
+// withoutCounts clears what moves with the number of Services (prefixes,
+// paths, addresses answered, the Services a problem names), so a report
+// compared without them shows whether anything else changed.
+func withoutCounts(st v1alpha2.LoadBalancerSpeakerStatus) v1alpha2.LoadBalancerSpeakerStatus {
+	st = *st.DeepCopy()
+	st.LastUpdate = metav1.Time{}
+	st.Prefixes, st.Paths = 0, 0
+	for i := range st.Sessions {
+		st.Sessions[i].AdvertisedPaths = 0
+	}
+	for i := range st.Layer2 {
+		st.Layer2[i].Addresses = 0
+		st.Layer2[i].Message = ""
+	}
+	for i := range st.Problems {
+		st.Problems[i].Services, st.Problems[i].ServiceCount = nil, 0
+		st.Problems[i].Message = ""
+	}
+	return st
+}
+
+// countsOnly says whether want differs from last only in counts.
+func countsOnly(last *speakerReport, want speakerReport) bool {
+	return last != nil && last.NodeUID == want.NodeUID &&
+		apiequality.Semantic.DeepEqual(withoutCounts(last.Status), withoutCounts(want.Status))
+}
+
 // reportWriter writes the LoadBalancerSpeaker only when the report changed
 // since the last write of this process: a speaker at rest makes no API
-// request, however many Services it serves. What it wrote is remembered in
-// memory only, so after a restart the first report is written once.
+// request, however many Services it serves. A change of sessions,
+// announcing, layer-2 answering or problems is written at once; a change of
+// counts alone (a Service added: one more prefix) at most once per
+// countsInterval, so a burst of new Services costs each speaker one write
+// per interval instead of one per Service (the report loop retries every
+// tick, so the counts catch up within the interval). What it wrote is
+// remembered in memory only, so after a restart the first report is
+// written once.
 type reportWriter struct {
-	apply func(context.Context, speakerReport) error
+	apply          func(context.Context, speakerReport) error
+	countsInterval time.Duration // 0: DefaultCountsInterval
 
-	mu   sync.Mutex // one write at a time (the report loop, Shutdown)
-	last *speakerReport
+	mu        sync.Mutex // one write at a time (the report loop, Shutdown)
+	last      *speakerReport
+	lastWrite time.Time
 }
 
 // write applies want when it changed, stamping LastUpdate; a failed write
@@ -67,12 +105,23 @@ func (w *reportWriter) writeLocked(ctx context.Context, want speakerReport, now 
 	if !reportChanged(w.last, want) {
 		return false, nil
 	}
+	if countsOnly(w.last, want) && now.Sub(w.lastWrite) < w.interval() {
+		return false, nil
+	}
 	want.Status.LastUpdate = metav1.NewTime(now.UTC().Truncate(time.Second))
 	if err := w.apply(ctx, want); err != nil {
 		return true, err
 	}
-	w.last = &want
+	w.last, w.lastWrite = &want, now
 	return true, nil
+}
+
+// interval is the spacing of count-only writes.
+func (w *reportWriter) interval() time.Duration {
+	if w.countsInterval > 0 {
+		return w.countsInterval
+	}
+	return DefaultCountsInterval
 }
 
 // update rewrites the last report written with change applied to a copy;

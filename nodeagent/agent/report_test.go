@@ -58,6 +58,26 @@ func TestReportWriter(t *testing.T) {
 	changed := speakerReport{NodeUID: base.NodeUID, Status: *base.Status.DeepCopy()}
 	changed.Status.Sessions[0].State = "active"
 	write("a session went down", changed, t0.Add(3*time.Minute), 1)
+
+	// Counts alone (new Services) are written at most once per interval;
+	// anything else at once.
+	t1 := t0.Add(3 * time.Minute)
+	counts := func(prefixes int32) speakerReport {
+		r := speakerReport{NodeUID: base.NodeUID, Status: *changed.Status.DeepCopy()}
+		r.Status.Prefixes, r.Status.Paths = prefixes, 2*prefixes
+		r.Status.Sessions[0].AdvertisedPaths = 2 * prefixes
+		return r
+	}
+	write("one more Service right after a write", counts(2), t1.Add(time.Second), 0)
+	write("another, still within the interval", counts(3), t1.Add(5*time.Second), 0)
+	write("counts once the interval has passed", counts(3), t1.Add(DefaultCountsInterval), 1)
+	if got := applied[len(applied)-1].Status.Prefixes; got != 3 {
+		t.Errorf("counts written: %d prefixes, want 3", got)
+	}
+	sessionBack := counts(4)
+	sessionBack.Status.Sessions[0].State = "established"
+	write("a session change within the interval carries the counts along", sessionBack, t1.Add(DefaultCountsInterval+time.Second), 1)
+	changed = sessionBack
 	write("and stays down", changed, t0.Add(4*time.Minute), 0)
 
 	owner := changed

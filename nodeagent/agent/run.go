@@ -43,6 +43,9 @@ type Options struct {
 	// LoadBalancerSpeaker is written only when it changed, so a steady
 	// speaker costs the API server nothing.
 	StatusInterval time.Duration
+	// CountsInterval spaces status writes that only change counts
+	// (advertised prefixes and paths); 0: DefaultCountsInterval.
+	CountsInterval time.Duration
 }
 
 // Agent reconciles this node's speaker with the cluster.
@@ -69,8 +72,11 @@ type Agent struct {
 	// Shutdown).
 	writer   *reportWriter
 	sessions sessionClock
-	lastErr  string
-	l2       *layer2Manager
+	// peerWritten is when this node's entry of each BgpPeer status was
+	// last written (report goroutine only).
+	peerWritten map[string]time.Time
+	lastErr     string
+	l2          *layer2Manager
 }
 
 // New builds the agent; Run starts it.
@@ -116,9 +122,9 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sessions: sessionClock{}}
+	a := &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sessions: sessionClock{}, peerWritten: map[string]time.Time{}}
 	a.racks = &rackWatch{listWatch: racks, changed: a.kick}
-	a.writer = &reportWriter{apply: a.applySpeaker}
+	a.writer = &reportWriter{apply: a.applySpeaker, countsInterval: opts.CountsInterval}
 	if a.l2, err = newLayer2Manager(opts.NodeName, opts.Namespace, opts.Layer2, c, cs.CoordinationV1(), a.requestReport); err != nil {
 		return nil, err
 	}
@@ -477,6 +483,15 @@ func (a *Agent) reportPeer(ctx context.Context, name string, ps v1alpha2.PeerSta
 	if has && apiequality.Semantic.DeepEqual(cur.PeerState, ps) {
 		return
 	}
+	// The advertised path count alone moves with every Service: it is
+	// refreshed at most once per counts interval (see reportWriter).
+	if has && time.Since(a.peerWritten[name]) < a.writer.interval() {
+		counts := cur.PeerState
+		counts.AdvertisedPaths = ps.AdvertisedPaths
+		if apiequality.Semantic.DeepEqual(counts, ps) {
+			return
+		}
+	}
 	status := map[string]any{"nodesPeerStatus": map[string]any{a.opts.NodeName: map[string]any{"peerState": ps}}}
 	body := map[string]any{
 		"apiVersion": v1alpha2.SchemeGroupVersion.String(),
@@ -491,7 +506,9 @@ func (a *Agent) reportPeer(ctx context.Context, name string, ps v1alpha2.PeerSta
 	}
 	if err != nil {
 		klog.FromContext(ctx).V(2).Info("Reporting BgpPeer status failed", "bgppeer", name, "err", err)
+		return
 	}
+	a.peerWritten[name] = time.Now()
 }
 
 func (a *Agent) fieldManager() string { return "openelb-speaker/" + a.opts.NodeName }

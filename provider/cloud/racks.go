@@ -50,7 +50,13 @@ func (p *Provider) rackLoop(ctx context.Context) {
 			return
 		case <-p.racksDirty:
 		}
-		if err := p.syncRacks(ctx); err != nil {
+		switch err := p.syncRacks(ctx); {
+		case err == nil:
+		case apierrors.IsConflict(err):
+			// The cache had not seen our previous write yet; its event
+			// for that write queues the next pass, at once.
+			logger.V(2).Info("A LoadBalancerRack changed since it was cached; writing it again once the cache has it", "err", err)
+		default:
 			logger.Error(err, "Writing LoadBalancerRacks failed; retrying")
 			time.AfterFunc(rackRetry, func() { signal(p.racksDirty) })
 		}
@@ -103,6 +109,13 @@ func (p *Provider) syncRacks(ctx context.Context) error {
 		}
 		if err := p.cluster.DeleteRack(ctx, r); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("deleting rack object %s: %w", name, err))
+		}
+	}
+	// Conflicts only when every error is one (errors.Join matches a
+	// conflict if any is, so it would hide a real failure behind one).
+	for _, err := range errs {
+		if !apierrors.IsConflict(err) {
+			return fmt.Errorf("%d rack(s) not written: %w", len(errs), err)
 		}
 	}
 	if len(errs) > 0 {

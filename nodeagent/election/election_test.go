@@ -1,4 +1,4 @@
-package agent
+package election
 
 import (
 	"context"
@@ -163,13 +163,13 @@ type event struct {
 	at      time.Time
 }
 
-type candidate struct {
+type contender struct {
 	a    *arbiter
 	name string
-	cur  *term
+	cur  *Term
 }
 
-func (c *candidate) started(ctx context.Context, tm *term) {
+func (c *contender) Started(ctx context.Context, tm *Term) {
 	c.a.mu.Lock()
 	defer c.a.mu.Unlock()
 	if ctx.Err() != nil {
@@ -185,7 +185,7 @@ func (c *candidate) started(ctx context.Context, tm *term) {
 	c.a.events = append(c.a.events, event{c.name, true, time.Now()})
 }
 
-func (c *candidate) ended(tm *term) {
+func (c *contender) Ended(tm *Term) {
 	c.a.mu.Lock()
 	defer c.a.mu.Unlock()
 	if c.cur != tm || !c.a.leading[c.name] {
@@ -220,15 +220,15 @@ func (a *arbiter) last(who string, started bool) time.Time {
 
 var testTimings = LeaseTimings{Duration: time.Second, RenewDeadline: 600 * time.Millisecond, RetryPeriod: 200 * time.Millisecond}
 
-func startCandidate(t *testing.T, a *arbiter, store leaseStore, name string) context.CancelFunc {
+func startCandidate(t *testing.T, a *arbiter, store Store, name string) context.CancelFunc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	lock := &leaseLock{store: store, namespace: "openelb-system", name: "openelb-layer2-pool", identity: name,
-		renewEvery: testTimings.RetryPeriod, meta: func() metav1.ObjectMeta { return metav1.ObjectMeta{} }}
+	c := Candidate{Store: store, Namespace: "openelb-system", Name: "openelb-layer2-pool", Identity: name,
+		Timings: testTimings, Meta: func() metav1.ObjectMeta { return metav1.ObjectMeta{} }}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		campaign(ctx, lock, testTimings, &candidate{a: a, name: name})
+		Campaign(ctx, c, &contender{a: a, name: name})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -1,79 +1,23 @@
-package agent
+package election
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/leaderelection"
 	rl "k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/klog/v2"
 )
 
-// LeaseTimings tune the layer-2 leader election (one Lease per pool).
-type LeaseTimings struct {
-	// Duration is how long a Lease stays valid without renewal: after
-	// the last renewal they saw, the other speakers wait this long before
-	// taking over from a leader that died. A whole number of seconds (the
-	// Lease stores seconds).
-	Duration time.Duration
-	// RenewDeadline is how long a leader keeps failing to renew before it
-	// stops answering. Shorter than Duration, so a leader cut off from the
-	// API server has stopped before anyone else may take over.
-	RenewDeadline time.Duration
-	// RetryPeriod is how often the leader renews, and how long a failed
-	// write waits before it is retried. Candidates do not poll: they
-	// watch the Lease and act the moment it is released or expires.
-	RetryPeriod time.Duration
-}
-
-// DefaultLeaseTimings give an unplanned failover (a dead leader) of
-// Duration plus a few tens of milliseconds, about 2 s, and a planned one
-// (SIGTERM releases the Lease) of one API round trip plus one watch event.
-var DefaultLeaseTimings = LeaseTimings{Duration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 500 * time.Millisecond}
-
-const (
-	// electorTick is how often client-go's election loop turns. Its
-	// polls are free: Get is served from the watch cache and blocks until
-	// the Lease changes or expires, and leaseLock paces the leader's
-	// writes to RetryPeriod; the loop only has to be quick to notice.
-	electorTick = 50 * time.Millisecond
-	// expirySlack lets client-go's own clock (read just after Get
-	// returns) agree that the Lease has expired.
-	expirySlack = 20 * time.Millisecond
-	// maxBlock bounds one blocking Get, so a missed notification costs at
-	// most this much.
-	maxBlock = time.Second
-)
-
-// Validate checks the constraints that make the election safe: a leader
-// that cannot renew stops answering (RenewDeadline plus one loop turn)
-// strictly before its Lease expires for the others.
-func (t LeaseTimings) Validate() error {
-	switch {
-	case t.Duration < time.Second || t.Duration%time.Second != 0:
-		return fmt.Errorf("lease duration %v: must be a whole number of seconds, at least 1s (a Lease stores seconds)", t.Duration)
-	case t.RetryPeriod <= 0:
-		return fmt.Errorf("retry period %v: must be positive", t.RetryPeriod)
-	case t.RenewDeadline <= t.RetryPeriod:
-		return fmt.Errorf("renew deadline %v: must exceed the retry period %v, or a leader never gets to retry a renewal", t.RenewDeadline, t.RetryPeriod)
-	case t.RenewDeadline+electorTick >= t.Duration:
-		return fmt.Errorf("renew deadline %v: must be below the lease duration %v minus %v, so that a leader that cannot renew stops answering before another node may take over",
-			t.RenewDeadline, t.Duration, electorTick)
-	}
-	return nil
-}
-
-// leaseStore is how the election reads and writes Leases: reads from the
+// Store is how the election reads and writes Leases: reads from the
 // agent's watch cache (free, and the watch says when a Lease changes),
-// writes to the API server.
-type leaseStore interface {
+// writes to the API server. CachedLeases is the agent's; tests use one in
+// memory.
+type Store interface {
 	// Get returns the cached Lease, or a NotFound error.
 	Get(ctx context.Context, name string) (*coordinationv1.Lease, error)
 	// Changed returns a channel closed at the next change of the Lease.
@@ -103,7 +47,7 @@ type leaseStore interface {
 // seconds, so two renewals within one second look identical and a
 // candidate would date the Lease up to a second too early.
 type leaseLock struct {
-	store         leaseStore
+	store         Store
 	namespace     string
 	name          string
 	identity      string
@@ -250,59 +194,4 @@ func maxTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// leadership is told when one term of leadership starts and ends.
-type leadership interface {
-	// started is called when this node acquired the Lease; ctx ends with
-	// the term.
-	started(ctx context.Context, term *term)
-	// ended is called as soon as the term ends or would end: before the
-	// Lease is released, and again when client-go says it ended. It must
-	// stop answering before it returns.
-	ended(term *term)
-}
-
-// term is one run of client-go's elector: at most one leadership.
-type term struct {
-	n int
-}
-
-// campaign competes for the Lease of lock until ctx ends, one client-go
-// elector at a time: after a lost leadership it competes again. On ctx's
-// end a leader releases the Lease (ReleaseOnCancel) so a candidate takes
-// over at once.
-func campaign(ctx context.Context, lock *leaseLock, t LeaseTimings, l leadership) {
-	logger := klog.FromContext(ctx).WithValues("lease", lock.Describe())
-	ctx = klog.NewContext(ctx, logger)
-	for n := 1; ctx.Err() == nil; n++ {
-		tm := &term{n: n}
-		lock.reset()
-		lock.beforeRelease = func() { l.ended(tm) }
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock:            lock,
-			Name:            lock.Describe(),
-			LeaseDuration:   t.Duration,
-			RenewDeadline:   t.RenewDeadline,
-			RetryPeriod:     electorTick,
-			ReleaseOnCancel: true,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) { l.started(ctx, tm) },
-				OnStoppedLeading: func() { l.ended(tm) },
-			},
-		})
-		if err != nil {
-			// Only invalid timings get here, and main validates them.
-			logger.Error(err, "Cannot run the layer-2 leader election")
-			return
-		}
-		le.Run(ctx)
-		// Leadership lost: compete again after a pause, so a flapping API
-		// server does not make the loop spin.
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(t.RetryPeriod):
-		}
-	}
 }
