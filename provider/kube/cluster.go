@@ -254,7 +254,7 @@ func (c *Cluster) Node(ctx context.Context, name string) (*v1.Node, error) {
 	return c.nodes.Lister().Get(name)
 }
 
-// Plan gets a cached LoadBalancerPlan, without status.nodes (see trimPlan).
+// Plan gets a cached LoadBalancerPlan (see trimPlan).
 func (c *Cluster) Plan(ctx context.Context, namespace, name string) (*v1alpha2.LoadBalancerPlan, error) {
 	var p v1alpha2.LoadBalancerPlan
 	if err := c.cache.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &p); err != nil {
