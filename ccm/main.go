@@ -30,7 +30,7 @@ func main() {
 	// The heap is almost all informer caches (Services, IPClaims, plans),
 	// live as long as the process; GOGC=100 lets a burst's garbage grow the
 	// heap to twice that and the runtime keeps what it grew. Half the
-	// headroom keeps the CCM within DESIGN §6 (steady 10,000 Services:
+	// headroom keeps the CCM within its 150 MB target (steady 10,000 Services:
 	// 131 MiB RSS instead of 151 MiB, `bench -suites steady`) at no
 	// measurable CPU cost (62 s either way for the 10,000 creates). A
 	// memory limit would not scale with the number of Services; GOGC in
