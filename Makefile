@@ -148,6 +148,9 @@ test-conformance: build
 bench: deps tools build
 	go test -run='^$$' -bench=. -benchtime=2000x ./provider/ipam/
 	go run ./conformance/cmd/bench
+	@# 1,000 nodes in 20 racks, 10,000 Services: node flips, speaker start,
+	@# memory and writes at rest (about 15 minutes).
+	go run ./conformance/cmd/bench -suites scale
 
 demo: deps tools build
 	go run ./conformance/cmd/demo

@@ -73,11 +73,11 @@ func FreePort() (int, error) { return freePort() }
 // ApplyCRDs installs deploy/crds with kubectl and waits until every CRD is
 // Established, so objects of those kinds can be created at once.
 func (c *ControlPlane) ApplyCRDs(ctx context.Context) error {
-	root, err := RepoRoot()
+	deploy, err := c.DeployDir()
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(root, "deploy", "crds")
+	dir := filepath.Join(deploy, "crds")
 	if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", dir); err != nil {
 		return fmt.Errorf("kubectl apply -f %s: %w\n%s", dir, err, out)
 	}
@@ -132,24 +132,49 @@ func ProjectBinary(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	p := filepath.Join(root, "bin", name)
+	return binaryIn(filepath.Join(root, "bin"), name)
+}
+
+// ProjectBinary is the path of one of the project's binaries in
+// Options.ProjectBinDir (default: as the package-level ProjectBinary).
+func (c *ControlPlane) ProjectBinary(name string) (string, error) {
+	if c.opts.ProjectBinDir == "" {
+		return ProjectBinary(name)
+	}
+	return binaryIn(c.opts.ProjectBinDir, name)
+}
+
+func binaryIn(dir, name string) (string, error) {
+	p := filepath.Join(dir, name)
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf("%s missing: run `make build`: %w", p, err)
 	}
 	return p, nil
 }
 
-// StartCCM runs bin/openelb-cloud-controller-manager against this control
-// plane with its shipped defaults, on a free secure port, plus extra flags
-// (later flags win).
+// DeployDir is Options.DeployDir, default <repo root>/deploy.
+func (c *ControlPlane) DeployDir() (string, error) {
+	if c.opts.DeployDir != "" {
+		return c.opts.DeployDir, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "deploy"), nil
+}
+
+// StartCCM runs bin/openelb-cloud-controller-manager (from
+// Options.ProjectBinDir) against this control plane with its shipped
+// defaults, on a free secure port, plus extra flags (later flags win).
 //
 // It runs as the shipped ServiceAccount openelb-system/openelb-manager with
 // exactly the shipped RBAC: the first call on a control plane applies
-// deploy/namespace.yaml and deploy/rbac/manager.yaml (which creates the
-// namespace holding the Lease), and every CCM gets a TokenRequest token of
-// that ServiceAccount for its API client and for the delegated
-// authentication/authorization of its secure port. A permission missing
-// from deploy/rbac therefore fails whatever test needs it, with
+// deploy/namespace.yaml and deploy/rbac/manager.yaml of Options.DeployDir
+// (which creates the namespace holding the Lease), and every CCM gets a
+// TokenRequest token of that ServiceAccount for its API client and for the
+// delegated authentication/authorization of its secure port. A permission
+// missing from deploy/rbac therefore fails whatever test needs it, with
 // "forbidden" in the CCM's log.
 func (c *ControlPlane) StartCCM(name string, extra ...string) (*Component, error) {
 	const (
@@ -159,11 +184,11 @@ func (c *ControlPlane) StartCCM(name string, extra ...string) (*Component, error
 		// kubeconfig once and does not refresh a static token.
 		tokenSeconds = int64(24 * 3600)
 	)
-	bin, err := ProjectBinary("openelb-cloud-controller-manager")
+	bin, err := c.ProjectBinary("openelb-cloud-controller-manager")
 	if err != nil {
 		return nil, err
 	}
-	root, err := RepoRoot()
+	deploy, err := c.DeployDir()
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +198,7 @@ func (c *ControlPlane) StartCCM(name string, extra ...string) (*Component, error
 	// Apply the shipped RBAC once per control plane: its ClusterRoleBinding
 	// existing means an earlier call (or a test) applied it.
 	if _, err := c.Client().RbacV1().ClusterRoleBindings().Get(ctx, saName, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		files := []string{filepath.Join(root, "deploy", "namespace.yaml"), filepath.Join(root, "deploy", "rbac", "manager.yaml")}
+		files := []string{filepath.Join(deploy, "namespace.yaml"), filepath.Join(deploy, "rbac", "manager.yaml")}
 		if out, err := c.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-f", files[0], "-f", files[1]); err != nil {
 			return nil, fmt.Errorf("applying the shipped RBAC of the CCM: %w\n%s", err, out)
 		}

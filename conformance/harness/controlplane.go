@@ -71,6 +71,14 @@ type Options struct {
 	// ExtraControllerManagerFlags are appended to the kube-controller-manager
 	// command line.
 	ExtraControllerManagerFlags []string
+	// ProjectBinDir holds the project's own binaries
+	// (openelb-cloud-controller-manager, openelb-speaker) that StartCCM
+	// and ControlPlane.ProjectBinary use. Default: <repo root>/bin.
+	ProjectBinDir string
+	// DeployDir holds the CRDs and RBAC that ApplyCRDs and StartCCM apply.
+	// Default: <repo root>/deploy. An older build runs with the manifests
+	// it was built for: point both at its checkout.
+	DeployDir string
 	// Keep leaves Dir (certs, kubeconfigs, logs) on disk after Stop; the
 	// etcd data dir is removed regardless. Also enabled by
 	// OPENELB_KEEP_CONTROLPLANE=1.

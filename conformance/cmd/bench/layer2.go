@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -48,11 +46,11 @@ type l2Bench struct {
 	runs     map[string]int
 	vip      netip.Addr
 	watch    *netlab.ARPWatch
-	rows     []routeRow
+	table
 }
 
 func runLayer2(ctx context.Context) error {
-	cp, err := startControlPlane(ctx, true)
+	cp, err := startControlPlane(ctx, true, harness.Options{})
 	if err != nil {
 		return err
 	}
@@ -270,19 +268,8 @@ func (b *l2Bench) failover(ctx context.Context, planned bool) error {
 	return nil
 }
 
-func (b *l2Bench) add(name, value, target string) {
-	b.rows = append(b.rows, routeRow{name, value, target})
-	fmt.Printf("  %-62s %s\n", name, value)
-}
-
 func (b *l2Bench) print() {
-	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "\nLayer 2 failover (3 speakers on one segment, shipped defaults: Lease %s; client ARP every %v; %d rounds)\n",
+	b.printTable(fmt.Sprintf("Layer 2 failover (3 speakers on one segment, shipped defaults: Lease %s; client ARP every %v; %d rounds)",
 		strings.Join([]string{agent.DefaultLeaseTimings.Duration.String(), agent.DefaultLeaseTimings.RenewDeadline.String(), agent.DefaultLeaseTimings.RetryPeriod.String()}, " / "),
-		l2ProbeEvery, l2Rounds)
-	fmt.Fprintln(tw, "measure\tvalue\ttarget (DESIGN §6)")
-	for _, r := range b.rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.name, r.value, r.target)
-	}
-	tw.Flush()
+		l2ProbeEvery, l2Rounds))
 }

@@ -8,7 +8,12 @@
 //     real speakers): create→route in the routers' kernels, SIGTERM
 //     withdraw, BFD detection of a dead node, convergence of 1,000 and
 //     10,000 routes, the speaker's memory and API requests at rest, and 60 s
-//     without the API server.
+//     without the API server;
+//   - scale (not run by default: it takes many minutes): what routine
+//     events cost at size, 1,000 nodes in 20 racks and 10,000 Services with
+//     one rack real (FRR leaf, two speakers): node flip → FIB, API writes
+//     per flip, speaker start → routes, memory and requests at rest, and the
+//     writes 40 starting speakers cause; -bin-dir measures another build.
 package main
 
 import (
@@ -45,9 +50,16 @@ func main() {
 	single := flag.Int("single", 100, "Services created one at a time")
 	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
 	creators := flag.Int("creators", 16, "concurrent creators in a burst")
-	suites := flag.String("suites", "alloc,steady,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services)")
+	suites := flag.String("suites", "alloc,steady,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services), scale (what node flips, speaker starts and rest cost with -scale-* nodes, racks and Services; not in the default list: it takes many minutes)")
 	routeSizes := flag.String("route-sizes", "1000,10000", "Service counts for route convergence")
-	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements")
+	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements (routes) and of the node flips (scale)")
+	var so scaleOptions
+	flag.IntVar(&so.nodes, "scale-nodes", 1000, "scale: simulated Node objects")
+	flag.IntVar(&so.racks, "scale-racks", 20, "scale: racks the nodes are spread over (rack-00 is real: an FRR leaf and two speakers)")
+	flag.IntVar(&so.services, "scale-services", 10000, "scale: LoadBalancer Services")
+	flag.IntVar(&so.extraSpeakers, "scale-extra-speakers", 40, "scale: speakers of the other racks started at once to count the writes they cause")
+	flag.StringVar(&so.binDir, "bin-dir", "", "scale: directory holding the openelb-cloud-controller-manager and openelb-speaker to measure, e.g. an older build's bin/ (default: this repository's bin/)")
+	flag.StringVar(&so.deployDir, "deploy-dir", "", "scale: the CRDs and RBAC those binaries were built for (default: the deploy/ beside -bin-dir)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -62,6 +74,9 @@ func main() {
 			err = runLayer2(ctx)
 		case "steady":
 			err = runSteady(ctx, ints(*bursts), *creators)
+		case "scale":
+			so.flips, so.creators = *rounds, *creators
+			err = runScale(ctx, so)
 		default:
 			err = fmt.Errorf("unknown suite %q", suite)
 		}
@@ -123,8 +138,9 @@ type result struct {
 // startControlPlane starts etcd, kube-apiserver and kube-controller-manager
 // with the CRDs and the CCM's namespace. nodeLab turns the node lifecycle
 // controller off: there are no kubelets, the bench writes node status.
-func startControlPlane(ctx context.Context, nodeLab bool) (*harness.ControlPlane, error) {
-	opts := harness.Options{ControllerManager: true}
+// opts may name the binaries and manifests of another build.
+func startControlPlane(ctx context.Context, nodeLab bool, opts harness.Options) (*harness.ControlPlane, error) {
+	opts.ControllerManager = true
 	if nodeLab {
 		opts.ExtraControllerManagerFlags = []string{"--controllers=*,-node-lifecycle-controller"}
 	}
@@ -150,7 +166,7 @@ func startControlPlane(ctx context.Context, nodeLab bool) (*harness.ControlPlane
 // every plan carry a (true) "no eligible nodes" condition - one extra write
 // per Service that a healthy cluster does not pay. The caller stops both.
 func startAllocLab(ctx context.Context, extra ...string) (*harness.ControlPlane, *harness.Component, error) {
-	cp, err := startControlPlane(ctx, false)
+	cp, err := startControlPlane(ctx, false, harness.Options{})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -22,8 +23,8 @@ import (
 )
 
 var (
-	steadySettle = flag.Duration("settle", 60*time.Second, "steady: how long the CCM rests after the last Service got its address before it is measured")
-	steadyWindow = flag.Duration("rate-window", 30*time.Second, "steady: window over which API requests at rest are counted")
+	steadySettle = flag.Duration("settle", 60*time.Second, "steady: how long the CCM rests after the last Service got its address before it is measured; scale: how long the cluster rests after its last write")
+	steadyWindow = flag.Duration("rate-window", 30*time.Second, "steady, scale: window over which API requests at rest are counted")
 )
 
 // steadyRow is one measurement of the CCM at rest.
@@ -194,33 +195,63 @@ var ccmHTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport
 // ccmMetrics reads the CCM's memory figures and client request counter from
 // its /metrics; false when it did not answer.
 func ccmMetrics(ccm *harness.Component) (map[string]float64, bool) {
-	resp, err := ccmHTTP.Get(fmt.Sprintf("https://127.0.0.1:%d/metrics", ccm.SecurePort))
+	m, err := scrape(ccmHTTP, fmt.Sprintf("https://127.0.0.1:%d/metrics", ccm.SecurePort), byName("go_memstats_heap_inuse_bytes",
+		"go_memstats_heap_alloc_bytes", "go_memstats_next_gc_bytes", "rest_client_requests_total"))
+	return m, err == nil
+}
+
+// scrape reads a /metrics endpoint and sums its samples with sumMetricsBy.
+func scrape(hc *http.Client, url string, group func(name, labels string) string) (map[string]float64, error) {
+	resp, err := hc.Get(url)
 	if err != nil {
-		return nil, false
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, false
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	return sumMetrics(resp.Body, "go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes",
-		"go_memstats_next_gc_bytes", "rest_client_requests_total"), true
+	return sumMetricsBy(resp.Body, group), nil
 }
 
 // sumMetrics adds up the samples of each named metric (every label set) in
 // a Prometheus text exposition.
 func sumMetrics(r io.Reader, names ...string) map[string]float64 {
+	return sumMetricsBy(r, byName(names...))
+}
+
+// byName groups the samples of the named metrics by metric name.
+func byName(names ...string) func(name, labels string) string {
+	return func(name, _ string) string {
+		if slices.Contains(names, name) {
+			return name
+		}
+		return ""
+	}
+}
+
+// sumMetricsBy adds up the samples of a Prometheus text exposition under
+// the key group gives each (from its metric name and the text between its
+// braces); samples it gives "" are left out.
+func sumMetricsBy(r io.Reader, group func(name, labels string) string) map[string]float64 {
 	out := map[string]float64{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		for _, n := range names {
-			if !strings.HasPrefix(line, n) || (len(line) > len(n) && line[len(n)] != '{' && line[len(n)] != ' ') {
-				continue
-			}
-			if v, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndex(line, " ")+1:]), 64); err == nil {
-				out[n] += v
-			}
+		i := strings.IndexAny(line, "{ ")
+		if i <= 0 || line[0] == '#' {
+			continue
+		}
+		var labels string
+		if line[i] == '{' {
+			labels = line[i+1 : max(i+1, strings.LastIndexByte(line, '}'))]
+		}
+		key := group(line[:i], labels)
+		if key == "" {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndex(line, " ")+1:]), 64); err == nil {
+			out[key] += v
 		}
 	}
 	return out
