@@ -66,9 +66,6 @@ type State struct {
 	RackGeneration int64
 	// Prefixes counts the distinct prefixes of Paths.
 	Prefixes int
-	// PlanPaths counts, per plan (namespace/name), the paths it
-	// contributed: problems name the Services they affect from it.
-	PlanPaths map[string]int
 }
 
 // sameBGP says whether two states make the BGP speaker do the same thing,
@@ -97,13 +94,16 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 		st.RackGeneration = rack.Generation
 		st.Announcing = slices.Contains(rack.Spec.Speakers, node.Name)
 	}
-	paths, planPaths := rackPaths(node.Name, rack, plans)
+	paths := rackPaths(node.Name, rack, plans, nil)
 	// The Services a configuration problem affects: those this node
-	// would announce were the configuration right.
+	// would announce were the configuration right. Listed only when there
+	// is a problem: a name per Service is memory a healthy speaker of
+	// 10,000 Services does not need.
 	var affected []string
 	problem := func(obj, reason, msg string) Problem {
 		if affected == nil {
-			affected = slices.Sorted(maps.Keys(planPaths))
+			counts := planPathCounts(node.Name, rack, plans)
+			affected = slices.Sorted(maps.Keys(counts))
 		}
 		return Problem{Object: obj, Reason: reason, Message: msg, Services: affected}
 	}
@@ -159,7 +159,7 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
 
-	st.Paths, st.PlanPaths = paths, planPaths
+	st.Paths = paths
 	for i, p := range st.Paths {
 		if i == 0 || p.Prefix != st.Paths[i-1].Prefix {
 			st.Prefixes++
@@ -174,12 +174,21 @@ type rackHop struct {
 	addr netip.Addr
 }
 
+// planPathCounts counts, per plan (namespace/name), the paths it makes node
+// announce (plans that make it announce none are left out).
+func planPathCounts(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan) map[string]int {
+	counts := map[string]int{}
+	rackPaths(node, rack, plans, func(p *v1alpha2.LoadBalancerPlan, n int) { counts[p.Namespace+"/"+p.Name] = n })
+	return counts
+}
+
 // rackPaths are the paths this node announces when it is a speaker of the
 // rack (none otherwise, and none without the rack object), sorted and
-// without duplicates, and how many each plan contributed.
-func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan) ([]bgp.Path, map[string]int) {
+// without duplicates; count, when set, is told how many each plan
+// contributed.
+func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan, count func(*v1alpha2.LoadBalancerPlan, int)) []bgp.Path {
 	if rack == nil || !slices.Contains(rack.Spec.Speakers, node) {
-		return nil, nil
+		return nil
 	}
 	var hops []rackHop
 	for _, nh := range rack.Spec.NextHops {
@@ -190,11 +199,9 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 		}
 	}
 	if len(hops) == 0 {
-		return nil, nil
+		return nil
 	}
 	var paths []bgp.Path
-	planPaths := map[string]int{}
-	seen := map[bgp.Path]bool{}
 	for _, plan := range plans {
 		local := plan.Spec.ExternalTrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal)
 		var endpoints map[string]bool
@@ -219,25 +226,29 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 				if h.addr.Is4() != ip.Is4() || (local && !endpoints[h.node]) {
 					continue
 				}
-				path := bgp.Path{Prefix: prefix, NextHop: h.addr}
+				paths = append(paths, bgp.Path{Prefix: prefix, NextHop: h.addr})
 				n++
-				if !seen[path] {
-					seen[path] = true
-					paths = append(paths, path)
-				}
 			}
 		}
-		if n > 0 {
-			planPaths[plan.Namespace+"/"+plan.Name] = n
+		if n > 0 && count != nil {
+			count(plan, n)
 		}
 	}
+	// Sorted, then duplicates (a shared address) dropped in place: no set
+	// of 40,000 paths on every reconcile.
 	slices.SortFunc(paths, func(a, b bgp.Path) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 			return c
 		}
 		return a.NextHop.Compare(b.NextHop)
 	})
-	return paths, planPaths
+	// The speaker keeps this slice as what it advertises: copied when the
+	// appends left much spare capacity, which would be held with it.
+	paths = slices.Compact(paths)
+	if cap(paths) > len(paths)+len(paths)/8 {
+		paths = slices.Clone(paths)
+	}
+	return paths
 }
 
 func nodeIPv4(n *v1.Node) (netip.Addr, bool) {

@@ -99,10 +99,9 @@ func TestDesired(t *testing.T) {
 			peers: peers,
 			rack:  seedLeaf1,
 			want: State{Enabled: true, Announcing: true, Rack: "leaf1", RackGeneration: 3, Prefixes: 1,
-				Global:    bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
-				Peers:     []bgp.Peer{leaf1},
-				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")},
-				PlanPaths: map[string]int{"default/nginx": 2}},
+				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
+				Peers:  []bgp.Peer{leaf1},
+				Paths:  []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")}},
 		},
 		{
 			name: "asPerRack and routerId override",
@@ -117,8 +116,7 @@ func TestDesired(t *testing.T) {
 				Global: bgp.Global{AS: 50002, RouterID: netip.MustParseAddr("10.0.0.9")},
 				Peers: []bgp.Peer{{Name: "leaf2", Address: netip.MustParseAddr("192.168.1.1"), AS: 50001,
 					AddPathSendMax: DefaultAddPathSendMax}},
-				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.1.2")},
-				PlanPaths: map[string]int{"default/nginx": 1}},
+				Paths: []bgp.Path{path("172.22.0.2/32", "192.168.1.2")}},
 		},
 		{name: "not a speaker node", node: seedNode("worker-p001", "leaf1", "192.168.0.4", false), conf: conf(), peers: peers, rack: seedLeaf1},
 		{
@@ -179,8 +177,7 @@ func TestDesired(t *testing.T) {
 					Password: "s3cret", EBGPMultihopTTL: 255, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
 					ConnectRetry: time.Second, GracefulRestart: true, AddPathSendMax: 8,
 					BFD: &bgp.BFD{DesiredMinTx: 100 * time.Millisecond, RequiredMinRx: 200 * time.Millisecond, DetectMultiplier: 3}}},
-				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")},
-				PlanPaths: map[string]int{"default/nginx": 2}},
+				Paths: []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")}},
 		},
 		{
 			name: "bad peers are reported and skipped",
@@ -200,9 +197,8 @@ func TestDesired(t *testing.T) {
 			},
 			rack: seedLeaf1,
 			want: State{Enabled: true, Announcing: true, Rack: "leaf1", RackGeneration: 3, Prefixes: 1,
-				Global:    bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
-				Paths:     []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")},
-				PlanPaths: map[string]int{"default/nginx": 2}},
+				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
+				Paths:  []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")}},
 			wantProblems: []Problem{
 				{Object: "BgpPeer/nosecret", Reason: ReasonInvalidBgpPeer, Message: "password Secret missing key password: not found", Services: []string{"default/nginx"}},
 				{Object: "BgpPeer/badtimer", Reason: ReasonInvalidBgpPeer, Message: `spec.timers.config.holdTime "soon" is not a number of seconds`, Services: []string{"default/nginx"}},
@@ -297,7 +293,7 @@ func TestDesiredPaths(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got.Paths, opts...); diff != "" {
 				t.Errorf("paths (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff(tc.wantPlanPaths, got.PlanPaths, cmpopts.EquateEmpty()); diff != "" {
+			if diff := cmp.Diff(tc.wantPlanPaths, planPathCounts(node.Name, tc.rack, tc.plans), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("plan paths (-want +got):\n%s", diff)
 			}
 			if got.Prefixes != tc.wantPrefixes || !got.Announcing {

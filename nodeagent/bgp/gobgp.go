@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/config/oc"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 )
@@ -31,7 +32,12 @@ type GoBGP struct {
 	srv    *server.BgpServer // nil until the first Apply and after Stop
 	global Global
 	peers  map[netip.Addr]Peer
-	paths  map[Path]struct{}
+	// paths is what GoBGP holds, sorted by comparePaths and without
+	// duplicates: a slice rather than a set, as a speaker of a rack holds
+	// Services × next hops paths (40,000 with 10,000 Services and 4 next
+	// hops) and a map of them costs twice the memory. Apply diffs it
+	// against the wanted paths in one merge.
+	paths []Path
 	// nextHopSelf holds the peers in a next-hop-self neighbor-set (see nexthopself.go).
 	nextHopSelf map[netip.Addr]bool
 	stopWatch   context.CancelFunc // ends the session watch of srv
@@ -63,13 +69,9 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		}
 		wantPeers[p.Address] = p
 	}
-	wantPaths := make(map[Path]struct{}, len(paths))
-	for _, p := range paths {
-		p = p.normalize()
-		if err := p.validate(); err != nil {
-			return err
-		}
-		wantPaths[p] = struct{}{}
+	wantPaths, err := sortedPaths(paths)
+	if err != nil {
+		return err
 	}
 
 	s.mu.Lock()
@@ -90,14 +92,11 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 	var errs []error
 	// Withdraw first so a prefix that moved next hops is never advertised
 	// with both the stale and the new next hop longer than necessary.
-	var withdraw []Path
-	for p := range s.paths {
-		if _, ok := wantPaths[p]; !ok {
-			withdraw = append(withdraw, p)
-		}
-	}
+	withdraw, add := diffPaths(s.paths, wantPaths)
+	var failed []Path // withdrawals that failed: still held
 	if len(withdraw) > 0 {
-		if err := s.deletePaths(withdraw); err != nil {
+		var err error
+		if failed, err = s.deletePaths(withdraw); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -128,18 +127,72 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		s.peers[addr] = p
 	}
 
-	var add []Path
-	for p := range wantPaths {
-		if _, ok := s.paths[p]; !ok {
-			add = append(add, p)
-		}
-	}
+	var notAdded []Path
 	if len(add) > 0 {
-		if err := s.addPaths(add); err != nil {
+		var err error
+		if notAdded, err = s.addPaths(add); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	// What GoBGP holds now: the wanted paths, less those it refused, plus
+	// the withdrawals it refused (retried on the next Apply).
+	if len(failed) == 0 && len(notAdded) == 0 {
+		s.paths = wantPaths
+	} else {
+		held, _ := diffPaths(wantPaths, notAdded)
+		held = append(held, failed...)
+		slices.SortFunc(held, comparePaths)
+		s.paths = held
+	}
 	return errors.Join(errs...)
+}
+
+// sortedPaths validates paths and returns them normalized, sorted by
+// comparePaths and without duplicates. Paths already so (the agent's) are
+// returned as they are, not copied: the speaker then holds its 40,000
+// paths once, not twice. Apply's callers do not modify a slice they
+// passed.
+func sortedPaths(paths []Path) ([]Path, error) {
+	clean := true
+	for i, p := range paths {
+		if err := p.normalize().validate(); err != nil {
+			return nil, err
+		}
+		if p != p.normalize() || (i > 0 && comparePaths(paths[i-1], p) >= 0) {
+			clean = false
+		}
+	}
+	if clean {
+		return paths, nil
+	}
+	out := make([]Path, 0, len(paths))
+	for _, p := range paths {
+		out = append(out, p.normalize())
+	}
+	slices.SortFunc(out, comparePaths)
+	return slices.Clip(slices.Compact(out)), nil
+}
+
+// diffPaths merges two sorted, duplicate-free path lists: what only have
+// holds (to withdraw) and what only want holds (to add).
+func diffPaths(have, want []Path) (onlyHave, onlyWant []Path) {
+	i, j := 0, 0
+	for i < len(have) && j < len(want) {
+		switch c := comparePaths(have[i], want[j]); {
+		case c < 0:
+			onlyHave = append(onlyHave, have[i])
+			i++
+		case c > 0:
+			onlyWant = append(onlyWant, want[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	onlyHave = append(onlyHave, have[i:]...)
+	onlyWant = append(onlyWant, want[j:]...)
+	return onlyHave, onlyWant
 }
 
 func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
@@ -155,6 +208,7 @@ func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
 		Asn:        g.AS,
 		RouterId:   g.RouterID.String(),
 		ListenPort: port,
+		Families:   ribFamilies,
 	}}
 	if g.GracefulRestart {
 		req.Global.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: g.RestartTime}
@@ -177,9 +231,19 @@ func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
 	s.stopWatch = stopWatch
 	s.global = g
 	s.peers = map[netip.Addr]Peer{}
-	s.paths = map[Path]struct{}{}
+	s.paths = nil
 	s.nextHopSelf = map[netip.Addr]bool{}
 	return nil
+}
+
+// ribFamilies are the address families of GoBGP's RIBs: the unicast ones
+// the speaker advertises. Left empty, GoBGP builds a RIB for every family
+// it knows (EVPN, flowspec, VPN...), twice (global and route-server), each
+// of 2,048 shards: about 11 MB of a speaker's heap for tables that stay
+// empty.
+var ribFamilies = []uint32{
+	uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV4_UNICAST]),
+	uint32(oc.AfiSafiTypeToIntMap[oc.AFI_SAFI_TYPE_IPV6_UNICAST]),
 }
 
 func installPolicies(ctx context.Context, srv *server.BgpServer) error {
@@ -257,7 +321,7 @@ func (s *GoBGP) States(ctx context.Context) ([]PeerState, error) {
 		return nil, nil
 	}
 	families := map[bgp.Family]bool{}
-	for p := range s.paths {
+	for _, p := range s.paths {
 		families[familyOf(p.Prefix)] = true
 	}
 	var out []PeerState
@@ -338,39 +402,85 @@ func addPathSendNegotiated(remote []*api.Capability, families map[bgp.Family]boo
 	return true
 }
 
-func (s *GoBGP) addPaths(paths []Path) error {
-	// Sorted so GoBGP hands out its on-the-wire path identifiers in the same
-	// order after a restart.
-	slices.SortFunc(paths, comparePaths)
+// pathBatch bounds the paths handed to GoBGP in one call: one call is
+// one turn of its management loop (and one UPDATE burst to the peers), so
+// 40,000 paths go in 40 turns instead of 40,000, while a session event
+// still gets a turn between batches.
+const pathBatch = 1000
+
+// addPaths advertises paths (sorted: GoBGP then hands out its on-the-wire
+// path identifiers in the same order after a restart) and returns those
+// GoBGP refused.
+func (s *GoBGP) addPaths(paths []Path) ([]Path, error) {
 	var errs []error
-	for _, p := range paths {
-		ap, err := toAPIUtilPath(p)
-		if err == nil {
-			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{ap}})
+	var refused []Path
+	for chunk := range slices.Chunk(paths, pathBatch) {
+		req := apiutil.AddPathRequest{Paths: make([]*apiutil.Path, 0, len(chunk))}
+		var built []Path
+		for _, p := range chunk {
+			ap, err := toAPIUtilPath(p)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("advertising %s via %s: %w", p.Prefix, p.NextHop, err))
+				refused = append(refused, p)
+				continue
+			}
+			req.Paths = append(req.Paths, ap)
+			built = append(built, p)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("advertising %s via %s: %w", p.Prefix, p.NextHop, err))
+		if len(built) == 0 {
 			continue
 		}
-		s.paths[p] = struct{}{}
+		// GoBGP reports each refused path in its response and returns the
+		// last such error; an error with no refused path is the call's own
+		// (the server stopping), which refuses them all.
+		resps, err := s.srv.AddPath(req)
+		whole := err != nil && !slices.ContainsFunc(resps, func(r apiutil.AddPathResponse) bool { return r.Error != nil })
+		for i, p := range built {
+			var perr error
+			switch {
+			case whole:
+				perr = err
+			case i < len(resps):
+				perr = resps[i].Error
+			}
+			if perr != nil {
+				errs = append(errs, fmt.Errorf("advertising %s via %s: %w", p.Prefix, p.NextHop, perr))
+				refused = append(refused, p)
+			}
+		}
 	}
-	return errors.Join(errs...)
+	return refused, errors.Join(errs...)
 }
 
-func (s *GoBGP) deletePaths(paths []Path) error {
+// deletePaths withdraws paths in batches and returns those still held.
+// GoBGP refuses a whole batch for one bad path, so a refused batch is
+// retried path by path to withdraw all the others.
+func (s *GoBGP) deletePaths(paths []Path) ([]Path, error) {
 	var errs []error
-	for _, p := range paths {
-		ap, err := toAPIUtilPath(p)
-		if err == nil {
-			err = s.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{ap}})
+	var held []Path
+	del := func(ps []Path) error {
+		req := apiutil.DeletePathRequest{Paths: make([]*apiutil.Path, 0, len(ps))}
+		for _, p := range ps {
+			ap, err := toAPIUtilPath(p)
+			if err != nil {
+				return err
+			}
+			req.Paths = append(req.Paths, ap)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("withdrawing %s via %s: %w", p.Prefix, p.NextHop, err))
+		return s.srv.DeletePath(req)
+	}
+	for chunk := range slices.Chunk(paths, pathBatch) {
+		if del(chunk) == nil {
 			continue
 		}
-		delete(s.paths, p)
+		for _, p := range chunk {
+			if err := del([]Path{p}); err != nil {
+				errs = append(errs, fmt.Errorf("withdrawing %s via %s: %w", p.Prefix, p.NextHop, err))
+				held = append(held, p)
+			}
+		}
 	}
-	return errors.Join(errs...)
+	return held, errors.Join(errs...)
 }
 
 // pathID keys a path inside GoBGP's RIB: local paths with the same prefix

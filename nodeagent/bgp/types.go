@@ -87,6 +87,7 @@ type Speaker interface {
 	// adds/withdraws paths. Several paths for one prefix with different next hops are all advertised,
 	// each with its own stable path identifier (derived from prefix+next hop, so a restart reuses it).
 	// A changed Global (AS, router ID, listen port) restarts the BGP instance.
+	// The speaker may keep paths: the caller must not modify the slice afterwards.
 	Apply(ctx context.Context, g Global, peers []Peer, paths []Path) error
 	States(ctx context.Context) ([]PeerState, error)
 	// Stop withdraws everything and closes sessions (graceful=false), or keeps routes at the peers

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -321,30 +321,9 @@ func (b *scaleBench) createNodes(ctx context.Context) error {
 	if err := harness.CreateNodes(ctx, b.cs, nodes, 16); err != nil {
 		return err
 	}
-	// A kubelet reports its hostname too. Without it the CCM's node
-	// controller adds it to every node at its first periodic sync, 5
-	// minutes after it started: one write per node landing in whatever
-	// is being measured then.
-	if err := inParallel(16, len(nodes), func(i int) error { return b.reportHostname(ctx, nodes[i]) }); err != nil {
-		return err
-	}
 	fmt.Printf("  %d nodes created in %s\n", len(nodes), ms(time.Since(t0)))
 	for i := range scaleEligible {
 		b.hops = append(b.hops, scaleNodeAddr(0, i))
-	}
-	return nil
-}
-
-// reportHostname sets the node's addresses to its InternalIP and hostname,
-// in the order the CCM's node controller would write them.
-func (b *scaleBench) reportHostname(ctx context.Context, n harness.SimNode) error {
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"addresses": []v1.NodeAddress{
-		{Type: v1.NodeInternalIP, Address: n.Address}, {Type: v1.NodeHostName, Address: n.Name}}}})
-	if err != nil {
-		return err
-	}
-	if _, err := b.cs.CoreV1().Nodes().PatchStatus(ctx, n.Name, patch); err != nil {
-		return fmt.Errorf("node %s addresses: %w", n.Name, err)
 	}
 	return nil
 }
@@ -704,6 +683,22 @@ func (b *scaleBench) atRest(ctx context.Context) error {
 		reqs = append(reqs, rate(s1[node]["reads"]+s1[node]["writes"]-s0[node]["reads"]-s0[node]["writes"]))
 		writes = append(writes, rate(s1[node]["writes"]-s0[node]["writes"]))
 	}
+	// BENCH_PPROF_DIR=dir (with BENCH_SPEAKER_FLAGS=--profiling) keeps each
+	// rack-00 speaker's heap profile at rest, for diagnosis.
+	if dir := os.Getenv("BENCH_PPROF_DIR"); dir != "" {
+		for i := range scaleRealSpeakers {
+			node := scaleNodeName(0, i)
+			if err := savePprof(nsHTTP(b.nodeNS[node]), "http://"+scaleHealth+"/debug/pprof/heap", filepath.Join(dir, node+".heap")); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: heap profile of %s: %v\n", node, err)
+			}
+			if err := savePprof(nsHTTP(b.nodeNS[node]), "http://"+scaleHealth+"/metrics", filepath.Join(dir, node+".metrics")); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: metrics of %s: %v\n", node, err)
+			}
+			if smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", b.speakers[node].Pid())); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, node+".smaps"), smaps, 0o644)
+			}
+		}
+	}
 	names := fmt.Sprintf("%s .. %s", scaleNodeName(0, 0), scaleNodeName(0, scaleRealSpeakers-1))
 	b.add("speaker RSS at rest ("+names+")", strings.Join(rss, " / "), "≤ 60 MB")
 	b.add("speaker API requests/s at rest", strings.Join(reqs, " / "), "")
@@ -994,4 +989,21 @@ func (b *scaleBench) print() {
 	for _, n := range b.notes {
 		fmt.Println("  - " + n)
 	}
+}
+
+// savePprof writes the profile served at url to file.
+func savePprof(c *http.Client, url, file string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, body, 0o644)
 }
