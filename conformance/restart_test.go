@@ -3,7 +3,9 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -257,6 +259,15 @@ func TestTwoReplicasLeaderKill(t *testing.T) {
 	if b.LogContains(acquired) {
 		victim, survivor = b, a
 	}
+	// Health: the leader's /healthz includes the service controller's
+	// check, passing; the standby runs no controllers, so its /healthz
+	// (the leader-election check alone) passes without it.
+	if code, body := ccmGet(victim, "/healthz?verbose=1"); code != http.StatusOK || !strings.Contains(body, serviceReady) {
+		t.Errorf("leader /healthz?verbose=1: %d %q, want 200 listing %q", code, body, serviceReady)
+	}
+	if code, body := ccmGet(survivor, "/healthz?verbose=1"); code != http.StatusOK || strings.Contains(body, "service-lb-controller") {
+		t.Errorf("standby /healthz?verbose=1: %d %q, want 200 without the service-lb-controller check", code, body)
+	}
 	go l.burstFrom("ha", 40, 120)
 	time.Sleep(200 * time.Millisecond)
 	if err := victim.Kill(); err != nil {
@@ -268,6 +279,10 @@ func TestTwoReplicasLeaderKill(t *testing.T) {
 	}
 	if !survivor.LogContains(acquired) {
 		t.Errorf("the surviving replica never took the lease")
+	}
+	// It served the rest of the burst, so its check has passed by now.
+	if code, body := waitHealthz(t, survivor, serviceReady, 10*time.Second); code != http.StatusOK || !strings.Contains(body, serviceReady) {
+		t.Errorf("new leader /healthz?verbose=1: %d %q, want 200 listing %q", code, body, serviceReady)
 	}
 	checkHistory(t, history())
 	l.assertNoDuplicates()

@@ -48,8 +48,12 @@ var _ cloudprovider.LoadBalancer = (*LoadBalancer)(nil)
 // re-adopted.
 var errNotReady = errors.New("the openelb provider is still re-adopting held addresses")
 
+// Ready is the provider's Ready, on the LoadBalancer the service controller
+// holds: its health check reports it (provider/controller).
+func (lb *LoadBalancer) Ready() bool { return lb.p.Ready() }
+
 func (lb *LoadBalancer) checkReady() error {
-	if !lb.p.ready.Load() {
+	if !lb.p.Ready() {
 		return api.NewRetryError(errNotReady.Error(), retryNotReady)
 	}
 	return nil

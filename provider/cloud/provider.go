@@ -240,6 +240,14 @@ func (p *Provider) start(ctx context.Context) error {
 	return nil
 }
 
+// Ready tells whether the provider serves LoadBalancer calls: it connected
+// to the cluster and re-adopted every address already held. Until then
+// those calls return a RetryError. It stays false for good when Initialize
+// or the start gave up (the error is logged); nothing retries then but a
+// restart of the process, which is why the service controller's health
+// check keeps failing rather than hiding it.
+func (p *Provider) Ready() bool { return p.ready.Load() }
+
 func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:

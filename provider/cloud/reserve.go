@@ -101,6 +101,10 @@ func (p *Provider) reconcileReservations(ctx context.Context) {
 		}
 	}
 	sort.Strings(names)
+	if wait := p.refillWait(); wait > 0 {
+		time.AfterFunc(wait, func() { signal(p.reserveDirty) })
+		return
+	}
 	for _, n := range names {
 		for p.alloc.Reservations(n) < p.opts.Reservations && ctx.Err() == nil {
 			if !p.reserveOne(ctx, n) {
@@ -108,6 +112,23 @@ func (p *Provider) reconcileReservations(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// refillWait is how long used reservations wait before they are replaced:
+// until no address was handed out for afterIdle. A reservation costs two
+// writes (its creation, then the bind to the Service that took it), a claim
+// made at allocation one (created with its owner), so during a burst,
+// once the reservations are used up, the burst's Services are claimed at
+// allocation (a round trip more each, a write less each) and the
+// reservations are topped up when the burst is over, ready for the next
+// Service that arrives alone, which is the one whose latency they are for.
+func (p *Provider) refillWait() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if idle := time.Since(p.lastAlloc); idle < afterIdle {
+		return afterIdle - idle
+	}
+	return 0
 }
 
 // reserveOne reserves the lowest free address of pool and creates its

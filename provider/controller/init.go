@@ -51,6 +51,9 @@ func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.Com
 			return nil, false, err
 		}
 		go c.Run(ctx, int(cfg.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
-		return nil, true, nil
+		// Returned so the framework mounts its health check (Check): the
+		// framework's default, a ping, would pass while the provider is
+		// still re-adopting addresses or has given up.
+		return c, true, nil
 	}
 }

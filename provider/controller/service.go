@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -58,6 +59,8 @@ type Controller struct {
 	// addresses are still released.
 	gone map[string]*v1.Service
 	mu   sync.Mutex
+	// running is true while the workers process the queue (see Check).
+	running atomic.Bool
 }
 
 // New builds the controller; Run starts it.
@@ -161,7 +164,10 @@ func (c *Controller) Run(ctx context.Context, workers int) {
 			}
 		}()
 	}
+	c.running.Store(true)
+	logger.Info("Openelb service controller running", "workers", workers)
 	<-ctx.Done()
+	c.running.Store(false)
 }
 
 func (c *Controller) processNext(ctx context.Context) bool {

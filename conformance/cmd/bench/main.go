@@ -9,6 +9,11 @@
 //     withdraw, BFD detection of a dead node, convergence of 1,000 and
 //     10,000 routes, the speaker's memory and API requests at rest, and 60 s
 //     without the API server;
+//   - throughput: how much the CCM slows Service creation down: 16
+//     creators create 1,000 Services on a fresh control plane without any
+//     load-balancer controller and with the CCM, two rounds each
+//     alternating, plus the first Service's create→IP right after the CCM
+//     reports ready (throughput.go);
 //   - scale (not run by default: it takes many minutes): what routine
 //     events cost at size, 1,000 nodes in 20 racks and 10,000 Services with
 //     one rack real (FRR leaf, two speakers): node flip → FIB, API writes
@@ -50,7 +55,8 @@ func main() {
 	single := flag.Int("single", 100, "Services created one at a time")
 	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
 	creators := flag.Int("creators", 16, "concurrent creators in a burst")
-	suites := flag.String("suites", "alloc,steady,routes,layer2", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services), scale (what node flips, speaker starts and rest cost with -scale-* nodes, racks and Services; not in the default list: it takes many minutes)")
+	suites := flag.String("suites", "alloc,steady,routes,layer2,throughput", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services), throughput (Service creates/s by -creators clients without a load-balancer controller and with the CCM, alternating, two rounds each on fresh control planes, and the first Service's create→IP once the CCM is ready), scale (what node flips, speaker starts and rest cost with -scale-* nodes, racks and Services; not in the default list: it takes many minutes)")
+	throughputServices := flag.Int("throughput-services", 1000, "throughput: Services created per round")
 	routeSizes := flag.String("route-sizes", "1000,10000", "Service counts for route convergence")
 	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements (routes) and of the node flips (scale)")
 	var so scaleOptions
@@ -74,6 +80,8 @@ func main() {
 			err = runLayer2(ctx)
 		case "steady":
 			err = runSteady(ctx, ints(*bursts), *creators)
+		case "throughput":
+			err = runThroughput(ctx, *throughputServices, *creators)
 		case "scale":
 			so.flips, so.creators = *rounds, *creators
 			err = runScale(ctx, so)
@@ -170,22 +178,39 @@ func startAllocLab(ctx context.Context, extra ...string) (*harness.ControlPlane,
 	if err != nil {
 		return nil, nil, err
 	}
-	crd, err := client.New(cp.Config, client.Options{Scheme: apischeme.New()})
-	if err == nil {
-		err = crd.Create(ctx, &v1alpha2.Eip{
-			ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
-			Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14", Protocol: v1alpha2.ProtocolLayer2, Interface: "eth0"},
-		})
-	}
+	err = createBenchPool(ctx, cp)
 	var ccm *harness.Component
 	if err == nil {
-		ccm, err = cp.StartCCM("ccm", append(strings.Fields(os.Getenv("BENCH_CCM_FLAGS")), extra...)...)
+		ccm, err = startBenchCCM(cp, extra...)
 	}
 	if err != nil {
 		_ = cp.Stop()
 		return nil, nil, err
 	}
 	return cp, ccm, nil
+}
+
+// createBenchPool creates the alloc lab's default layer2 Eip, 10.128.0.0/14
+// (see startAllocLab).
+func createBenchPool(ctx context.Context, cp *harness.ControlPlane) error {
+	crd, err := client.New(cp.Config, client.Options{Scheme: apischeme.New()})
+	if err != nil {
+		return fmt.Errorf("CRD client: %w", err)
+	}
+	err = crd.Create(ctx, &v1alpha2.Eip{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
+		Spec:       v1alpha2.EipSpec{Address: "10.128.0.0/14", Protocol: v1alpha2.ProtocolLayer2, Interface: "eth0"},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the bench Eip: %w", err)
+	}
+	return nil
+}
+
+// startBenchCCM starts the CCM with its shipped defaults plus
+// BENCH_CCM_FLAGS and extra.
+func startBenchCCM(cp *harness.ControlPlane, extra ...string) (*harness.Component, error) {
+	return cp.StartCCM("ccm", append(strings.Fields(os.Getenv("BENCH_CCM_FLAGS")), extra...)...)
 }
 
 // settle is how long a scenario waits before counting writes: the CCM binds
@@ -399,20 +424,10 @@ func inParallel(workers, n int, do func(i int) error) error {
 }
 
 func burst(ctx context.Context, cs kubernetes.Interface, w *watcher, ns string, n, creators int) (result, error) {
-	created := make([]time.Time, n)
-	begin := time.Now()
-	err := inParallel(creators, n, func(i int) error {
-		start := time.Now()
-		if _, err := cs.CoreV1().Services(ns).Create(ctx, newService(ns, fmt.Sprintf("b-%d", i)), metav1.CreateOptions{}); err != nil {
-			return err
-		}
-		created[i] = start
-		return nil
-	})
+	created, begin, lastCreate, err := createAll(ctx, cs, ns, n, creators)
 	if err != nil {
 		return result{}, err
 	}
-	lastCreate := time.Now()
 	deadline := time.Now().Add(5 * time.Minute)
 	var lat []time.Duration
 	var lastIP time.Time
@@ -435,6 +450,23 @@ func burst(ctx context.Context, cs kubernetes.Interface, w *watcher, ns string, 
 	r.createSpan = lastCreate.Sub(begin)
 	r.lastLag = lastIP.Sub(lastCreate)
 	return r, nil
+}
+
+// createAll creates Services b-0..b-(n-1) in ns with creators concurrent
+// clients, as fast as the API server accepts them. It returns when each
+// create started, and when the first started and the last returned.
+func createAll(ctx context.Context, cs kubernetes.Interface, ns string, n, creators int) (created []time.Time, begin, lastCreate time.Time, err error) {
+	created = make([]time.Time, n)
+	begin = time.Now()
+	err = inParallel(creators, n, func(i int) error {
+		start := time.Now()
+		if _, err := cs.CoreV1().Services(ns).Create(ctx, newService(ns, fmt.Sprintf("b-%d", i)), metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		created[i] = start
+		return nil
+	})
+	return created, begin, time.Now(), err
 }
 
 func summarize(name string, lat []time.Duration) result {
@@ -477,6 +509,37 @@ func print(results []result) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.name, r.n, ms(r.p50), ms(r.p99), ms(r.max), span, lag)
 	}
 	tw.Flush()
+	printWrites(results)
+	fmt.Fprintln(tw, "\nCPU seconds used during each scenario (2 cores), and the CCM's RSS after it")
+	header := "process"
+	for _, r := range results {
+		header += fmt.Sprintf("\t%s (%d)", r.name, r.n)
+	}
+	fmt.Fprintln(tw, header)
+	var procs []string
+	for n := range results[0].cpu {
+		procs = append(procs, n)
+	}
+	sort.Strings(procs)
+	for _, p := range procs {
+		row := p
+		for _, r := range results {
+			row += fmt.Sprintf("\t%.1f s", r.cpu[p])
+		}
+		fmt.Fprintln(tw, row)
+	}
+	row := "openelb-ccm RSS"
+	for _, r := range results {
+		row += fmt.Sprintf("\t%.0f MiB", r.ccmRSS)
+	}
+	fmt.Fprintln(tw, row)
+	tw.Flush()
+}
+
+// printWrites prints, per request ("verb resource[/subresource]"), the API
+// writes each scenario's Services cost on average, a column per scenario.
+func printWrites(results []result) {
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nAPI writes per Service (kube-apiserver request counters; creates of the Services themselves included)")
 	keys := map[string]bool{}
 	for _, r := range results {
@@ -501,29 +564,5 @@ func print(results []result) {
 		}
 		fmt.Fprintln(tw, row)
 	}
-	tw.Flush()
-	fmt.Fprintln(tw, "\nCPU seconds used during each scenario (2 cores), and the CCM's RSS after it")
-	header = "process"
-	for _, r := range results {
-		header += fmt.Sprintf("\t%s (%d)", r.name, r.n)
-	}
-	fmt.Fprintln(tw, header)
-	var procs []string
-	for n := range results[0].cpu {
-		procs = append(procs, n)
-	}
-	sort.Strings(procs)
-	for _, p := range procs {
-		row := p
-		for _, r := range results {
-			row += fmt.Sprintf("\t%.1f s", r.cpu[p])
-		}
-		fmt.Fprintln(tw, row)
-	}
-	row := "openelb-ccm RSS"
-	for _, r := range results {
-		row += fmt.Sprintf("\t%.0f MiB", r.ccmRSS)
-	}
-	fmt.Fprintln(tw, row)
 	tw.Flush()
 }

@@ -1,0 +1,63 @@
+package controller
+
+import (
+	"errors"
+	"net/http"
+
+	"k8s.io/cloud-provider/names"
+	"k8s.io/controller-manager/controller"
+	"k8s.io/controller-manager/pkg/healthz"
+)
+
+// The controller is what its init function hands the framework: the
+// framework names its health check after Name and serves it at
+// /healthz/service-lb-controller (and as part of /healthz) on the leader.
+var (
+	_ controller.Interface       = (*Controller)(nil)
+	_ controller.HealthCheckable = (*Controller)(nil)
+)
+
+// Reasons the health check fails, in the order Check tests them.
+var (
+	// errProviderNotReady: the provider has not re-adopted every held
+	// address yet (normally well under a second after this replica
+	// starts leading). If it lasts, the provider gave up while starting
+	// (it cannot reach the cluster, or its caches never synced; the CCM's
+	// log says why) and only a restart retries: the check is left failing
+	// on purpose so /healthz, and the shipped liveness probe with it,
+	// report a leader that will never serve a Service.
+	errProviderNotReady = errors.New("provider not ready: re-adopting held addresses (if this lasts, the provider failed to start: see the CCM's log)")
+	errCacheNotSynced   = errors.New("the Service cache has not synced yet")
+	errNotRunning       = errors.New("the service workers are not running")
+)
+
+// readiness is what a cloudprovider.LoadBalancer may offer to say it serves
+// calls (the openelb provider's cloud.LoadBalancer does). One without it is
+// taken as always ready: a RetryError is then the only signal, as in the
+// framework's controller.
+type readiness interface {
+	Ready() bool
+}
+
+// Name is the framework's name for the slot this controller fills.
+func (c *Controller) Name() string { return names.ServiceLBController }
+
+// HealthChecker returns the controller itself: see Check.
+func (c *Controller) HealthChecker() healthz.UnnamedHealthChecker { return c }
+
+// Check passes once a Service created now would be served without waiting
+// on a retry: the provider is ready, the Service informer has synced and
+// the workers run. Before that it says which of the three is missing. It
+// is cheap (three flag reads), as probes may call it often.
+func (c *Controller) Check(*http.Request) error {
+	if r, ok := c.lb.(readiness); ok && !r.Ready() {
+		return errProviderNotReady
+	}
+	if !c.synced() {
+		return errCacheNotSynced
+	}
+	if !c.running.Load() {
+		return errNotRunning
+	}
+	return nil
+}
