@@ -336,8 +336,11 @@ type afterStatus struct {
 }
 
 const (
-	afterIdle   = 100 * time.Millisecond
-	afterMaxAge = 5 * time.Second
+	afterIdle = 100 * time.Millisecond
+	// afterMaxAge outlasts a burst of a thousand Services on a small API
+	// server (6-7 s on two cores), so none of its events and binds compete
+	// with its creates and status writes.
+	afterMaxAge = 15 * time.Second
 )
 
 // deferAfterStatus records bookkeeping for afterLoop. The caller holds the

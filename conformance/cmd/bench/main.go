@@ -214,8 +214,8 @@ func startBenchCCM(cp *harness.ControlPlane, extra ...string) (*harness.Componen
 }
 
 // settle is how long a scenario waits before counting writes: the CCM binds
-// reserved claims and emits events at most 5 s after an allocation.
-const settle = 6 * time.Second
+// reserved claims and emits events at most 15 s after an allocation.
+const settle = 16 * time.Second
 
 func run(ctx context.Context, single int, bursts string, creators int) error {
 	cp, ccm, err := startAllocLab(ctx)

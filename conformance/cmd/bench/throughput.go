@@ -8,12 +8,17 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 )
@@ -27,6 +32,11 @@ import (
 //   - none: no load-balancer controller at all (the CCM is not started;
 //     kube-controller-manager has no cloud provider): the API server's own
 //     rate for these creates;
+//   - status-only: the same plus the least any load-balancer controller
+//     does: a controller inside the bench that writes each new Service's
+//     status (one PATCH, an address from a counter) and nothing else. It
+//     is the floor: what the API server's rate becomes once every Service
+//     costs one write more, which no implementation can avoid;
 //   - openelb: the same plus the CCM with its shipped defaults. It must
 //     first report ready (the service-lb-controller health check), then
 //     one Service is created at once and timed create→IP ("first Service
@@ -83,11 +93,15 @@ type throughputRound struct {
 
 func (r throughputRound) withCCM() bool { return r.mode == "openelb" }
 
+// assigns tells whether the round's Services get addresses.
+func (r throughputRound) assigns() bool { return r.mode != "none" }
+
 // runThroughput runs the suite and prints its table.
 func runThroughput(ctx context.Context, n, creators int) error {
 	var rounds []throughputRound
-	for i, mode := range []string{"none", "openelb", "none", "openelb"} {
-		round := i/2 + 1
+	modes := []string{"none", "status-only", "openelb"}
+	for i := range 2 * len(modes) {
+		mode, round := modes[i%len(modes)], i/len(modes)+1
 		fmt.Fprintf(os.Stderr, "throughput: round %d, %s: %d Services, %d creators\n", round, mode, n, creators)
 		r, err := throughputOnce(ctx, round, mode, n, creators)
 		if err != nil {
@@ -143,7 +157,11 @@ func throughputOnce(ctx context.Context, round int, mode string, n, creators int
 		fmt.Fprintf(os.Stderr, "throughput: round %d: CCM started %s, check passed %s, first Service create→IP %s\n",
 			round, started.Format("15:04:05.000000"), readyAt.Format("15:04:05.000000"), ms(r.first))
 	} else {
-		// The same single create, untimed: both modes' bursts start on an
+		if r.mode == "status-only" {
+			stop := startStatusOnly(cs, throughputNamespace)
+			defer stop()
+		}
+		// The same single create, untimed: every mode's burst starts on an
 		// API server that has created one Service.
 		if _, err := cs.CoreV1().Services(throughputNamespace).Create(ctx, newService(throughputNamespace, "first"), metav1.CreateOptions{}); err != nil {
 			return r, fmt.Errorf("first Service: %w", err)
@@ -164,7 +182,7 @@ func throughputOnce(ctx context.Context, round int, mode string, n, creators int
 		pids["ccm"] = ccm.Pid()
 	}
 	cpu0 := sample(pids)
-	if r.withCCM() {
+	if r.assigns() {
 		// burst returns once the last IP is seen: after the creates by
 		// the last-IP lag (milliseconds), so the CPU figures cover the
 		// same span in both modes, give or take that lag.
@@ -241,9 +259,9 @@ func getText(ctx context.Context, url string) (int, string, error) {
 func printThroughput(rounds []throughputRound, n, creators int) {
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nthroughput: %d Services by %d creators per round, each round on a fresh control plane "+
-		"(kube-apiserver 1.36.3 + etcd 3.6 on tmpfs, kube-controller-manager); none: no load-balancer controller; openelb: the CCM, shipped defaults\n", n, creators)
+		"(kube-apiserver 1.36.3 + etcd 3.6 on tmpfs, kube-controller-manager); none: no load-balancer controller; status-only: a controller writing each Service's status and nothing else; openelb: the CCM, shipped defaults\n", n, creators)
 	fmt.Fprintln(tw, "round\tmode\tcreates took\tServices/s\tCCM start→ready\tfirst Service after ready (≤ 50 ms)\tcreate→IP p50\tp99 (≤ 1 s)\tlast create→last IP\twrites/Service\tCPU s during creates: apiserver/etcd/kcm/ccm")
-	var none, elb []float64
+	var none, elb, floor []float64
 	var worstP99 time.Duration
 	var firsts []string
 	firstOK := true
@@ -259,6 +277,9 @@ func printThroughput(rounds []throughputRound, n, creators int) {
 			worstP99 = max(worstP99, r.p99)
 			firsts = append(firsts, ms(r.first))
 			firstOK = firstOK && r.first <= targetFirst
+		} else if r.assigns() {
+			p50, p99, lag = ms(r.p50), ms(r.p99), ms(r.lastLag)
+			floor = append(floor, r.perSec)
 		} else {
 			none = append(none, r.perSec)
 		}
@@ -299,7 +320,45 @@ func printThroughput(rounds []throughputRound, n, creators int) {
 	fmt.Println()
 	t.add("throughput ratio, mean(openelb) / mean(none)",
 		fmt.Sprintf("%.1f %% (%.1f / %.1f Services/s)%s", 100*ratio, avg(elb), avg(none), verdict(ratio >= targetRatio)), "≥ 85 %")
+	t.add("  the floor: status-only (one status write per Service, nothing else) / none",
+		fmt.Sprintf("%.1f %% (%.1f Services/s)", 100*avg(floor)/avg(none), avg(floor)), "")
 	t.add("create→IP p99, worst round", ms(worstP99)+verdict(worstP99 <= targetP99), "≤ 1 s")
 	t.add("first Service after ready, create→IP (each openelb round)", strings.Join(firsts, " / ")+verdict(firstOK), "≤ 50 ms")
 	t.printTable("throughput summary")
+}
+
+// startStatusOnly runs the status-only controller of the throughput suite
+// on ns until the returned stop: 4 workers give each new LoadBalancer
+// Service without an address one from 10.200.0.0/16 (a counter), in one
+// status PATCH, as a minimal controller would.
+func startStatusOnly(cs kubernetes.Interface, ns string) (stop func()) {
+	queue := make(chan string, 100000)
+	done := make(chan struct{})
+	see := func(o any) {
+		if svc, ok := o.(*v1.Service); ok && svc.Spec.Type == v1.ServiceTypeLoadBalancer && len(svc.Status.LoadBalancer.Ingress) == 0 {
+			queue <- svc.Name
+		}
+	}
+	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: cache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "services", ns, fields.Everything()),
+		ObjectType:    &v1.Service{},
+		Handler:       cache.ResourceEventHandlerFuncs{AddFunc: see},
+	})
+	go ctrl.Run(done)
+	var next atomic.Uint32
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case name := <-queue:
+					n := next.Add(1)
+					patch := fmt.Sprintf(`{"status":{"loadBalancer":{"ingress":[{"ip":"10.200.%d.%d"}]}}}`, n>>8&0xff, n&0xff)
+					_, _ = cs.CoreV1().Services(ns).Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
+				}
+			}
+		}()
+	}
+	return func() { close(done) }
 }
