@@ -10,8 +10,9 @@ import (
 )
 
 // The controller is what its init function hands the framework: the
-// framework names its health check after Name and serves it at
-// /healthz/service-lb-controller (and as part of /healthz) on the leader.
+// framework names its health check after Name and adds it to the leader's
+// /healthz (listed as service-lb-controller by /healthz?verbose; the
+// framework routes no per-check path on the secure port).
 var (
 	_ controller.Interface       = (*Controller)(nil)
 	_ controller.HealthCheckable = (*Controller)(nil)
