@@ -11,9 +11,9 @@ BIN       := $(ROOT)/bin
 CACHE_BIN := $(ROOT)/.cache/bin
 export OPENELB_BIN_DIR := $(CACHE_BIN)
 
-KUBE_VERSION        := v1.36.3
+KUBE_VERSION        := v1.37.2
 ETCD_VERSION        := v3.6.16
-CONTROLLER_GEN_VER  := v0.21.0
+CONTROLLER_GEN_VER  := v0.23.0
 CONTROLLER_GEN      := $(CACHE_BIN)/controller-gen
 KUBE_STAMP          := $(CACHE_BIN)/.kube-$(KUBE_VERSION)
 ETCD_STAMP          := $(CACHE_BIN)/.etcd-$(ETCD_VERSION)
@@ -24,8 +24,8 @@ CG_STAMP            := $(CACHE_BIN)/.controller-gen-$(CONTROLLER_GEN_VER)
 HELM_VERSION        := v3.22.0
 HELM_STAMP          := $(CACHE_BIN)/.helm-$(HELM_VERSION)
 HELM_LDFLAGS        := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
-	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36 \
-	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=36
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
 
 # Images: `make image` writes bin/images/<name>.tar (docker-archive; `docker
 # load -i` / `podman load -i`). The tag matches deploy/kustomization.yaml and

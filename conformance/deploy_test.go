@@ -46,7 +46,7 @@ const (
 	// port (deploy/speaker.yaml, chart value speaker.healthPort).
 	speakerHealthPort = 10262
 	// kubeVersionForHelm is what `helm template` assumes the cluster runs.
-	kubeVersionForHelm = "1.36.3"
+	kubeVersionForHelm = "1.37.2"
 )
 
 // TestDeploy installs deploy/ the way an admin does and checks it on the

@@ -499,7 +499,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Micros
 
 func print(results []result) {
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\ncreate→IP (real CCM, shipped defaults, local kube-apiserver 1.36.3 + etcd 3.6 on tmpfs)")
+	fmt.Fprintln(tw, "\ncreate→IP (real CCM, shipped defaults, local kube-apiserver 1.37.2 + etcd 3.6 on tmpfs)")
 	fmt.Fprintln(tw, "scenario\tServices\tp50\tp99\tmax\tcreates took\tlast create→last IP")
 	for _, r := range results {
 		span, lag := "-", "-"

@@ -259,7 +259,7 @@ func getText(ctx context.Context, url string) (int, string, error) {
 func printThroughput(rounds []throughputRound, n, creators int) {
 	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nthroughput: %d Services by %d creators per round, each round on a fresh control plane "+
-		"(kube-apiserver 1.36.3 + etcd 3.6 on tmpfs, kube-controller-manager); none: no load-balancer controller; status-only: a controller writing each Service's status and nothing else; openelb: the CCM, shipped defaults\n", n, creators)
+		"(kube-apiserver 1.37.2 + etcd 3.6 on tmpfs, kube-controller-manager); none: no load-balancer controller; status-only: a controller writing each Service's status and nothing else; openelb: the CCM, shipped defaults\n", n, creators)
 	fmt.Fprintln(tw, "round\tmode\tcreates took\tServices/s\tCCM start→ready\tfirst Service after ready (≤ 50 ms)\tcreate→IP p50\tp99 (≤ 1 s)\tlast create→last IP\twrites/Service\tCPU s during creates: apiserver/etcd/kcm/ccm")
 	var none, elb, floor []float64
 	var worstP99 time.Duration
