@@ -114,7 +114,7 @@ func TestScaleWrites(t *testing.T) {
 	// Each speaker writes its LoadBalancerSpeaker (created, then its
 	// paths; sessions trying to connect) and its entry of its BgpPeer's
 	// status: a few writes each, whatever the number of Services.
-	if n := total(started); n > float64(8*len(speakers)) {
+	if n := harness.TotalWrites(started); n > float64(8*len(speakers)) {
 		t.Errorf("starting %d speakers cost %v writes, want at most %d (a few per speaker): %v", len(speakers), n, 8*len(speakers), started)
 	}
 	for _, res := range []string{"loadbalancerplans", "loadbalancerracks", "services", "ipclaims"} {
@@ -161,7 +161,7 @@ func TestScaleWrites(t *testing.T) {
 			if diff := cmp.Diff(want, withoutBgpPeers(got)); diff != "" {
 				t.Errorf("writes caused by %s Ready=%v with %d Services (-want +got):\n%s", flipped, ready, scaleServices, diff)
 			}
-			if n := total(got); n > 10 {
+			if n := harness.TotalWrites(got); n > 10 {
 				t.Errorf("a node flip cost %v writes, want at most 10", n)
 			}
 		}
@@ -205,14 +205,6 @@ func (l *lab) writes() map[string]float64 {
 		l.t.Fatal(err)
 	}
 	return w
-}
-
-func total(w map[string]float64) float64 {
-	var n float64
-	for _, v := range w {
-		n += v
-	}
-	return n
 }
 
 // sumResource adds the writes of a resource (all verbs and subresources).

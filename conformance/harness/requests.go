@@ -77,3 +77,12 @@ func parseLabels(s string) map[string]string {
 	}
 	return out
 }
+
+// TotalWrites adds up a write count map (APIWrites, WritesDelta).
+func TotalWrites(w map[string]float64) float64 {
+	var n float64
+	for _, v := range w {
+		n += v
+	}
+	return n
+}

@@ -236,12 +236,7 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 	}
 	// Sorted, then duplicates (a shared address) dropped in place: no set
 	// of 40,000 paths on every reconcile.
-	slices.SortFunc(paths, func(a, b bgp.Path) int {
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		return a.NextHop.Compare(b.NextHop)
-	})
+	slices.SortFunc(paths, bgp.ComparePaths)
 	// The speaker keeps this slice as what it advertises: copied when the
 	// appends left much spare capacity, which would be held with it.
 	paths = slices.Compact(paths)

@@ -211,7 +211,7 @@ func (f *Fake) Paths() []Path {
 	for p := range f.paths {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, comparePaths)
+	slices.SortFunc(out, ComparePaths)
 	return out
 }
 

@@ -32,7 +32,7 @@ type GoBGP struct {
 	srv    *server.BgpServer // nil until the first Apply and after Stop
 	global Global
 	peers  map[netip.Addr]Peer
-	// paths is what GoBGP holds, sorted by comparePaths and without
+	// paths is what GoBGP holds, sorted by ComparePaths and without
 	// duplicates: a slice rather than a set, as a speaker of a rack holds
 	// Services × next hops paths (40,000 with 10,000 Services and 4 next
 	// hops) and a map of them costs twice the memory. Apply diffs it
@@ -139,26 +139,28 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 	if len(failed) == 0 && len(notAdded) == 0 {
 		s.paths = wantPaths
 	} else {
+		slices.SortFunc(notAdded, ComparePaths) // refused in two passes per batch
 		held, _ := diffPaths(wantPaths, notAdded)
 		held = append(held, failed...)
-		slices.SortFunc(held, comparePaths)
+		slices.SortFunc(held, ComparePaths)
 		s.paths = held
 	}
 	return errors.Join(errs...)
 }
 
 // sortedPaths validates paths and returns them normalized, sorted by
-// comparePaths and without duplicates. Paths already so (the agent's) are
+// ComparePaths and without duplicates. Paths already so (the agent's) are
 // returned as they are, not copied: the speaker then holds its 40,000
 // paths once, not twice. Apply's callers do not modify a slice they
 // passed.
 func sortedPaths(paths []Path) ([]Path, error) {
 	clean := true
 	for i, p := range paths {
-		if err := p.normalize().validate(); err != nil {
+		n := p.normalize()
+		if err := n.validate(); err != nil {
 			return nil, err
 		}
-		if p != p.normalize() || (i > 0 && comparePaths(paths[i-1], p) >= 0) {
+		if p != n || (i > 0 && ComparePaths(paths[i-1], p) >= 0) {
 			clean = false
 		}
 	}
@@ -169,7 +171,7 @@ func sortedPaths(paths []Path) ([]Path, error) {
 	for _, p := range paths {
 		out = append(out, p.normalize())
 	}
-	slices.SortFunc(out, comparePaths)
+	slices.SortFunc(out, ComparePaths)
 	return slices.Clip(slices.Compact(out)), nil
 }
 
@@ -178,7 +180,7 @@ func sortedPaths(paths []Path) ([]Path, error) {
 func diffPaths(have, want []Path) (onlyHave, onlyWant []Path) {
 	i, j := 0, 0
 	for i < len(have) && j < len(want) {
-		switch c := comparePaths(have[i], want[j]); {
+		switch c := ComparePaths(have[i], want[j]); {
 		case c < 0:
 			onlyHave = append(onlyHave, have[i])
 			i++
@@ -596,7 +598,10 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 	return out
 }
 
-func comparePaths(a, b Path) int {
+// ComparePaths orders paths by prefix, then next hop: the order Apply keeps
+// its paths in, and in which a caller that passes them already sorted
+// spares it a copy.
+func ComparePaths(a, b Path) int {
 	if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 		return c
 	}

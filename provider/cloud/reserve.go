@@ -93,6 +93,10 @@ func (p *Provider) reconcileReservations(ctx context.Context) {
 			logger.Error(err, "Releasing a reserved address of a changed pool failed", "address", x)
 		}
 	}
+	if wait := p.refillWait(); wait > 0 {
+		time.AfterFunc(wait, func() { signal(p.reserveDirty) })
+		return
+	}
 	set := p.pools.Load()
 	names := make([]string, 0, len(set.byName))
 	for n, pl := range set.byName {
@@ -101,10 +105,6 @@ func (p *Provider) reconcileReservations(ctx context.Context) {
 		}
 	}
 	sort.Strings(names)
-	if wait := p.refillWait(); wait > 0 {
-		time.AfterFunc(wait, func() { signal(p.reserveDirty) })
-		return
-	}
 	for _, n := range names {
 		for p.alloc.Reservations(n) < p.opts.Reservations && ctx.Err() == nil {
 			if !p.reserveOne(ctx, n) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -528,12 +527,12 @@ func (b *scaleBench) nodeFlips(ctx context.Context) error {
 			w := flipWrites(before, after)
 			before = after
 			lat[ready] = append(lat[ready], d)
-			perFlip = append(perFlip, total(w))
+			perFlip = append(perFlip, harness.TotalWrites(w))
 			if !settled {
 				unsettled++
 			}
 			rounds[ready][breakdown(w)] = append(rounds[ready][breakdown(w)], round+1)
-			fmt.Printf("  round %2d Ready=%-5v → FIB %s, %.0f writes: %s\n", round+1, ready, dur(d), total(w), breakdown(w))
+			fmt.Printf("  round %2d Ready=%-5v → FIB %s, %.0f writes: %s\n", round+1, ready, dur(d), harness.TotalWrites(w), breakdown(w))
 		}
 	}
 	for _, ready := range []bool{false, true} {
@@ -654,24 +653,14 @@ func (b *scaleBench) atRest(ctx context.Context) error {
 	if err := pause(ctx, *steadySettle); err != nil {
 		return err
 	}
-	s0, err := b.speakerRequests(ctx)
-	if err != nil {
-		return err
-	}
-	c0, _ := ccmMetrics(b.ccm)
-	w0, err := harness.APIWrites(ctx, b.cs)
+	r0, err := b.requestCounters(ctx)
 	if err != nil {
 		return err
 	}
 	if err := pause(ctx, *steadyWindow); err != nil {
 		return err
 	}
-	s1, err := b.speakerRequests(ctx)
-	if err != nil {
-		return err
-	}
-	c1, ccmOK := ccmMetrics(b.ccm)
-	w1, err := harness.APIWrites(ctx, b.cs)
+	r1, err := b.requestCounters(ctx)
 	if err != nil {
 		return err
 	}
@@ -680,18 +669,18 @@ func (b *scaleBench) atRest(ctx context.Context) error {
 	for i := range scaleRealSpeakers {
 		node := scaleNodeName(0, i)
 		rss = append(rss, fmt.Sprintf("%.0f MiB", rssMiB(b.speakers[node].Pid())))
-		reqs = append(reqs, rate(s1[node]["reads"]+s1[node]["writes"]-s0[node]["reads"]-s0[node]["writes"]))
-		writes = append(writes, rate(s1[node]["writes"]-s0[node]["writes"]))
+		reqs = append(reqs, rate(r1.speakers[node]["reads"]+r1.speakers[node]["writes"]-r0.speakers[node]["reads"]-r0.speakers[node]["writes"]))
+		writes = append(writes, rate(r1.speakers[node]["writes"]-r0.speakers[node]["writes"]))
 	}
 	// BENCH_PPROF_DIR=dir (with BENCH_SPEAKER_FLAGS=--profiling) keeps each
 	// rack-00 speaker's heap profile at rest, for diagnosis.
 	if dir := os.Getenv("BENCH_PPROF_DIR"); dir != "" {
 		for i := range scaleRealSpeakers {
 			node := scaleNodeName(0, i)
-			if err := savePprof(nsHTTP(b.nodeNS[node]), "http://"+scaleHealth+"/debug/pprof/heap", filepath.Join(dir, node+".heap")); err != nil {
+			if err := download(nsHTTP(b.nodeNS[node]), "http://"+scaleHealth+"/debug/pprof/heap", filepath.Join(dir, node+".heap")); err != nil {
 				fmt.Fprintf(os.Stderr, "bench: heap profile of %s: %v\n", node, err)
 			}
-			if err := savePprof(nsHTTP(b.nodeNS[node]), "http://"+scaleHealth+"/metrics", filepath.Join(dir, node+".metrics")); err != nil {
+			if err := download(nsHTTP(b.nodeNS[node]), "http://"+scaleHealth+"/metrics", filepath.Join(dir, node+".metrics")); err != nil {
 				fmt.Fprintf(os.Stderr, "bench: metrics of %s: %v\n", node, err)
 			}
 			if smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", b.speakers[node].Pid())); err == nil {
@@ -704,11 +693,30 @@ func (b *scaleBench) atRest(ctx context.Context) error {
 	b.add("speaker API requests/s at rest", strings.Join(reqs, " / "), "")
 	b.add("speaker API writes/s at rest", strings.Join(writes, " / "), "0")
 	b.add("CCM RSS at rest", fmt.Sprintf("%.0f MiB", rssMiB(b.ccm.Pid())), "(steady: ≤ 150 MB)")
-	if ccmOK && c0 != nil {
-		b.add("CCM API requests/s at rest", rate(c1["rest_client_requests_total"]-c0["rest_client_requests_total"]), "")
+	if r0.ccmOK && r1.ccmOK {
+		b.add("CCM API requests/s at rest", rate(r1.ccm["rest_client_requests_total"]-r0.ccm["rest_client_requests_total"]), "")
 	}
-	b.add("API writes/s at rest, every client, Leases left out", rate(total(caused(w0, w1))), "")
+	b.add("API writes/s at rest, every client, Leases left out", rate(harness.TotalWrites(caused(r0.writes, r1.writes))), "")
 	return nil
+}
+
+// requestCounters are the request counters atRest compares.
+type requestCounters struct {
+	speakers map[string]map[string]float64 // speakerRequests
+	ccm      map[string]float64            // ccmMetrics
+	ccmOK    bool
+	writes   map[string]float64 // at the API server
+}
+
+func (b *scaleBench) requestCounters(ctx context.Context) (requestCounters, error) {
+	var r requestCounters
+	var err error
+	if r.speakers, err = b.speakerRequests(ctx); err != nil {
+		return r, err
+	}
+	r.ccm, r.ccmOK = ccmMetrics(b.ccm)
+	r.writes, err = harness.APIWrites(ctx, b.cs)
+	return r, err
 }
 
 // speakerRequests reads each running rack-00 speaker's client-go request
@@ -803,8 +811,8 @@ func (b *scaleBench) extraSpeakers(ctx context.Context) error {
 	w := caused(before, after)
 	n := float64(len(nodes))
 	b.add(fmt.Sprintf("API writes caused by %d speakers starting, first %s", len(nodes), extraRun),
-		fmt.Sprintf("%.0f (%.1f per speaker)", total(w), total(w)/n), "O(speakers): a small constant per speaker, not per Service")
-	b.add(fmt.Sprintf("  of which in its last %s", extraTail), fmt.Sprintf("%.0f", total(caused(mid, after))), "")
+		fmt.Sprintf("%.0f (%.1f per speaker)", harness.TotalWrites(w), harness.TotalWrites(w)/n), "O(speakers): a small constant per speaker, not per Service")
+	b.add(fmt.Sprintf("  of which in its last %s", extraTail), fmt.Sprintf("%.0f", harness.TotalWrites(caused(mid, after))), "")
 	value := fmt.Sprintf("%d of %d", reported, len(nodes))
 	if allReported > 0 {
 		value += fmt.Sprintf(", the last %s after the start", dur(allReported))
@@ -922,14 +930,6 @@ func caused(before, after map[string]float64) map[string]float64 {
 	return w
 }
 
-func total(w map[string]float64) float64 {
-	var t float64
-	for _, v := range w {
-		t += v
-	}
-	return t
-}
-
 func mean(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -989,21 +989,4 @@ func (b *scaleBench) print() {
 	for _, n := range b.notes {
 		fmt.Println("  - " + n)
 	}
-}
-
-// savePprof writes the profile served at url to file.
-func savePprof(c *http.Client, url, file string) error {
-	resp, err := c.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(file, body, 0o644)
 }

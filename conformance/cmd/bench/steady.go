@@ -273,20 +273,28 @@ func statusMiB(pid int, field string) float64 {
 }
 
 func saveHeapProfile(ccm *harness.Component, path string) error {
-	resp, err := ccmHTTP.Get(fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/heap", ccm.SecurePort))
+	if err := download(ccmHTTP, fmt.Sprintf("https://127.0.0.1:%d/debug/pprof/heap", ccm.SecurePort), path); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "steady: heap profile written to", path)
+	return nil
+}
+
+// download writes what c GETs at url (a profile, a metrics page) to file.
+func download(c *http.Client, url, file string) error {
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("/debug/pprof/heap: %s", resp.Status)
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	b, err := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, "steady: heap profile written to", path)
-	return os.WriteFile(path, b, 0o644)
+	return os.WriteFile(file, body, 0o644)
 }
 
 func printSteady(rows []steadyRow) {

@@ -266,10 +266,6 @@ func printThroughput(rounds []throughputRound, n, creators int) {
 	var firsts []string
 	firstOK := true
 	for _, r := range rounds {
-		var total float64
-		for _, v := range r.writes {
-			total += v
-		}
 		ready, first, p50, p99, lag := "-", "-", "-", "-", "-"
 		if r.withCCM() {
 			ready, first, p50, p99, lag = ms(r.toReady), ms(r.first), ms(r.p50), ms(r.p99), ms(r.lastLag)
@@ -292,7 +288,7 @@ func printThroughput(rounds []throughputRound, n, creators int) {
 			}
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%.2f s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", r.round, r.mode, r.createSpan.Seconds(), r.perSec,
-			ready, first, p50, p99, lag, total, strings.Join(cpu, " / "))
+			ready, first, p50, p99, lag, harness.TotalWrites(r.writes), strings.Join(cpu, " / "))
 	}
 	tw.Flush()
 
@@ -302,14 +298,7 @@ func printThroughput(rounds []throughputRound, n, creators int) {
 	}
 	printWrites(results)
 
-	avg := func(v []float64) float64 {
-		var t float64
-		for _, x := range v {
-			t += x
-		}
-		return t / float64(max(1, len(v)))
-	}
-	ratio := avg(elb) / avg(none)
+	ratio := mean(elb) / mean(none)
 	verdict := func(ok bool) string {
 		if ok {
 			return ""
@@ -319,9 +308,9 @@ func printThroughput(rounds []throughputRound, n, creators int) {
 	var t table
 	fmt.Println()
 	t.add("throughput ratio, mean(openelb) / mean(none)",
-		fmt.Sprintf("%.1f %% (%.1f / %.1f Services/s)%s", 100*ratio, avg(elb), avg(none), verdict(ratio >= targetRatio)), "≥ 85 %")
+		fmt.Sprintf("%.1f %% (%.1f / %.1f Services/s)%s", 100*ratio, mean(elb), mean(none), verdict(ratio >= targetRatio)), "≥ 85 %")
 	t.add("  the floor: status-only (one status write per Service, nothing else) / none",
-		fmt.Sprintf("%.1f %% (%.1f Services/s)", 100*avg(floor)/avg(none), avg(floor)), "")
+		fmt.Sprintf("%.1f %% (%.1f Services/s)", 100*mean(floor)/mean(none), mean(floor)), "")
 	t.add("create→IP p99, worst round", ms(worstP99)+verdict(worstP99 <= targetP99), "≤ 1 s")
 	t.add("first Service after ready, create→IP (each openelb round)", strings.Join(firsts, " / ")+verdict(firstOK), "≤ 50 ms")
 	t.printTable("throughput summary")
