@@ -39,7 +39,7 @@ APT_PACKAGES := iproute2 git ca-certificates frr iputils-arping ndisc6 socat cur
 
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build image chart-crds generate manifests verify tools deps test test-unit test-fuzz test-conformance bench demo clean
+.PHONY: all build image chart-crds generate manifests verify tools deps test test-unit test-fuzz fuzz test-conformance bench demo clean
 
 all: build
 
@@ -128,19 +128,45 @@ deps:
 test: deps tools build verify test-unit test-fuzz test-conformance
 
 test-unit:
-	go test -count=1 -race ./provider/... ./nodeagent/agent/... ./nodeagent/election/... ./nodeagent/layer2/...
+	go test -count=1 -race ./provider/... ./nodeagent/ ./nodeagent/agent/... ./nodeagent/election/... ./nodeagent/layer2/...
 	@# GoBGP's StartBgp writes package-level state that every GoBGP server in
 	@# a process reads; these tests run two servers, so the race detector
 	@# would flag GoBGP itself. The speaker runs one server per process.
 	go test -count=1 ./nodeagent/bgp/...
 
-# The fuzz targets' seed corpora run as ordinary tests in test-unit; this
-# fuzzes each target briefly on top.
+# Fuzz targets, as package:target:executions. Their seed corpora run as
+# ordinary tests in test-unit; test-fuzz fuzzes each for its execution
+# count (a couple of minutes in all: a smoke run; make fuzz is the search), fuzz for FUZZTIME
+# each.
+FUZZ_TARGETS := \
+	./provider/ipam:FuzzParseRange:500000 \
+	./provider/ipam:FuzzAllocatorModel:10000 \
+	./provider/ipam:FuzzEipAddressRule:5000 \
+	./provider/ipam:FuzzEipAddressForms:2000 \
+	./provider/cloud:FuzzBuildRequest:5000 \
+	./nodeagent/bgp:FuzzBgpConfig:500 \
+	./nodeagent/layer2:FuzzPackets:50000
+FUZZTIME ?= 60s
+
 test-fuzz:
 	@# An execution count, not a duration: a duration ends in a deadline
 	@# that a busy machine can turn into a spurious "context deadline
 	@# exceeded" failure of the fuzzer itself.
-	go test -run='^$$' -fuzz=FuzzParseRange -fuzztime=500000x ./provider/ipam/
+	@for t in $(FUZZ_TARGETS); do \
+		IFS=: read -r pkg name n <<< "$$t"; \
+		echo "go test -run='^$$' -fuzz='^$$name\$$' -fuzztime=$${n}x $$pkg"; \
+		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime="$${n}x" "$$pkg"; \
+	done
+
+# fuzz runs every target longer (FUZZTIME=10m make fuzz); a failing input
+# is saved under the package's testdata/fuzz/<target>/ and then runs with
+# the seeds in test-unit: commit it with the fix.
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		IFS=: read -r pkg name n <<< "$$t"; \
+		echo "go test -run='^$$' -fuzz='^$$name\$$' -fuzztime=$(FUZZTIME) $$pkg"; \
+		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime="$(FUZZTIME)" "$$pkg"; \
+	done
 
 test-conformance: build
 	go test -count=1 -timeout $(TEST_TIMEOUT) ./conformance/...
@@ -151,6 +177,9 @@ bench: deps tools build
 	@# 1,000 nodes in 20 racks, 10,000 Services: node flips, speaker start,
 	@# memory and writes at rest (about 15 minutes).
 	go run ./conformance/cmd/bench -suites scale
+	@# The CCM, kube-apiserver and etcd restarted with 1,000 and 10,000
+	@# Services: recovery times (about 10 minutes, most of it creating).
+	go run ./conformance/cmd/bench -suites faults
 
 demo: deps tools build
 	go run ./conformance/cmd/demo

@@ -71,7 +71,12 @@ func newCloud(c *config.CompletedConfig) cloudprovider.Interface {
 	}
 	// The provider reads Services and Nodes from the framework's shared
 	// informers, which its controllers keep anyway, rather than caching
-	// every Service a second time.
+	// every Service a second time. They are requested now, before the
+	// framework starts the factory: the provider connects in the
+	// background and retries, maybe after that.
+	if err := kube.RequestSharedInformers(c.SharedInformers); err != nil {
+		klog.Fatalf("Cannot request the shared informers: %v", err)
+	}
 	opts := cloud.Options{Connect: func(cfg *rest.Config) (cloud.Cluster, error) {
 		return kube.NewCluster(cfg, c.SharedInformers, "openelb-cloud-controller-manager")
 	}}

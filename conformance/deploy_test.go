@@ -152,14 +152,15 @@ func TestDeploy(t *testing.T) {
 			"watch loadbalancerracks.network.kubesphere.io", "watch loadbalancerspeakers.network.kubesphere.io",
 			"patch bgppeers.network.kubesphere.io --subresource=status",
 			"create loadbalancerspeakers.network.kubesphere.io", "patch loadbalancerspeakers.network.kubesphere.io",
-			"get secrets -n openelb-system", "watch secrets -n openelb-system",
+			"get secrets -n openelb-bgp-secrets", "watch secrets -n openelb-bgp-secrets",
 			"create leases.coordination.k8s.io -n openelb-system", "update leases.coordination.k8s.io -n openelb-system",
 		)
 		canI(t, cp, kc, false,
 			"update services -n default", "patch services -n default", "patch services --subresource=status -n default",
 			"delete services -n default",
 			"get secrets -n kube-system", "get secrets -n default", "list secrets --all-namespaces",
-			"update secrets -n openelb-system", "create secrets -n openelb-system",
+			"get secrets -n openelb-system", "list secrets -n openelb-system", "create secrets -n openelb-bgp-secrets",
+			"delete leases.coordination.k8s.io -n openelb-system", "patch leases.coordination.k8s.io -n openelb-system",
 			"update nodes", "patch nodes", "patch nodes --subresource=status",
 			"patch bgppeers.network.kubesphere.io", "update bgpconfs.network.kubesphere.io",
 			"patch bgpconfs.network.kubesphere.io --subresource=status",
@@ -174,8 +175,13 @@ func TestDeploy(t *testing.T) {
 			"create pods -n openelb-system", "create tokenreviews.authentication.k8s.io",
 		)
 
-		// And for real, with the speaker's token.
-		cfg := saConfig(t, cp, speakerSA)
+		// And for real, with the token of a speaker pod on master1 (its
+		// status entry is master1's: speaker-admission.yaml).
+		tok, err := cp.NodeBoundToken(ctx, deployNamespace, speakerSA, "master1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := cp.TokenConfig(tok)
 		cs := kubernetes.NewForConfigOrDie(cfg)
 		c, err := client.New(cfg, client.Options{Scheme: apischeme.New()})
 		if err != nil {
@@ -192,8 +198,8 @@ func TestDeploy(t *testing.T) {
 			client.RawPatch(types.ApplyPatchType, status), client.FieldOwner("openelb-speaker/master1"), client.ForceOwnership); err != nil {
 			t.Errorf("speaker: server-side apply of BgpPeer leaf1 status: %v", err)
 		}
-		if _, err := cs.CoreV1().Secrets(deployNamespace).Get(ctx, "bgp-leaf2", metav1.GetOptions{}); err != nil {
-			t.Errorf("speaker: reading the BgpPeer password Secret in %s: %v", deployNamespace, err)
+		if _, err := cs.CoreV1().Secrets("openelb-bgp-secrets").Get(ctx, "bgp-leaf2", metav1.GetOptions{}); err != nil {
+			t.Errorf("speaker: reading the BgpPeer password Secret in openelb-bgp-secrets: %v", err)
 		}
 		if _, err := cs.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("speaker: listing Secrets in kube-system: want Forbidden, got %v", err)
@@ -394,6 +400,7 @@ func TestHelmValues(t *testing.T) {
 		"--set", "speaker.healthPort=9443",
 		"--set", "speaker.image.repository=registry.example/openelb-speaker",
 		"--set", "manager.extraArgs={--logging-format=json}",
+		"--set", "speaker.bgpSecretsNamespace=lb-bgp-secrets",
 	)
 	objs := objectsByKey(t, out)
 	var d appsv1.Deployment
@@ -417,14 +424,24 @@ func TestHelmValues(t *testing.T) {
 		t.Errorf("manager nodeSelector %v", d.Spec.Template.Spec.NodeSelector)
 	}
 	sc := ds.Spec.Template.Spec.Containers[0]
-	if !slices.Contains(sc.Args, "--health-address=:9443") || sc.Ports[0].ContainerPort != 9443 || sc.LivenessProbe.HTTPGet.Port.String() != "health" {
+	if !slices.Contains(sc.Args, "--health-address=[$(HOST_IP)]:9443") || sc.Ports[0].ContainerPort != 9443 || sc.LivenessProbe.HTTPGet.Port.String() != "health" {
 		t.Errorf("speaker health port: args %v ports %v", sc.Args, sc.Ports)
 	}
 	if !strings.HasPrefix(sc.Image, "registry.example/openelb-speaker:") {
 		t.Errorf("speaker image %s", sc.Image)
 	}
+	// The speaker reads Secrets in its own namespace only, and the
+	// admission policies name the release's ServiceAccount.
+	if !slices.Contains(sc.Args, "--bgp-secrets-namespace=lb-bgp-secrets") || objs["Namespace//lb-bgp-secrets"] == nil || objs["Role/lb-bgp-secrets/openelb-speaker"] == nil {
+		t.Errorf("speaker.bgpSecretsNamespace: args %v, rendered objects %v", sc.Args, sortedKeys(objs))
+	}
+	for _, p := range []string{"openelb-speaker-leases", "openelb-speaker-node-status"} {
+		if b, _ := json.Marshal(objs["ValidatingAdmissionPolicy//"+p]); !strings.Contains(string(b), "system:serviceaccount:lb-system:openelb-speaker") {
+			t.Errorf("ValidatingAdmissionPolicy %s does not match the release's speaker: %s", p, b)
+		}
+	}
 	for key, o := range objs {
-		if ns, _ := o["metadata"].(map[string]any)["namespace"].(string); ns != "" && ns != "lb-system" && ns != "kube-system" {
+		if ns, _ := o["metadata"].(map[string]any)["namespace"].(string); ns != "" && ns != "lb-system" && ns != "kube-system" && ns != "lb-bgp-secrets" {
 			t.Errorf("%s is in namespace %s, not the release's", key, ns)
 		}
 	}

@@ -119,9 +119,12 @@ func (b *l2Lab) startSpeaker(node string) *netlab.Proc {
 		b.t.Fatal(err)
 	}
 	b.runs[node]++
-	p, err := b.net.Start(b.seg.Node(node).NS, fmt.Sprintf("speaker-%s-%d", node, b.runs[node]), bin,
-		"--kubeconfig="+b.kubeconfig, "--node-name="+node, "--namespace="+cloudNamespace,
+	cmd, args, err := harness.SpeakerCommand(bin, "--kubeconfig="+b.kubeconfig, "--node-name="+node, "--namespace="+cloudNamespace,
 		"--health-address="+speakerHealth, "--v=2")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	p, err := b.net.Start(b.seg.Node(node).NS, fmt.Sprintf("speaker-%s-%d", node, b.runs[node]), cmd, args...)
 	if err != nil {
 		b.t.Fatal(err)
 	}

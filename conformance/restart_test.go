@@ -71,6 +71,11 @@ func (l *lab) watchAddresses(ns string) (history func() map[string][]netip.Addr)
 			AddFunc:    func(o any) { l.recordAddrs(&mu, seen, holder, o.(*v1.Service)) },
 			UpdateFunc: func(_, o any) { l.recordAddrs(&mu, seen, holder, o.(*v1.Service)) },
 			DeleteFunc: func(o any) {
+				// A delete seen only through a relist (the watch
+				// expired) arrives as a tombstone.
+				if tomb, ok := o.(cache.DeletedFinalStateUnknown); ok {
+					o = tomb.Obj
+				}
 				if s, ok := o.(*v1.Service); ok {
 					mu.Lock()
 					for _, a := range ingressAddrs(s) {

@@ -273,8 +273,12 @@ func (l *lab) startSpeaker(node string) *harness.Component {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	sp, err := l.cp.StartComponent("speaker-"+node, bin, "--kubeconfig="+l.cp.Kubeconfig, "--node-name="+node,
+	cmd, args, err := harness.SpeakerCommand(bin, "--kubeconfig="+l.cp.Kubeconfig, "--node-name="+node,
 		fmt.Sprintf("--health-address=127.0.0.1:%d", port), "--v=2")
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	sp, err := l.cp.StartComponent("speaker-"+node, cmd, args...)
 	if err != nil {
 		l.t.Fatal(err)
 	}

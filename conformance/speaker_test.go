@@ -149,8 +149,12 @@ func newSpeakerLab(t *testing.T, gracefulRestart bool) (*lab, *testRouter, int, 
 	start := func() *harness.Component {
 		t.Helper()
 		runs++
-		speaker, err := l.cp.StartComponent(fmt.Sprintf("speaker-master1-%d", runs), bin, "--kubeconfig="+l.cp.Kubeconfig, "--node-name=master1",
+		cmd, args, err := harness.SpeakerCommand(bin, "--kubeconfig="+l.cp.Kubeconfig, "--node-name=master1",
 			fmt.Sprintf("--health-address=127.0.0.1:%d", healthPort), "--v=2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		speaker, err := l.cp.StartComponent(fmt.Sprintf("speaker-master1-%d", runs), cmd, args...)
 		if err != nil {
 			t.Fatal(err)
 		}

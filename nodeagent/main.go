@@ -10,11 +10,16 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,8 +50,14 @@ func main() {
 	}
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file; empty: in-cluster config")
 	nodeName := flag.String("node-name", os.Getenv("NODE_NAME"), "name of the node this speaker runs on (default $NODE_NAME)")
-	namespace := flag.String("namespace", envOr("POD_NAMESPACE", "openelb-system"), "namespace of BgpPeer password Secrets (default $POD_NAMESPACE)")
-	healthAddr := flag.String("health-address", ":10262", "address of /healthz and /metrics; empty disables them (10259 would clash with kube-scheduler on control-plane nodes)")
+	namespace := flag.String("namespace", envOr("POD_NAMESPACE", "openelb-system"), "namespace of the layer-2 election Leases (default $POD_NAMESPACE)")
+	secretsNamespace := flag.String("bgp-secrets-namespace", agent.DefaultSecretsNamespace,
+		"namespace of the Secrets BgpPeers name in spec.conf.authPasswordSecretRef, the only Secrets the speaker reads; keep nothing else there")
+	healthAddr := flag.String("health-address", "127.0.0.1:10262",
+		"host:port of /healthz (liveness), /readyz (readiness) and /metrics, plain HTTP; empty disables them. "+
+			"Loopback by default; the shipped DaemonSet passes the node's address, [$(HOST_IP)]:10262 (brackets fit either family), "+
+			"which kubelet probes and Prometheus reach. An empty host (:10262) listens on every address, the LoadBalancer addresses "+
+			"the node answers for included. (10259 would clash with kube-scheduler on control-plane nodes.)")
 	// Statuses are written only on change, one LoadBalancerSpeaker and the
 	// node's entry of each BgpPeer, so a steady speaker sends nothing; the
 	// layer-2 Lease renewals are the busiest writer. Routes never wait for
@@ -82,6 +93,14 @@ func main() {
 		klog.ErrorS(nil, "--layer2-gratuitous-count must be at least 1 and --layer2-gratuitous-interval positive")
 		os.Exit(2)
 	}
+	if *healthAddr != "" {
+		addr, err := listenAddress(*healthAddr)
+		if err != nil {
+			klog.ErrorS(err, "Invalid --health-address")
+			os.Exit(2)
+		}
+		*healthAddr = addr
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -95,14 +114,14 @@ func main() {
 	}
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	speaker := bgp.NewGoBGP(logger.WithName("gobgp"))
-	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, Speaker: speaker, CountsInterval: *countsInterval,
+	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, SecretsNamespace: *secretsNamespace, Speaker: speaker, CountsInterval: *countsInterval,
 		Layer2: agent.Layer2Options{Lease: lease, AnnounceCount: *garpCount, AnnounceInterval: *garpInterval}})
 	if err != nil {
 		klog.ErrorS(err, "Cannot create the agent")
 		os.Exit(1)
 	}
 	if *healthAddr != "" {
-		serveHealth(ctx, *healthAddr, *profiling, stop)
+		serveHealth(ctx, *healthAddr, a, *profiling, stop)
 	}
 	runErr := a.Run(ctx)
 	// On SIGTERM: withdraw, or keep routes stale at the routers when
@@ -125,9 +144,40 @@ func envOr(key, def string) string {
 	return def
 }
 
-func serveHealth(ctx context.Context, addr string, profiling bool, fail func()) {
+// listenAddress checks --health-address and returns it as net.Listen
+// takes it. The host must be empty (every address), localhost or an IP
+// address, bracketed or not, so a DaemonSet can pass [$(HOST_IP)]:port
+// whatever the node's address family; an unset $(HOST_IP), left as is or
+// expanded to nothing, is refused rather than taken as every address.
+func listenAddress(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
+	}
+	switch {
+	case host == "" && strings.HasPrefix(s, "["):
+		return "", fmt.Errorf("%q: empty address in brackets (an unset variable?); leave the host out to listen on every address", s)
+	case host == "", host == "localhost":
+	default:
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", fmt.Errorf("%q: host %q is not an IP address", s, host)
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// serveHealth serves /healthz (a.Healthz), /readyz (a.Readyz), /metrics
+// and, with profiling, Go's profiles on addr until ctx ends; fail is
+// called if the listener fails. A failing check answers 503 with its
+// reason: unlike the CCM's secure port, this endpoint is only on loopback
+// or the node's address.
+func serveHealth(ctx context.Context, addr string, a *agent.Agent, profiling bool, fail func()) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/healthz", checkHandler(a.Healthz))
+	mux.HandleFunc("/readyz", checkHandler(a.Readyz))
 	mux.Handle("/metrics", legacyregistry.Handler())
 	if profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -149,4 +199,15 @@ func serveHealth(ctx context.Context, addr string, profiling bool, fail func()) 
 		defer cancel()
 		_ = srv.Shutdown(c)
 	}()
+}
+
+// checkHandler answers "ok", or 503 with check's error.
+func checkHandler(check func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if err := check(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	}
 }

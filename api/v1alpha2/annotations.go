@@ -15,12 +15,23 @@ const (
 	// AnnotationLoadBalancer marks a Service for OpenELB. Accepted, not
 	// required: the provider serves every class-less LoadBalancer Service.
 	AnnotationLoadBalancer = "lb.kubesphere.io/v1alpha1"
-	// AnnotationSharedIP is the sharing key: Services carrying the same
-	// value may share one address when their ports do not clash.
+	// AnnotationSharedIP is the sharing key: Services of one namespace
+	// carrying the same value may share one address when their ports do
+	// not clash.
 	AnnotationSharedIP = "openelb.kubesphere.io/shared-ip"
+	// AnnotationSharedIPNamespaces lists, comma-separated, the other
+	// namespaces whose Services may share this Service's address under
+	// the same key ("*" for any). Two Services of different namespaces
+	// share only when each lists the other's namespace.
+	AnnotationSharedIPNamespaces = "openelb.kubesphere.io/shared-ip-namespaces"
 	// AnnotationDefaultEip marks the Eip used when no namespace-bound Eip
 	// fits a Service.
 	AnnotationDefaultEip = "eip.openelb.kubesphere.io/is-default-eip"
+
+	// FinalizerEipProtection is set on every Eip by the CCM: an Eip being
+	// deleted stays (its addresses still announced, none handed out) until
+	// no Service holds one of its addresses.
+	FinalizerEipProtection = "openelb.kubesphere.io/eip-protection"
 
 	// LabelSpeaker gates the speaker DaemonSet onto a node.
 	LabelSpeaker = "lb.kubesphere.io/v1alpha1"

@@ -4,30 +4,84 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// Numeric bounds. Every uint32 field of this package is published with
+// Format=int64 (controller-gen says int32, which makes the API server
+// refuse 4-byte AS numbers above 2147483647) and Minimum/Maximum matching
+// what the field carries on the wire or in GoBGP: the API server refuses
+// what the speaker could not use, and a negative number, which a Go client
+// cannot decode into a uint32 (every LIST of the kind would fail), never
+// gets stored. 0 stays valid wherever it means "default" or "unset" (an
+// omitted field decodes as 0 anyway). Status fields are bounded too: a
+// client must be able to list what the speakers wrote. int32 counters
+// carry an explicit Maximum as well: the API server's int32 format check
+// alone refuses an overflow without naming the field.
+
 // GracefulRestart mirrors OpenELB's (and GoBGP's) graceful-restart settings.
 type GracefulRestart struct {
-	Enabled             bool   `json:"enabled,omitempty"`
-	RestartTime         uint32 `json:"restartTime,omitempty"`
-	HelperOnly          bool   `json:"helperOnly,omitempty"`
+	Enabled bool `json:"enabled,omitempty"`
+	// RestartTime in seconds, a 12-bit field of the capability (RFC 4724);
+	// 0 means 120.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4095
+	// +optional
+	RestartTime uint32 `json:"restartTime,omitempty"`
+	HelperOnly  bool   `json:"helperOnly,omitempty"`
+	// DeferralTime in seconds (16 bits in GoBGP); accepted for OpenELB
+	// compatibility.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
 	DeferralTime        uint32 `json:"deferralTime,omitempty"`
 	NotificationEnabled bool   `json:"notificationEnabled,omitempty"`
 	LonglivedEnabled    bool   `json:"longlivedEnabled,omitempty"`
-	StaleRoutesTime     uint32 `json:"staleRoutesTime,omitempty"`
-	PeerRestartTime     uint32 `json:"peerRestartTime,omitempty"`
-	PeerRestarting      bool   `json:"peerRestarting,omitempty"`
-	LocalRestarting     bool   `json:"localRestarting,omitempty"`
-	Mode                string `json:"mode,omitempty"`
+	// StaleRoutesTime in seconds, a 24-bit field of the long-lived
+	// graceful-restart capability (RFC 9494); accepted for OpenELB
+	// compatibility.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16777215
+	// +optional
+	StaleRoutesTime uint32 `json:"staleRoutesTime,omitempty"`
+	// PeerRestartTime is the router's restart time (12 bits); accepted for
+	// OpenELB compatibility.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4095
+	// +optional
+	PeerRestartTime uint32 `json:"peerRestartTime,omitempty"`
+	PeerRestarting  bool   `json:"peerRestarting,omitempty"`
+	LocalRestarting bool   `json:"localRestarting,omitempty"`
+	Mode            string `json:"mode,omitempty"`
 }
+
+// ASN is the type of asPerRack's values only: controller-gen takes the
+// schema of a map's values from their type alone (an alias of uint32 would
+// still be published as int32). The other AS fields stay uint32, with the
+// same markers.
+
+// ASN is an AS number, 2- or 4-byte (RFC 6793).
+//
+// +kubebuilder:validation:Format=int64
+// +kubebuilder:validation:Minimum=0
+// +kubebuilder:validation:Maximum=4294967295
+type ASN uint32
 
 // BgpConfSpec is the speakers' global BGP configuration. Only the object
 // named "default" is used.
 type BgpConfSpec struct {
-	// As is the speakers' AS number.
+	// As is the speakers' AS number (2- or 4-byte); 0 or unset: only the
+	// racks of AsPerRack speak BGP.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	// +optional
 	As uint32 `json:"as,omitempty"`
 	// AsPerRack overrides As for the speakers of a rack (node label
 	// openelb.kubesphere.io/rack).
 	// +optional
-	AsPerRack map[string]uint32 `json:"asPerRack,omitempty"`
+	AsPerRack map[string]ASN `json:"asPerRack,omitempty"`
 	// RouterId defaults to the node's InternalIP.
 	// +optional
 	RouterId string `json:"routerId,omitempty"`
@@ -39,7 +93,11 @@ type BgpConfSpec struct {
 	// ListenAddresses restricts the listener.
 	// +optional
 	ListenAddresses []string `json:"listenAddresses,omitempty"`
-	// Families is accepted for OpenELB compatibility.
+	// Families is accepted for OpenELB compatibility (GoBGP route
+	// families, AFI<<16 | SAFI).
+	// +kubebuilder:validation:items:Format=int64
+	// +kubebuilder:validation:items:Minimum=0
+	// +kubebuilder:validation:items:Maximum=4294967295
 	// +optional
 	Families []uint32 `json:"families,omitempty"`
 	// UseMultiplePaths is accepted for OpenELB compatibility.
@@ -56,7 +114,10 @@ type BgpConfSpec struct {
 // NodeConfStatus is what one speaker applied.
 type NodeConfStatus struct {
 	RouterId string `json:"routerId,omitempty"`
-	As       uint32 `json:"as,omitempty"`
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	As uint32 `json:"as,omitempty"`
 }
 
 // BgpConfStatus reports, per node, what each speaker applied.
@@ -93,7 +154,8 @@ type BgpConfList struct {
 	Items           []BgpConf `json:"items"`
 }
 
-// SecretKeyRef points at one key of a Secret in the speaker's namespace.
+// SecretKeyRef points at one key of a Secret in the BgpPeer password
+// namespace (the speakers' --bgp-secrets-namespace, openelb-bgp-secrets).
 type SecretKeyRef struct {
 	// Name of the Secret.
 	// +kubebuilder:validation:MinLength=1
@@ -109,27 +171,56 @@ type PeerConf struct {
 	// compatibility; prefer AuthPasswordSecretRef.
 	// +optional
 	AuthPassword string `json:"authPassword,omitempty"`
-	// AuthPasswordSecretRef reads the password from a Secret in the
-	// speaker's namespace (openelb-system), so no password sits in the CR.
+	// AuthPasswordSecretRef reads the password from a Secret in
+	// openelb-bgp-secrets (the speakers' --bgp-secrets-namespace; never
+	// openelb-system), so no password sits in the CR.
 	// +optional
 	AuthPasswordSecretRef *SecretKeyRef `json:"authPasswordSecretRef,omitempty"`
 	Description           string        `json:"description,omitempty"`
-	LocalAs               uint32        `json:"localAs,omitempty"`
+	// LocalAs is accepted for OpenELB compatibility; the session uses the
+	// BgpConf's AS.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	// +optional
+	LocalAs uint32 `json:"localAs,omitempty"`
 	// NeighborAddress is the router's address.
 	// +kubebuilder:validation:XValidation:rule="isIP(self)",message="neighborAddress must be an IP address"
 	NeighborAddress string `json:"neighborAddress,omitempty"`
-	// PeerAs is the router's AS number.
-	PeerAs            uint32 `json:"peerAs,omitempty"`
-	PeerGroup         string `json:"peerGroup,omitempty"`
-	PeerType          uint32 `json:"peerType,omitempty"`
-	RemovePrivateAs   string `json:"removePrivateAs,omitempty"`
-	RouteFlapDamping  bool   `json:"routeFlapDamping,omitempty"`
+	// PeerAs is the router's AS number (2- or 4-byte; required, 0 is
+	// reported as a problem by the speakers).
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	PeerAs    uint32 `json:"peerAs,omitempty"`
+	PeerGroup string `json:"peerGroup,omitempty"`
+	// PeerType is accepted for OpenELB compatibility: 0 internal, 1
+	// external (GoBGP v3's numbering, which OpenELB uses).
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1
+	// +optional
+	PeerType         uint32 `json:"peerType,omitempty"`
+	RemovePrivateAs  string `json:"removePrivateAs,omitempty"`
+	RouteFlapDamping bool   `json:"routeFlapDamping,omitempty"`
+	// SendCommunity is accepted for OpenELB compatibility: 0 standard, 1
+	// extended, 2 both, 3 none (GoBGP's community types).
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3
+	// +optional
 	SendCommunity     uint32 `json:"sendCommunity,omitempty"`
 	NeighborInterface string `json:"neighborInterface,omitempty"`
 	Vrf               string `json:"vrf,omitempty"`
-	AllowOwnAs        uint32 `json:"allowOwnAs,omitempty"`
-	ReplacePeerAs     bool   `json:"replacePeerAs,omitempty"`
-	AdminDown         bool   `json:"adminDown,omitempty"`
+	// AllowOwnAs is accepted for OpenELB compatibility: how many times
+	// the own AS may appear in a received path (8 bits in GoBGP).
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
+	// +optional
+	AllowOwnAs    uint32 `json:"allowOwnAs,omitempty"`
+	ReplacePeerAs bool   `json:"replacePeerAs,omitempty"`
+	AdminDown     bool   `json:"adminDown,omitempty"`
 }
 
 // TimersConfig holds BGP timers in seconds, as strings (OpenELB's shape).
@@ -150,13 +241,29 @@ type Transport struct {
 	MtuDiscovery  bool   `json:"mtuDiscovery,omitempty"`
 	PassiveMode   bool   `json:"passiveMode,omitempty"`
 	RemoteAddress string `json:"remoteAddress,omitempty"`
-	RemotePort    uint32 `json:"remotePort,omitempty"`
-	TcpMss        uint32 `json:"tcpMss,omitempty"`
+	// RemotePort is the router's TCP port; 0 means 179.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	RemotePort uint32 `json:"remotePort,omitempty"`
+	// TcpMss is accepted for OpenELB compatibility (a 16-bit TCP option;
+	// 0 means the system's).
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	TcpMss uint32 `json:"tcpMss,omitempty"`
 }
 
 // EbgpMultihop allows eBGP sessions to non-adjacent routers.
 type EbgpMultihop struct {
-	Enabled     bool   `json:"enabled,omitempty"`
+	Enabled bool `json:"enabled,omitempty"`
+	// MultihopTtl is the IP TTL of the session's packets; 0 means 255.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
+	// +optional
 	MultihopTtl uint32 `json:"multihopTtl,omitempty"`
 }
 
@@ -184,7 +291,13 @@ type AfiSafiConfig struct {
 
 // AddPathsConfig configures ADD-PATH (RFC 7911) for one family.
 type AddPathsConfig struct {
-	Receive bool   `json:"receive,omitempty"`
+	Receive bool `json:"receive,omitempty"`
+	// SendMax is how many paths per prefix are sent (8 bits in GoBGP); 0
+	// means 255.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
+	// +optional
 	SendMax uint32 `json:"sendMax,omitempty"`
 }
 
@@ -203,13 +316,25 @@ type AfiSafi struct {
 // Bfd enables Bidirectional Forwarding Detection on the session.
 type Bfd struct {
 	Enabled bool `json:"enabled,omitempty"`
-	// DetectMultiplier: missed packets before the session is declared down.
+	// DetectMultiplier: missed packets before the session is declared down
+	// (8 bits on the wire); 0 means 3.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
 	// +optional
 	DetectMultiplier uint32 `json:"detectMultiplier,omitempty"`
-	// DesiredMinTxIntervalMs between BFD packets sent.
+	// DesiredMinTxIntervalMs between BFD packets sent; 0 means 1000. The
+	// wire carries microseconds in 32 bits, hence at most 4294967.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967
 	// +optional
 	DesiredMinTxIntervalMs uint32 `json:"desiredMinTxIntervalMs,omitempty"`
-	// RequiredMinRxIntervalMs between BFD packets received.
+	// RequiredMinRxIntervalMs between BFD packets received; 0 means 1000,
+	// at most 4294967 like DesiredMinTxIntervalMs.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967
 	// +optional
 	RequiredMinRxIntervalMs uint32 `json:"requiredMinRxIntervalMs,omitempty"`
 }
@@ -235,11 +360,17 @@ type BgpPeerSpec struct {
 // what this speaker adds).
 type PeerState struct {
 	NeighborAddress string `json:"neighborAddress,omitempty"`
-	PeerAs          uint32 `json:"peerAs,omitempty"`
-	LocalAs         uint32 `json:"localAs,omitempty"`
-	SessionState    string `json:"sessionState,omitempty"`
-	AdminState      string `json:"adminState,omitempty"`
-	RouterId        string `json:"routerId,omitempty"`
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	PeerAs uint32 `json:"peerAs,omitempty"`
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	LocalAs      uint32 `json:"localAs,omitempty"`
+	SessionState string `json:"sessionState,omitempty"`
+	AdminState   string `json:"adminState,omitempty"`
+	RouterId     string `json:"routerId,omitempty"`
 	// AddPathNegotiated is true when the router accepted ADD-PATH, so each
 	// next hop is sent as its own path; false means this speaker advertises
 	// itself as the only next hop.
@@ -250,6 +381,8 @@ type PeerState struct {
 	// +optional
 	NextHopSelf bool `json:"nextHopSelf,omitempty"`
 	// AdvertisedPaths is the number of paths sent to this neighbor.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	AdvertisedPaths int32 `json:"advertisedPaths,omitempty"`
 	// BfdState is the BFD session state (up, down, init, admin-down);
 	// empty when BFD is off.

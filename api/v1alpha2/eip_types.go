@@ -11,11 +11,27 @@ import (
 type EipSpec struct {
 	// Address is a single IP (192.168.0.10), a CIDR (192.168.0.0/24) or an
 	// inclusive range (192.168.0.91-192.168.0.100), IPv4 or IPv6. A CIDR
-	// contributes every address of the prefix.
+	// contributes every address of the prefix. IPv4-mapped IPv6 addresses
+	// (::ffff:0:0/96) may not be part of the pool, and a range may not end
+	// before it starts.
+	//
+	// The rules accept exactly what the allocator parses (ipam.ParseRange;
+	// FuzzEipAddressRule compares them): spaces around the value and
+	// around a range's '-' or a CIDR's '/' are allowed. CEL can neither
+	// compare addresses nor write an IPv4-mapped one, hence the detours: a
+	// range's ends are ordered by walking the bits of the first with
+	// cidr().containsIP (the first bit where the ends differ must be 0 in
+	// the first; the prefix lengths are a list of literals because the
+	// API server's cost estimate cannot bound string(int), nor comparisons
+	// of masked()); a CIDR covers ::ffff:0:0/96 when it is a /95 or shorter
+	// holding ::fffe:0:0 (then it holds the whole /95, that block
+	// included); a range does when its first address lies in ::/80 (the
+	// block is that /80's top) and its last beyond it.
 	//
 	// +kubebuilder:validation:Required
 	// +kubebuilder:validation:MaxLength=100
-	// +kubebuilder:validation:XValidation:rule="isIP(self) || isCIDR(self) || (self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()))",message="spec.address must be an IP address, a CIDR, or a range first-last"
+	// +kubebuilder:validation:XValidation:rule="isIP(self.trim()) || (self.split('/').size() == 2 && isCIDR(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()) && !(cidr(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()).prefixLength() <= 95 && cidr(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()).containsIP('::fffe:0:0'))) || (self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family() && !(cidr('::/80').containsIP(self.split('-')[0].trim()) && !cidr('::/80').containsIP(self.split('-')[1].trim())))",message="spec.address must be an IP address, a CIDR, or a range first-last of one family, without IPv4-mapped IPv6 addresses"
+	// +kubebuilder:validation:XValidation:rule="!(self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family() && ['0/1', '1/2', '2/3', '3/4', '4/5', '5/6', '6/7', '7/8', '8/9', '9/10', '10/11', '11/12', '12/13', '13/14', '14/15', '15/16', '16/17', '17/18', '18/19', '19/20', '20/21', '21/22', '22/23', '23/24', '24/25', '25/26', '26/27', '27/28', '28/29', '29/30', '30/31', '31/32', '32/33', '33/34', '34/35', '35/36', '36/37', '37/38', '38/39', '39/40', '40/41', '41/42', '42/43', '43/44', '44/45', '45/46', '46/47', '47/48', '48/49', '49/50', '50/51', '51/52', '52/53', '53/54', '54/55', '55/56', '56/57', '57/58', '58/59', '59/60', '60/61', '61/62', '62/63', '63/64', '64/65', '65/66', '66/67', '67/68', '68/69', '69/70', '70/71', '71/72', '72/73', '73/74', '74/75', '75/76', '76/77', '77/78', '78/79', '79/80', '80/81', '81/82', '82/83', '83/84', '84/85', '85/86', '86/87', '87/88', '88/89', '89/90', '90/91', '91/92', '92/93', '93/94', '94/95', '95/96', '96/97', '97/98', '98/99', '99/100', '100/101', '101/102', '102/103', '103/104', '104/105', '105/106', '106/107', '107/108', '108/109', '109/110', '110/111', '111/112', '112/113', '113/114', '114/115', '115/116', '116/117', '117/118', '118/119', '119/120', '120/121', '121/122', '122/123', '123/124', '124/125', '125/126', '126/127', '127/128'].exists(n, int(n.split('/')[0]) < (ip(self.split('-')[0].trim()).family() == 4 ? 32 : 128) && cidr(self.split('-')[0].trim() + '/' + n.split('/')[0]).containsIP(self.split('-')[1].trim()) && !cidr(self.split('-')[0].trim() + '/' + n.split('/')[1]).containsIP(self.split('-')[1].trim()) && !cidr(self.split('-')[0].trim() + '/' + n.split('/')[1]).containsIP(cidr(self.split('-')[0].trim() + '/' + n.split('/')[0]).masked().ip())))",message="spec.address: a range's last address must not be before its first"
 	Address string `json:"address"`
 
 	// Protocol announces the pool's addresses: bgp (default) or layer2.
@@ -46,23 +62,42 @@ type EipSpec struct {
 	UsingKnownIPs bool `json:"usingKnownIPs,omitempty"`
 
 	// Priority orders namespace-bound pools for automatic allocation: a
-	// lower value is preferred (OpenELB semantics).
+	// lower value is preferred (OpenELB semantics); any 32-bit value,
+	// negative ones included.
 	//
+	// +kubebuilder:validation:Minimum=-2147483648
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	Priority int `json:"priority,omitempty"`
 
-	// Namespaces whose Services may get addresses from this pool
-	// automatically.
+	// Namespaces bound to this pool: their Services get addresses from it
+	// automatically, and only Services of bound namespaces may use it at
+	// all (by name, by address or by sharing an address) unless
+	// AllowAnyNamespace is set. A pool with neither Namespaces nor
+	// NamespaceSelector is bound to no namespace and open to every one by
+	// name; a default pool is open to every namespace.
 	//
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:items:MaxLength=63
 	Namespaces []string `json:"namespaces,omitempty"`
 
 	// NamespaceSelector binds namespaces by label: a namespace whose labels
-	// contain every key/value here may use the pool automatically.
+	// contain every key/value here is bound to the pool (see Namespaces).
 	//
 	// +optional
 	NamespaceSelector map[string]string `json:"namespaceSelector,omitempty"`
+
+	// AllowAnyNamespace lets Services of namespaces not bound to this pool
+	// request it by name (annotation eip.openelb.kubesphere.io/v1alpha2) or
+	// by address: OpenELB's behaviour, where namespaces and
+	// namespaceSelector only chose the pool for automatic allocation.
+	// Automatic allocation still serves bound namespaces only. Off by
+	// default, so a bound pool belongs to its namespaces.
+	//
+	// +optional
+	AllowAnyNamespace bool `json:"allowAnyNamespace,omitempty"`
 }
 
 // EipStatus reports what the pool holds. It is written by the CCM leader.
@@ -71,10 +106,12 @@ type EipStatus struct {
 	// +optional
 	Occupied bool `json:"occupied,omitempty"`
 	// Usage is the number of addresses in use.
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	Usage int `json:"usage,omitempty"`
 	// PoolSize is the number of addresses in the pool (saturates at the
 	// largest int64 for huge IPv6 ranges).
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	PoolSize int64 `json:"poolSize,omitempty"`
 	// Used maps each address in use to its Services (namespace/name, comma
@@ -96,6 +133,7 @@ type EipStatus struct {
 	// +optional
 	V4 bool `json:"v4,omitempty"`
 	// ObservedGeneration is the spec generation this status describes.
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Conditions: Ready (valid and serving), plus Unsupported when a field

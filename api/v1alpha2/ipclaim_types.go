@@ -8,7 +8,10 @@ import (
 // ClaimPort is a port a Service holding a claim uses; sharers must not clash.
 type ClaimPort struct {
 	Protocol string `json:"protocol"`
-	Port     int32  `json:"port"`
+	// Port is a Service port.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
 }
 
 // ClaimOwner is a Service holding the address.

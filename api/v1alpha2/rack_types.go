@@ -8,7 +8,11 @@ import (
 type PlanPeer struct {
 	Name    string `json:"name"`
 	Address string `json:"address,omitempty"`
-	AS      uint32 `json:"as,omitempty"`
+	// AS is the BgpPeer's peerAs (see BgpPeer for the bounds).
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
+	AS uint32 `json:"as,omitempty"`
 }
 
 // RackNextHop is one node of the rack that may carry Service traffic.

@@ -22,6 +22,8 @@ type SpeakerSession struct {
 	// +optional
 	NextHopSelf bool `json:"nextHopSelf,omitempty"`
 	// AdvertisedPaths sent to this neighbor.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	AdvertisedPaths int32 `json:"advertisedPaths,omitempty"`
 	// BfdState when BFD is on.
@@ -48,6 +50,8 @@ type SpeakerLayer2 struct {
 	// +optional
 	Answering bool `json:"answering,omitempty"`
 	// Addresses is how many addresses of the pool this node answers for.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	Addresses int32 `json:"addresses,omitempty"`
 	// Reason is Answering, Standby, or why this node cannot answer
@@ -72,6 +76,8 @@ type SpeakerProblem struct {
 	// +listType=atomic
 	Services []string `json:"services,omitempty"`
 	// ServiceCount is how many Services are affected in all.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	ServiceCount int32 `json:"serviceCount,omitempty"`
 }
@@ -87,17 +93,26 @@ type LoadBalancerSpeakerStatus struct {
 	// +optional
 	Announcing bool `json:"announcing,omitempty"`
 	// AS and RouterID the speaker runs with.
+	// +kubebuilder:validation:Format=int64
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
 	// +optional
 	AS uint32 `json:"as,omitempty"`
 	// +optional
 	RouterID string `json:"routerID,omitempty"`
 	// Prefixes is how many Service addresses are advertised, Paths how many
 	// (address, next hop) paths.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	Prefixes int32 `json:"prefixes,omitempty"`
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	Paths int32 `json:"paths,omitempty"`
 	// SessionsEstablished out of len(sessions).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	SessionsEstablished int32 `json:"sessionsEstablished,omitempty"`
 	// +optional
@@ -113,6 +128,7 @@ type LoadBalancerSpeakerStatus struct {
 	Problems []SpeakerProblem `json:"problems,omitempty"`
 	// ObservedRackGeneration is the generation of the node's
 	// LoadBalancerRack the advertised paths follow.
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	ObservedRackGeneration int64 `json:"observedRackGeneration,omitempty"`
 	// LastUpdate is when the speaker last changed this report.

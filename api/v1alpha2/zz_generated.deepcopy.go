@@ -173,7 +173,7 @@ func (in *BgpConfSpec) DeepCopyInto(out *BgpConfSpec) {
 	*out = *in
 	if in.AsPerRack != nil {
 		in, out := &in.AsPerRack, &out.AsPerRack
-		*out = make(map[string]uint32, len(*in))
+		*out = make(map[string]ASN, len(*in))
 		for key, val := range *in {
 			(*out)[key] = val
 		}

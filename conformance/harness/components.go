@@ -1,8 +1,13 @@
 package harness
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,6 +261,36 @@ func (c *ControlPlane) EnsureNamespace(ctx context.Context, name string, labels 
 	}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// EtcdPut writes value under key straight into the control plane's etcd
+// (its JSON gateway), past the API server and its validation: how a test
+// stores an object the API server would refuse today, as one written by an
+// older version or schema. Custom resources live under
+// /registry/<group>/<plural>/[<namespace>/]<name>, as JSON.
+func (c *ControlPlane) EtcdPut(ctx context.Context, key string, value []byte) error {
+	body, err := json.Marshal(map[string]string{
+		"key":   base64.StdEncoding.EncodeToString([]byte(key)),
+		"value": base64.StdEncoding.EncodeToString(value),
+	})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.etcdURL+"/v3/kv/put", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("etcd put %s: %w", key, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("etcd put %s: %s: %s", key, resp.Status, out)
 	}
 	return nil
 }

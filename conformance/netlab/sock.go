@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"runtime"
@@ -89,6 +88,9 @@ type Forwarder struct {
 	mu    sync.Mutex
 	down  bool
 	conns map[net.Conn]struct{}
+	// latency and stall slow the relayed data (see SetLatency, Stall).
+	latency time.Duration
+	stall   chan struct{} // non-nil while stalled; closed on Resume
 }
 
 // Forward listens on listenAddr inside ns and relays to target.
@@ -132,8 +134,8 @@ func (f *Forwarder) relay(c net.Conn) {
 		return
 	}
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
+	go func() { f.pipe(u, c); done <- struct{}{} }()
+	go func() { f.pipe(c, u); done <- struct{}{} }()
 	<-done
 	_ = c.Close()
 	_ = u.Close()
@@ -158,11 +160,12 @@ func (f *Forwarder) track(cs ...net.Conn) bool {
 	return true
 }
 
-// Down refuses new connections and cuts every open one.
+// Down refuses new connections and cuts every open one. It ends a stall.
 func (f *Forwarder) Down() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.down = true
+	f.resumeLocked()
 	for c := range f.conns {
 		_ = c.Close()
 	}

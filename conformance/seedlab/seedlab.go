@@ -20,6 +20,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -32,8 +33,12 @@ import (
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 )
 
-// Namespace of the speakers (password Secrets live there).
+// Namespace of the speakers (their layer-2 Leases live there).
 const Namespace = harness.CCMNamespace
+
+// SecretsNamespace holds the BgpPeer password Secrets (deploy/namespace.yaml,
+// the speakers' default --bgp-secrets-namespace).
+const SecretsNamespace = "openelb-bgp-secrets"
 
 // SpeakerHealthAddr is where speakers serve /healthz and /metrics, on each
 // node namespace's own loopback.
@@ -199,7 +204,7 @@ func (l *Lab) Kubectl(ctx context.Context, line string) error {
 // when set) and the default pool of the guide (172.22.0.2 first).
 func (l *Lab) Configure(ctx context.Context, pool string) error {
 	if err := l.CRD.Create(ctx, &v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"},
-		Spec: v1alpha2.BgpConfSpec{As: 65000, AsPerRack: map[string]uint32{"leaf1": 65001, "leaf2": 65002}}}); err != nil {
+		Spec: v1alpha2.BgpConfSpec{As: 65000, AsPerRack: map[string]v1alpha2.ASN{"leaf1": 65001, "leaf2": 65002}}}); err != nil {
 		return err
 	}
 	peer := func(name, addr string, as uint32) *v1alpha2.BgpPeer {
@@ -222,7 +227,11 @@ func (l *Lab) Configure(ctx context.Context, pool string) error {
 	// leaf2 through leaf1 and the spine.
 	leaf2.Spec.EbgpMultihop = &v1alpha2.EbgpMultihop{Enabled: true, MultihopTtl: 4}
 	if l.opts.Leaf2Password != "" {
-		if _, err := l.CS.CoreV1().Secrets(Namespace).Create(ctx, &v1.Secret{
+		if _, err := l.CS.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SecretsNamespace}},
+			metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		if _, err := l.CS.CoreV1().Secrets(SecretsNamespace).Create(ctx, &v1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: "leaf2-bgp"},
 			StringData: map[string]string{"password": l.opts.Leaf2Password},
 		}, metav1.CreateOptions{}); err != nil {
@@ -252,9 +261,13 @@ func (l *Lab) StartSpeaker(node string, extra ...string) (*netlab.Proc, error) {
 		return nil, fmt.Errorf("no node %q in the lab", node)
 	}
 	l.runs[node]++
-	args := append([]string{"--kubeconfig=" + l.NodeKubeconfig, "--node-name=" + node, "--namespace=" + Namespace,
-		"--health-address=" + SpeakerHealthAddr}, extra...)
-	p, err := l.Net.Start(n.NS, fmt.Sprintf("speaker-%s-%d", node, l.runs[node]), bin, args...)
+	// With the shipped DaemonSet's capabilities only.
+	cmd, args, err := harness.SpeakerCommand(bin, append([]string{"--kubeconfig=" + l.NodeKubeconfig, "--node-name=" + node, "--namespace=" + Namespace,
+		"--health-address=" + SpeakerHealthAddr}, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	p, err := l.Net.Start(n.NS, fmt.Sprintf("speaker-%s-%d", node, l.runs[node]), cmd, args...)
 	if err != nil {
 		return nil, err
 	}

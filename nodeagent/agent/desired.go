@@ -2,7 +2,7 @@ package agent
 
 import (
 	"fmt"
-	"maps"
+	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -41,9 +41,20 @@ const (
 	ReasonNoBgpConf      = "BgpConfMissing"
 	ReasonInvalidBgpConf = "BgpConfInvalid"
 	ReasonInvalidBgpPeer = "BgpPeerInvalid"
+	// ReasonDuplicateBgpPeer: another BgpPeer of this node has the same
+	// neighbor address (of those, the name that sorts first is used).
+	ReasonDuplicateBgpPeer = "BgpPeerDuplicate"
+	// ReasonBgpPeerRefused: the BGP speaker refused the neighbor (see
+	// bgp.PeerError); the other peers and the paths are applied.
+	ReasonBgpPeerRefused = "BgpPeerRefused"
+	// ReasonPrefixLimitExceeded: the router sent more prefixes than the
+	// speaker holds (bgp.DefaultMaxPrefixes per family), and its session
+	// is held down (see nodeagent/bgp/prefixlimit.go).
+	ReasonPrefixLimitExceeded = "PrefixLimitExceeded"
 )
 
-// SecretReader reads one key of a Secret in the speaker's namespace.
+// SecretReader reads one key of a BgpPeer password Secret (see
+// DefaultSecretsNamespace).
 type SecretReader func(name, key string) (string, error)
 
 // State is what this node's speaker must do.
@@ -102,8 +113,7 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 	var affected []string
 	problem := func(obj, reason, msg string) Problem {
 		if affected == nil {
-			counts := planPathCounts(node.Name, rack, plans)
-			affected = slices.Sorted(maps.Keys(counts))
+			affected = affectedServices(node.Name, rack, plans)
 		}
 		return Problem{Object: obj, Reason: reason, Message: msg, Services: affected}
 	}
@@ -113,7 +123,7 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 	}
 	g := bgp.Global{AS: conf.Spec.As, ListenPort: conf.Spec.ListenPort}
 	if as, ok := conf.Spec.AsPerRack[st.Rack]; ok && st.Rack != "" {
-		g.AS = as
+		g.AS = uint32(as)
 	}
 	invalid := func(format string, args ...any) (State, []Problem) {
 		st.Announcing = false
@@ -121,6 +131,9 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 	}
 	if g.AS == 0 {
 		return invalid("no AS for node %s (rack %q): set spec.as or spec.asPerRack", node.Name, st.Rack)
+	}
+	if g.ListenPort < 0 || g.ListenPort > 65535 {
+		return invalid("spec.listenPort %d is out of range (0..65535)", g.ListenPort)
 	}
 	if conf.Spec.RouterId != "" {
 		id, err := netip.ParseAddr(conf.Spec.RouterId)
@@ -134,6 +147,11 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 		return invalid("node %s has no IPv4 InternalIP to use as router ID: set spec.routerId", node.Name)
 	}
 	if gr := conf.Spec.GracefulRestart; gr != nil && gr.Enabled {
+		if gr.RestartTime > bgp.MaxRestartTime {
+			// The OPEN message carries 12 bits of it; more would spill into
+			// the capability's flags.
+			return invalid("spec.gracefulRestart.restartTime %d is out of range (0..%d; 0 means 120)", gr.RestartTime, bgp.MaxRestartTime)
+		}
 		g.GracefulRestart, g.RestartTime = true, gr.RestartTime
 	}
 	st.Enabled, st.Global = true, g
@@ -151,6 +169,10 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 			}
 		}
 		p, err := peerFrom(bp, secret)
+		if err == nil {
+			// The speaker's own rules, should peerFrom miss one.
+			err = p.Validate()
+		}
 		if err != nil {
 			problems = append(problems, problem("BgpPeer/"+bp.Name, ReasonInvalidBgpPeer, err.Error()))
 			continue
@@ -158,6 +180,21 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 		st.Peers = append(st.Peers, p)
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Name < st.Peers[j].Name })
+	// One session per router: of BgpPeers with the same address the name
+	// that sorts first is used, on every node and whatever the order of
+	// the list, so a second BgpPeer never takes a working session over.
+	used := map[netip.Addr]string{}
+	st.Peers = slices.DeleteFunc(st.Peers, func(p bgp.Peer) bool {
+		first, dup := used[p.Address]
+		if dup {
+			problems = append(problems, problem("BgpPeer/"+p.Name, ReasonDuplicateBgpPeer, fmt.Sprintf(
+				"spec.conf.neighborAddress %s is also that of BgpPeer %s, which this node uses (of BgpPeers with the same address, the name that sorts first is used)",
+				p.Address, first)))
+			return true
+		}
+		used[p.Address] = p.Name
+		return false
+	})
 
 	st.Paths = paths
 	for i, p := range st.Paths {
@@ -258,7 +295,10 @@ func nodeIPv4(n *v1.Node) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// peerFrom maps a BgpPeer to the speaker's neighbor settings.
+// peerFrom maps a BgpPeer to the speaker's neighbor settings. Its errors
+// name the field to fix, with the range the speaker takes: the CRD's
+// schema bounds the numbers too, but objects stored before it did, and
+// API servers that skipped it, reach the speaker as they are.
 func peerFrom(bp *v1alpha2.BgpPeer, secret SecretReader) (bgp.Peer, error) {
 	p := bgp.Peer{Name: bp.Name, AddPathSendMax: DefaultAddPathSendMax}
 	c := bp.Spec.Conf
@@ -269,27 +309,38 @@ func peerFrom(bp *v1alpha2.BgpPeer, secret SecretReader) (bgp.Peer, error) {
 	if err != nil {
 		return p, fmt.Errorf("spec.conf.neighborAddress %q is not an IP address", c.NeighborAddress)
 	}
+	if addr.IsUnspecified() || addr.IsMulticast() {
+		return p, fmt.Errorf("spec.conf.neighborAddress %s cannot be a BGP neighbor", addr)
+	}
 	p.Address = addr.Unmap()
 	if c.PeerAs == 0 {
 		return p, fmt.Errorf("spec.conf.peerAs is required")
 	}
 	p.AS = c.PeerAs
 	p.Password = c.AuthPassword
+	passwordField := "spec.conf.authPassword"
 	if ref := c.AuthPasswordSecretRef; ref != nil {
 		key := ref.Key
 		if key == "" {
 			key = "password"
 		}
+		passwordField = fmt.Sprintf("spec.conf.authPasswordSecretRef (Secret %s, key %s)", ref.Name, key)
 		if secret == nil {
-			return p, fmt.Errorf("password Secret %s cannot be read", ref.Name)
+			return p, fmt.Errorf("%s: the Secret cannot be read", passwordField)
 		}
 		pw, err := secret(ref.Name, key)
 		if err != nil {
-			return p, fmt.Errorf("password Secret %s key %s: %w", ref.Name, key, err)
+			return p, fmt.Errorf("%s: %w", passwordField, err)
 		}
 		p.Password = strings.TrimRight(pw, "\n")
 	}
+	if len(p.Password) > maxPasswordBytes {
+		return p, fmt.Errorf("%s: the password is longer than %d bytes, the TCP MD5 key limit", passwordField, maxPasswordBytes)
+	}
 	if m := bp.Spec.EbgpMultihop; m != nil && m.Enabled {
+		if m.MultihopTtl > math.MaxUint8 {
+			return p, fmt.Errorf("spec.ebgpMultihop.multihopTtl %d is out of range (1..255; 0 means 255)", m.MultihopTtl)
+		}
 		p.EBGPMultihopTTL = m.MultihopTtl
 		if p.EBGPMultihopTTL == 0 {
 			p.EBGPMultihopTTL = 255
@@ -297,19 +348,31 @@ func peerFrom(bp *v1alpha2.BgpPeer, secret SecretReader) (bgp.Peer, error) {
 	}
 	if t := bp.Spec.Timers; t != nil && t.Config != nil {
 		var err error
-		if p.HoldTime, err = seconds("holdTime", t.Config.HoldTime); err != nil {
+		if p.HoldTime, err = seconds("holdTime", t.Config.HoldTime, 3); err != nil {
 			return p, err
 		}
-		if p.Keepalive, err = seconds("keepaliveInterval", t.Config.KeepaliveInterval); err != nil {
+		if p.Keepalive, err = seconds("keepaliveInterval", t.Config.KeepaliveInterval, 1); err != nil {
 			return p, err
 		}
-		if p.ConnectRetry, err = seconds("connectRetry", t.Config.ConnectRetry); err != nil {
+		if p.ConnectRetry, err = seconds("connectRetry", t.Config.ConnectRetry, 1); err != nil {
 			return p, err
+		}
+		hold, keepalive := p.HoldTime, p.Keepalive
+		if hold == 0 {
+			hold = bgp.DefaultHoldTime
+		}
+		if keepalive == 0 {
+			keepalive = bgp.DefaultKeepalive
+		}
+		if keepalive >= hold {
+			// The router's hold timer would expire between keepalives: the
+			// session would flap.
+			return p, fmt.Errorf("spec.timers.config.keepaliveInterval %s must be below holdTime %s (a third of it is usual)", keepalive, hold)
 		}
 	}
 	if tr := bp.Spec.Transport; tr != nil && tr.RemotePort != 0 {
-		if tr.RemotePort > 65535 {
-			return p, fmt.Errorf("spec.transport.remotePort %d is out of range", tr.RemotePort)
+		if tr.RemotePort > math.MaxUint16 {
+			return p, fmt.Errorf("spec.transport.remotePort %d is out of range (1..65535; 0 means 179)", tr.RemotePort)
 		}
 		p.Port = uint16(tr.RemotePort)
 	}
@@ -317,32 +380,63 @@ func peerFrom(bp *v1alpha2.BgpPeer, secret SecretReader) (bgp.Peer, error) {
 		p.GracefulRestart = true
 	}
 	if b := bp.Spec.Bfd; b != nil && b.Enabled {
+		if b.DetectMultiplier > math.MaxUint8 {
+			return p, fmt.Errorf("spec.bfd.detectMultiplier %d is out of range (1..255; 0 means 3)", b.DetectMultiplier)
+		}
+		for _, iv := range []struct {
+			field string
+			ms    uint32
+		}{{"desiredMinTxIntervalMs", b.DesiredMinTxIntervalMs}, {"requiredMinRxIntervalMs", b.RequiredMinRxIntervalMs}} {
+			if iv.ms > maxBFDIntervalMs {
+				return p, fmt.Errorf("spec.bfd.%s %d is out of range (1..%d; 0 means 1000)", iv.field, iv.ms, maxBFDIntervalMs)
+			}
+		}
 		p.BFD = &bgp.BFD{
 			DesiredMinTx:     time.Duration(b.DesiredMinTxIntervalMs) * time.Millisecond,
 			RequiredMinRx:    time.Duration(b.RequiredMinRxIntervalMs) * time.Millisecond,
 			DetectMultiplier: b.DetectMultiplier,
 		}
 	}
-	for _, af := range bp.Spec.AfiSafis {
+	for i, af := range bp.Spec.AfiSafis {
 		if af != nil && af.AddPaths != nil && af.AddPaths.Config != nil && af.AddPaths.Config.SendMax > 0 {
+			if n := af.AddPaths.Config.SendMax; n > math.MaxUint8 {
+				return p, fmt.Errorf("spec.afiSafis[%d].addPaths.config.sendMax %d is out of range (1..255; 0 means %d)", i, n, DefaultAddPathSendMax)
+			}
 			p.AddPathSendMax = af.AddPaths.Config.SendMax
 		}
 	}
 	return p, nil
 }
 
-// seconds parses OpenELB's timer strings ("30", "30s"); "" is the default.
-func seconds(field, v string) (time.Duration, error) {
+// What the wire and the kernel bound (see bgp.Peer.Validate).
+const (
+	// maxPasswordBytes is Linux's TCP MD5 key limit.
+	maxPasswordBytes = 80
+	// maxBFDIntervalMs is the largest interval a BFD packet carries (a
+	// 32-bit count of microseconds), in milliseconds.
+	maxBFDIntervalMs = math.MaxUint32 / 1000
+	// maxTimerSeconds is the largest hold time an OPEN carries (16 bits);
+	// the other timers are bounded alike.
+	maxTimerSeconds = math.MaxUint16
+)
+
+// seconds parses OpenELB's timer strings ("30", "30s"); "" and "0" are
+// the default. Other values below least seconds or above maxTimerSeconds
+// are refused.
+func seconds(field, v string, least int) (time.Duration, error) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, nil
 	}
-	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
-		return time.Duration(n) * time.Second, nil
-	}
 	d, err := time.ParseDuration(v)
+	if n, nerr := strconv.ParseUint(v, 10, 32); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+	}
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("spec.timers.config.%s %q is not a number of seconds", field, v)
+	}
+	if d != 0 && (d < time.Duration(least)*time.Second || d > maxTimerSeconds*time.Second) {
+		return 0, fmt.Errorf("spec.timers.config.%s %q is out of range (%d..%d seconds; 0 means the default)", field, v, least, maxTimerSeconds)
 	}
 	return d, nil
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,7 +108,7 @@ func TestDesired(t *testing.T) {
 			name: "asPerRack and routerId override",
 			node: seedNode("worker-p002", "leaf2", "192.168.1.2", true),
 			conf: conf(func(c *v1alpha2.BgpConf) {
-				c.Spec.AsPerRack = map[string]uint32{"leaf2": 50002}
+				c.Spec.AsPerRack = map[string]v1alpha2.ASN{"leaf2": 50002}
 				c.Spec.RouterId = "10.0.0.9"
 			}),
 			peers: peers,
@@ -200,7 +201,7 @@ func TestDesired(t *testing.T) {
 				Global: bgp.Global{AS: 50000, RouterID: netip.MustParseAddr("192.168.0.3")},
 				Paths:  []bgp.Path{path("172.22.0.2/32", "192.168.0.3"), path("172.22.0.2/32", "192.168.0.4")}},
 			wantProblems: []Problem{
-				{Object: "BgpPeer/nosecret", Reason: ReasonInvalidBgpPeer, Message: "password Secret missing key password: not found", Services: []string{"default/nginx"}},
+				{Object: "BgpPeer/nosecret", Reason: ReasonInvalidBgpPeer, Message: "spec.conf.authPasswordSecretRef (Secret missing, key password): not found", Services: []string{"default/nginx"}},
 				{Object: "BgpPeer/badtimer", Reason: ReasonInvalidBgpPeer, Message: `spec.timers.config.holdTime "soon" is not a number of seconds`, Services: []string{"default/nginx"}},
 			},
 		},
@@ -215,6 +216,119 @@ func TestDesired(t *testing.T) {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestDesiredBadPeers: each BgpPeer the speaker could not configure is
+// left out with a problem naming the field to fix, whatever the schema let
+// through (objects stored before it had bounds); the good peer next to it
+// and the paths stay. Of peers sharing an address, the name that sorts
+// first is used, whatever the order of the list.
+func TestDesiredBadPeers(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	good := seedPeer("leaf1", "192.168.0.2", "leaf1")
+	bad := func(name string, tweak func(*v1alpha2.BgpPeerSpec)) *v1alpha2.BgpPeer {
+		p := seedPeer(name, "10.9.0.1", "leaf1")
+		tweak(&p.Spec)
+		return p
+	}
+	for _, tc := range []struct {
+		peer *v1alpha2.BgpPeer
+		want string // in the message
+	}{
+		{bad("ttl", func(s *v1alpha2.BgpPeerSpec) {
+			s.EbgpMultihop = &v1alpha2.EbgpMultihop{Enabled: true, MultihopTtl: 300}
+		}),
+			"spec.ebgpMultihop.multihopTtl 300 is out of range"},
+		{bad("bfd-multiplier", func(s *v1alpha2.BgpPeerSpec) { s.Bfd = &v1alpha2.Bfd{Enabled: true, DetectMultiplier: 256} }),
+			"spec.bfd.detectMultiplier 256 is out of range"},
+		{bad("bfd-interval", func(s *v1alpha2.BgpPeerSpec) { s.Bfd = &v1alpha2.Bfd{Enabled: true, RequiredMinRxIntervalMs: 5000000} }),
+			"spec.bfd.requiredMinRxIntervalMs 5000000 is out of range"},
+		{bad("port", func(s *v1alpha2.BgpPeerSpec) { s.Transport = &v1alpha2.Transport{RemotePort: 70000} }),
+			"spec.transport.remotePort 70000 is out of range"},
+		{bad("address", func(s *v1alpha2.BgpPeerSpec) { s.Conf.NeighborAddress = "leaf1.example" }),
+			`spec.conf.neighborAddress "leaf1.example" is not an IP address`},
+		{bad("unspecified", func(s *v1alpha2.BgpPeerSpec) { s.Conf.NeighborAddress = "0.0.0.0" }),
+			"spec.conf.neighborAddress 0.0.0.0 cannot be a BGP neighbor"},
+		{bad("secret", func(s *v1alpha2.BgpPeerSpec) { s.Conf.AuthPasswordSecretRef = &v1alpha2.SecretKeyRef{Name: "gone"} }),
+			"spec.conf.authPasswordSecretRef (Secret gone, key password)"},
+		{bad("password", func(s *v1alpha2.BgpPeerSpec) { s.Conf.AuthPassword = strings.Repeat("x", 81) }),
+			"spec.conf.authPassword: the password is longer than 80 bytes"},
+		{bad("sendmax", func(s *v1alpha2.BgpPeerSpec) {
+			s.AfiSafis = []*v1alpha2.AfiSafi{nil, {AddPaths: &v1alpha2.AddPaths{Config: &v1alpha2.AddPathsConfig{SendMax: 256}}}}
+		}), "spec.afiSafis[1].addPaths.config.sendMax 256 is out of range"},
+		{bad("holdtime", func(s *v1alpha2.BgpPeerSpec) {
+			s.Timers = &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{HoldTime: "2"}}
+		}), `spec.timers.config.holdTime "2" is out of range (3..65535 seconds`},
+		{bad("keepalive", func(s *v1alpha2.BgpPeerSpec) {
+			s.Timers = &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{KeepaliveInterval: "100000"}}
+		}), `spec.timers.config.keepaliveInterval "100000" is out of range`},
+		{bad("keepalive-above-hold", func(s *v1alpha2.BgpPeerSpec) {
+			s.Timers = &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{HoldTime: "3", KeepaliveInterval: "30"}}
+		}), "spec.timers.config.keepaliveInterval 30s must be below holdTime 3s"},
+		{bad("keepalive-default-hold", func(s *v1alpha2.BgpPeerSpec) {
+			s.Timers = &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{KeepaliveInterval: "90"}}
+		}), "spec.timers.config.keepaliveInterval 1m30s must be below holdTime 1m30s"},
+		{bad("selector", func(s *v1alpha2.BgpPeerSpec) {
+			s.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Bogus"}}}
+		}), "invalid nodeSelector"},
+	} {
+		t.Run(tc.peer.Name, func(t *testing.T) {
+			st, problems := Desired(node, conf(), []*v1alpha2.BgpPeer{tc.peer, good}, seedLeaf1, []*v1alpha2.LoadBalancerPlan{seedPlan}, nil)
+			if len(st.Peers) != 1 || st.Peers[0].Name != "leaf1" {
+				t.Errorf("peers %+v, want leaf1 only", st.Peers)
+			}
+			if len(st.Paths) != 2 {
+				t.Errorf("paths %v, want the plan's two", st.Paths)
+			}
+			if len(problems) != 1 || problems[0].Object != "BgpPeer/"+tc.peer.Name || problems[0].Reason != ReasonInvalidBgpPeer ||
+				!strings.Contains(problems[0].Message, tc.want) || !slices.Equal(problems[0].Services, []string{"default/nginx"}) {
+				t.Errorf("problems %+v, want one for BgpPeer/%s mentioning %q", problems, tc.peer.Name, tc.want)
+			}
+		})
+	}
+
+	t.Run("duplicate address", func(t *testing.T) {
+		dup := seedPeer("leaf1-copy", "192.168.0.2", "leaf1")
+		dup.Spec.Conf.PeerAs = 50009
+		for _, order := range [][]*v1alpha2.BgpPeer{{good, dup}, {dup, good}} {
+			st, problems := Desired(node, conf(), order, seedLeaf1, []*v1alpha2.LoadBalancerPlan{seedPlan}, nil)
+			if len(st.Peers) != 1 || st.Peers[0].Name != "leaf1" || st.Peers[0].AS != 50001 {
+				t.Errorf("peers %+v, want leaf1 (its name sorts first)", st.Peers)
+			}
+			want := []Problem{{Object: "BgpPeer/leaf1-copy", Reason: ReasonDuplicateBgpPeer, Services: []string{"default/nginx"},
+				Message: "spec.conf.neighborAddress 192.168.0.2 is also that of BgpPeer leaf1, which this node uses (of BgpPeers with the same address, the name that sorts first is used)"}}
+			if diff := cmp.Diff(want, problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		}
+	})
+
+	t.Run("every peer Desired keeps is one the speaker takes", func(t *testing.T) {
+		ok := seedPeer("edge", "192.168.0.9", "leaf1")
+		ok.Spec.EbgpMultihop = &v1alpha2.EbgpMultihop{Enabled: true, MultihopTtl: 255}
+		ok.Spec.Bfd = &v1alpha2.Bfd{Enabled: true, DetectMultiplier: 255, DesiredMinTxIntervalMs: 4294967, RequiredMinRxIntervalMs: 1}
+		ok.Spec.Transport = &v1alpha2.Transport{RemotePort: 65535}
+		ok.Spec.Conf.AuthPassword = strings.Repeat("x", 80)
+		ok.Spec.AfiSafis = []*v1alpha2.AfiSafi{{AddPaths: &v1alpha2.AddPaths{Config: &v1alpha2.AddPathsConfig{SendMax: 255}}}}
+		ok.Spec.Timers = &v1alpha2.Timers{Config: &v1alpha2.TimersConfig{HoldTime: "65535", KeepaliveInterval: "1", ConnectRetry: "65535"}}
+		st, problems := Desired(node, conf(), []*v1alpha2.BgpPeer{ok}, seedLeaf1, nil, nil)
+		if len(problems) != 0 || len(st.Peers) != 1 {
+			t.Fatalf("problems %+v, peers %+v: want the peer at every bound accepted", problems, st.Peers)
+		}
+		if err := st.Peers[0].Validate(); err != nil {
+			t.Errorf("the speaker refuses a peer Desired accepted: %v", err)
+		}
+	})
+}
+
+// TestDesiredListenPort: a BgpConf listen port out of range is reported
+// (the speaker would refuse the whole configuration).
+func TestDesiredListenPort(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	st, problems := Desired(node, conf(func(c *v1alpha2.BgpConf) { c.Spec.ListenPort = 70000 }), nil, seedLeaf1, nil, nil)
+	if st.Enabled || len(problems) != 1 || problems[0].Reason != ReasonInvalidBgpConf || !strings.Contains(problems[0].Message, "spec.listenPort 70000") {
+		t.Errorf("enabled %v, problems %+v: want BGP off with a BgpConf problem", st.Enabled, problems)
 	}
 }
 
@@ -318,5 +432,28 @@ func TestSameBGP(t *testing.T) {
 	c, _ := Desired(node, conf(), nil, moved, []*v1alpha2.LoadBalancerPlan{seedPlan}, nil)
 	if a.sameBGP(c) {
 		t.Errorf("a next hop gone must re-apply")
+	}
+}
+
+// TestDesiredRestartTime: a graceful restart time above 12 bits is a
+// BgpConf problem, not a corrupted OPEN message.
+func TestDesiredRestartTime(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	for _, tc := range []struct {
+		restart uint32
+		ok      bool
+	}{{4095, true}, {4096, false}, {32888, false}} {
+		st, problems := Desired(node, conf(func(c *v1alpha2.BgpConf) {
+			c.Spec.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true, RestartTime: tc.restart}
+		}), nil, seedLeaf1, nil, nil)
+		if tc.ok {
+			if !st.Enabled || st.Global.RestartTime != tc.restart || len(problems) != 0 {
+				t.Errorf("restartTime %d: enabled %v, restart %d, problems %+v: want it applied", tc.restart, st.Enabled, st.Global.RestartTime, problems)
+			}
+			continue
+		}
+		if st.Enabled || len(problems) != 1 || problems[0].Reason != ReasonInvalidBgpConf || !strings.Contains(problems[0].Message, "spec.gracefulRestart.restartTime") {
+			t.Errorf("restartTime %d: enabled %v, problems %+v: want BGP off with a BgpConf problem", tc.restart, st.Enabled, problems)
+		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
 )
 
 var (
@@ -25,6 +27,21 @@ var (
 		Help:           "BGP UPDATE messages sent to the peer by the current BGP instance.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"peer"})
+	metricReceived = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace: "openelb", Subsystem: "bgp", Name: "received_prefixes",
+		Help:           "Routes the peer sent that the speaker holds (and discards), all families, while the session is established; a session is closed above openelb_bgp_prefix_limit of one family.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"peer"})
+	metricPrefixLimit = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace: "openelb", Subsystem: "bgp", Name: "prefix_limit",
+		Help:           "Most prefixes of one address family the peer may send before its session is closed.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"peer"})
+	metricPrefixLimitExceeded = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace: "openelb", Subsystem: "bgp", Name: "prefix_limit_exceeded",
+		Help:           "1 while the peer's session is held down because it sent more prefixes than its limit (it then receives none of the speaker's paths).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"peer"})
 	metricApplies = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "openelb", Subsystem: "bgp", Name: "applies_total",
 		Help:           "Changes applied to the BGP speaker (new peers, paths or global settings), by result.",
@@ -37,6 +54,31 @@ var (
 // legacy registry (served on /metrics). Safe to call repeatedly.
 func RegisterMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(metricSessionUp, metricAdvertised, metricUpdatesSent, metricApplies)
+		legacyregistry.MustRegister(metricSessionUp, metricAdvertised, metricUpdatesSent, metricReceived,
+			metricPrefixLimit, metricPrefixLimitExceeded, metricApplies)
 	})
+}
+
+// resetPeerMetrics forgets every peer's series, so a removed peer's go.
+func resetPeerMetrics() {
+	for _, m := range []*metrics.GaugeVec{metricSessionUp, metricAdvertised, metricUpdatesSent, metricReceived, metricPrefixLimit, metricPrefixLimitExceeded} {
+		m.Reset()
+	}
+}
+
+// setPeerMetrics sets the series of one peer from its state.
+func setPeerMetrics(s bgp.PeerState) {
+	metricSessionUp.WithLabelValues(s.Name).Set(boolGauge(s.State == "established"))
+	metricAdvertised.WithLabelValues(s.Name).Set(float64(s.AdvertisedPaths))
+	metricUpdatesSent.WithLabelValues(s.Name).Set(float64(s.UpdatesSent))
+	metricReceived.WithLabelValues(s.Name).Set(float64(s.ReceivedPrefixes))
+	metricPrefixLimit.WithLabelValues(s.Name).Set(float64(s.PrefixLimit))
+	metricPrefixLimitExceeded.WithLabelValues(s.Name).Set(boolGauge(s.PrefixLimitExceeded))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -208,7 +208,7 @@ func buildStatus(in reportInput, clock sessionClock, now time.Time) v1alpha2.Loa
 		}
 	}
 	slices.SortFunc(out.Sessions, func(a, b v1alpha2.SpeakerSession) int { return cmp.Compare(a.Peer, b.Peer) })
-	out.Problems = speakerProblems(append(slices.Clone(in.problems), in.l2probs...))
+	out.Problems = speakerProblems(slices.Concat(in.problems, sessionProblems(in.sessions), in.l2probs))
 	return out
 }
 

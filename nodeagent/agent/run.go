@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -34,8 +35,11 @@ import (
 // Options configure the agent.
 type Options struct {
 	NodeName  string
-	Namespace string // where BgpPeer password Secrets live (the speaker's own)
-	Speaker   bgp.Speaker
+	Namespace string // of the layer-2 Leases (the speaker's own)
+	// SecretsNamespace holds the BgpPeer password Secrets; empty:
+	// DefaultSecretsNamespace.
+	SecretsNamespace string
+	Speaker          bgp.Speaker
 	// Layer2 tunes ARP/NDP answering and its leader election.
 	Layer2 Layer2Options
 	// StatusInterval is how often session states are checked and, when
@@ -63,6 +67,9 @@ type Agent struct {
 	// problems are the configuration problems of the last reconcile.
 	problems []Problem
 	nodeUID  types.UID
+	// refused are the peers the speaker left out at the last apply
+	// (reconcile goroutine only).
+	refused []*bgp.PeerError
 	// mu guards last, reconciled, problems and nodeUID, which the report
 	// goroutine reads (the reconcile goroutine alone writes them, and
 	// applied).
@@ -77,6 +84,7 @@ type Agent struct {
 	peerWritten map[string]time.Time
 	lastErr     string
 	l2          *layer2Manager
+	health      *health
 }
 
 // New builds the agent; Run starts it.
@@ -85,18 +93,24 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if opts.StatusInterval <= 0 {
 		opts.StatusInterval = 2 * time.Second
 	}
+	if opts.SecretsNamespace == "" {
+		opts.SecretsNamespace = DefaultSecretsNamespace
+	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.ContentType = "application/json"
 	scheme := apischeme.New()
+	h := newHealth()
 	c, err := ctrlcache.New(cfg, ctrlcache.Options{
 		Scheme:                       scheme,
+		DefaultWatchErrorHandler:     h.watchError,
 		DefaultUnsafeDisableDeepCopy: ptr.To(true),
 		DefaultTransform:             ctrlcache.TransformStripManagedFields(),
 		ByObject: map[client.Object]ctrlcache.ByObject{
-			// Only this node, and only Secrets of the speaker's namespace:
-			// the agent reads no more than it needs (and RBAC allows).
+			// Only this node, and only the Secrets of the BgpPeer password
+			// namespace (see DefaultSecretsNamespace): the agent reads no
+			// more than it needs (and RBAC allows).
 			&v1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName)},
-			&v1.Secret{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
+			&v1.Secret{}: {Namespaces: map[string]ctrlcache.Config{opts.SecretsNamespace: {}}},
 			// Layer-2 election Leases live in the speaker's namespace.
 			&coordinationv1.Lease{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
 			// Every plan and Eip, trimmed to what the agent reads: their
@@ -122,7 +136,7 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sessions: sessionClock{}, peerWritten: map[string]time.Time{}}
+	a := &Agent{opts: opts, cache: c, client: cl, trigger: make(chan struct{}, 1), reportNow: make(chan struct{}, 1), sessions: sessionClock{}, peerWritten: map[string]time.Time{}, health: h}
 	a.racks = &rackWatch{listWatch: racks, changed: a.kick}
 	a.writer = &reportWriter{apply: a.applySpeaker, countsInterval: opts.CountsInterval}
 	if a.l2, err = newLayer2Manager(opts.NodeName, opts.Namespace, opts.Layer2, c, cs.CoordinationV1(), a.requestReport); err != nil {
@@ -178,8 +192,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	go func() { _ = a.cache.Start(ctx) }()
-	if !a.cache.WaitForCacheSync(ctx) {
-		return fmt.Errorf("caches did not sync: %w", ctx.Err())
+	if err := a.waitForCaches(ctx); err != nil {
+		return err
 	}
 	logger.Info("Speaker agent synced; reconciling")
 	go a.reportLoop(ctx)
@@ -192,7 +206,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.trigger:
 			// Coalesce bursts of changes into one Apply.
 			time.Sleep(5 * time.Millisecond)
-			if err := a.reconcile(ctx); err != nil {
+			if err := a.trackedReconcile(ctx); err != nil {
 				logger.Error(err, "Reconcile failed; retrying")
 				time.AfterFunc(time.Second, a.kick)
 			}
@@ -317,6 +331,14 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	}
 	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), rack, ptrs(plans.Items), a.readSecret(ctx))
 	prev := a.snapshot()
+	apply := !a.applied || !st.sameBGP(prev.state)
+	var applyErr error
+	if apply {
+		a.refused, applyErr = a.applyBGP(ctx, st)
+	}
+	problems = append(problems, refusedProblems(a.refused, func() []string {
+		return affectedServices(a.opts.NodeName, rack, ptrs(plans.Items))
+	})...)
 	for _, p := range problems {
 		if !slices.ContainsFunc(prev.problems, func(q Problem) bool { return q.Object == p.Object && q.Message == p.Message }) {
 			logger.Info("Configuration problem", "object", p.Object, "reason", p.Reason, "problem", p.Message, "services", len(p.Services))
@@ -330,19 +352,10 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	changed := !a.reconciled || a.nodeUID != uid || !sameProblems(a.problems, problems)
 	a.problems, a.nodeUID, a.reconciled = problems, uid, true
 	a.mu.Unlock()
-	if !a.applied || !st.sameBGP(prev.state) {
-		if !st.Enabled {
-			if err := a.opts.Speaker.Stop(ctx, false); err != nil {
-				metricApplies.WithLabelValues("error").Inc()
-				return fmt.Errorf("stopping the BGP speaker: %w", err)
-			}
-		} else if err := a.opts.Speaker.Apply(ctx, st.Global, st.Peers, st.Paths); err != nil {
-			metricApplies.WithLabelValues("error").Inc()
-			return fmt.Errorf("applying to the BGP speaker: %w", err)
-		}
-		metricApplies.WithLabelValues("ok").Inc()
-		changed = true
+	if applyErr != nil {
+		return applyErr
 	}
+	changed = changed || apply
 	// What is only reported (rack generation, per-plan counts...) follows
 	// too, without an Apply.
 	a.mu.Lock()
@@ -363,17 +376,7 @@ func sameProblems(a, b []Problem) bool {
 }
 
 func (a *Agent) readSecret(ctx context.Context) SecretReader {
-	return func(name, key string) (string, error) {
-		var s v1.Secret
-		if err := a.cache.Get(ctx, types.NamespacedName{Namespace: a.opts.Namespace, Name: name}, &s); err != nil {
-			return "", err
-		}
-		v, ok := s.Data[key]
-		if !ok {
-			return "", fmt.Errorf("no key %q", key)
-		}
-		return string(v), nil
-	}
+	return secretReader(ctx, a.cache, a.opts.SecretsNamespace)
 }
 
 func ptrs[T any](items []T) []*T {
@@ -398,8 +401,7 @@ func (a *Agent) report(ctx context.Context) {
 	}
 	snap := a.snapshot()
 	now := time.Now()
-	metricSessionUp.Reset()
-	metricAdvertised.Reset()
+	resetPeerMetrics()
 	seen := map[string]bool{}
 	peerAS := make(map[string]uint32, len(snap.state.Peers))
 	for _, p := range snap.state.Peers {
@@ -413,13 +415,7 @@ func (a *Agent) report(ctx context.Context) {
 	}
 	for _, s := range states {
 		seen[s.Name] = true
-		up := 0.0
-		if s.State == "established" {
-			up = 1
-		}
-		metricSessionUp.WithLabelValues(s.Name).Set(up)
-		metricAdvertised.WithLabelValues(s.Name).Set(float64(s.AdvertisedPaths))
-		metricUpdatesSent.WithLabelValues(s.Name).Set(float64(s.UpdatesSent))
+		setPeerMetrics(s)
 		a.reportPeer(ctx, s.Name, v1alpha2.PeerState{
 			NeighborAddress:   s.Address,
 			PeerAs:            peerAS[s.Name],
@@ -430,7 +426,7 @@ func (a *Agent) report(ctx context.Context) {
 			NextHopSelf:       s.NextHopSelf,
 			AdvertisedPaths:   int32(s.AdvertisedPaths),
 			BfdState:          s.BFDState,
-			Message:           peerProblems[s.Name],
+			Message:           cmp.Or(peerProblems[s.Name], prefixLimitMessage(s)),
 		}, now)
 	}
 	// Peers this node should use but could not configure (bad password

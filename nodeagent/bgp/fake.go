@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -19,6 +20,8 @@ type ApplyCall struct {
 // desired state like the real speaker would and reports every peer as
 // established with ADD-PATH, without any networking. It models what the
 // status depends on:
+//   - invalid peers, and peers with the address of one whose Name sorts
+//     first, are left out with a *PeerError, the rest applied, as GoBGP does;
 //   - a peer set to lack ADD-PATH (SetPeerAddPath) is served with
 //     next-hop-self while established, like the GoBGP speaker does;
 //   - LocalAddress is the router ID (a fake has no sockets, and the agent
@@ -98,11 +101,12 @@ func (f *Fake) Apply(_ context.Context, g Global, peers []Peer, paths []Path) er
 	}
 	changed := pathChanges(oldPaths, f.paths)
 	f.peers = map[string]Peer{}
-	for _, p := range peers {
+	usable, errs := usablePeers(peers)
+	for _, p := range usable {
 		addr := p.Address.String()
 		f.peers[addr] = p
 		sent := changed
-		if old, ok := oldPeers[addr]; !ok || !old.withDefaults().equal(p.withDefaults()) {
+		if old, ok := oldPeers[addr]; !ok || !old.equal(p) {
 			f.updates[addr], sent = 0, len(f.paths)
 		}
 		if f.establishedLocked(addr) {
@@ -114,7 +118,7 @@ func (f *Fake) Apply(_ context.Context, g Global, peers []Peer, paths []Path) er
 			delete(f.updates, addr)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // pathChanges counts the paths in only one of the two sets.
@@ -143,7 +147,7 @@ func (f *Fake) States(context.Context) ([]PeerState, error) {
 	defer f.mu.Unlock()
 	var out []PeerState
 	for addr, p := range f.peers {
-		st := PeerState{Name: p.Name, Address: addr, State: "established", UpdatesSent: f.updates[addr]}
+		st := PeerState{Name: p.Name, Address: addr, State: "established", UpdatesSent: f.updates[addr], PrefixLimit: p.MaxPrefixes}
 		if s, ok := f.states[addr]; ok {
 			st.State = s
 		}

@@ -19,6 +19,9 @@ func TestFake(t *testing.T) {
 	p5 := Path{Prefix: vip, NextHop: netip.MustParseAddr("192.168.0.5")}
 	leaf2BFD := leaf2
 	leaf2BFD.BFD = &BFD{}
+	leaf2Dup := leaf2
+	leaf2Dup.Name, leaf2Dup.AS = "leaf2-copy", 65009
+	badTTL := Peer{Name: "bad", Address: netip.MustParseAddr("10.1.0.9"), AS: 65002, EBGPMultihopTTL: 256}
 	boom := errors.New("boom")
 
 	type step struct {
@@ -62,6 +65,16 @@ func TestFake(t *testing.T) {
 				}},
 			},
 			wantCalls: 2,
+		},
+		{
+			name: "invalid and duplicate peers are left out, the rest applied",
+			steps: []step{
+				{peers: []Peer{leaf2Dup, leaf1, leaf2, badTTL}, paths: []Path{p3}, wantErr: ErrInvalidConfig, wantPaths: []Path{p3}, wantState: []PeerState{
+					{Name: "leaf1", Address: "10.1.0.1", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 1, UpdatesSent: 1},
+					{Name: "leaf2", Address: "10.1.0.2", State: "established", AddPathNegotiated: true, LocalAddress: "10.0.0.1", AdvertisedPaths: 1, UpdatesSent: 1},
+				}},
+			},
+			wantCalls: 1,
 		},
 		{
 			name: "overridden state",
@@ -126,8 +139,13 @@ func TestFake(t *testing.T) {
 					t.Errorf("step %d: paths (-want +got):\n%s", i, diff)
 				}
 				st, _ := f.States(ctx)
-				if diff := cmp.Diff(s.wantState, st); diff != "" {
+				if diff := cmp.Diff(s.wantState, st, cmpopts.IgnoreFields(PeerState{}, "PrefixLimit")); diff != "" {
 					t.Errorf("step %d: states (-want +got):\n%s", i, diff)
+				}
+				for _, ps := range st {
+					if ps.PrefixLimit != DefaultMaxPrefixes {
+						t.Errorf("step %d: %s prefix limit %d, want the default %d", i, ps.Name, ps.PrefixLimit, DefaultMaxPrefixes)
+					}
 				}
 			}
 			calls := f.Calls()

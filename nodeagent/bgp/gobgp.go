@@ -40,7 +40,14 @@ type GoBGP struct {
 	paths []Path
 	// nextHopSelf holds the peers in a next-hop-self neighbor-set (see nexthopself.go).
 	nextHopSelf map[netip.Addr]bool
-	stopWatch   context.CancelFunc // ends the session watch of srv
+	// limitHolds are the neighbors held down for exceeding their prefix
+	// limit, and their retries (see prefixlimit.go).
+	limitHolds map[netip.Addr]*limitHold
+	stopWatch  context.CancelFunc // ends the session watch of srv
+
+	// limitRetryMin and limitRetryMax bound the backoff of the prefix
+	// limit retries (constant after NewGoBGP; tests shorten them).
+	limitRetryMin, limitRetryMax time.Duration
 }
 
 var _ Speaker = (*GoBGP)(nil)
@@ -49,7 +56,7 @@ var _ Speaker = (*GoBGP)(nil)
 // GoBGP's gRPC API is never enabled: the agent drives the server in-process,
 // and an extra management port on every node would only widen the attack surface.
 func NewGoBGP(log logr.Logger) *GoBGP {
-	return &GoBGP{log: log}
+	return &GoBGP{log: log, limitRetryMin: prefixLimitRetryMin, limitRetryMax: prefixLimitRetryMax}
 }
 
 func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path) error {
@@ -57,21 +64,10 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 	if err := g.validate(); err != nil {
 		return err
 	}
-	wantPeers := make(map[netip.Addr]Peer, len(peers))
-	for _, p := range peers {
-		p = p.withDefaults()
-		p.Address = p.Address.Unmap()
-		if err := p.validate(); err != nil {
-			return err
-		}
-		if _, dup := wantPeers[p.Address]; dup {
-			return errInvalid("peer address %s configured twice", p.Address)
-		}
-		wantPeers[p.Address] = p
-	}
+	wantPeers, errs := usablePeers(peers)
 	wantPaths, err := sortedPaths(paths)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
 
 	s.mu.Lock()
@@ -89,7 +85,6 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		}
 	}
 
-	var errs []error
 	// Withdraw first so a prefix that moved next hops is never advertised
 	// with both the stale and the new next hop longer than necessary.
 	withdraw, add := diffPaths(s.paths, wantPaths)
@@ -107,10 +102,15 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 			continue
 		}
 		if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
-			errs = append(errs, fmt.Errorf("removing neighbor %s: %w", addr, err))
+			name := old.Name
+			if ok {
+				name = want.Name
+			}
+			errs = append(errs, &PeerError{Name: name, Address: addr, Err: fmt.Errorf("removing the neighbor's previous settings: %w", err)})
 			continue
 		}
 		delete(s.peers, addr)
+		s.releaseLimitHoldLocked(addr)
 		if err := s.leaveNextHopSelfLocked(ctx, addr); err != nil {
 			errs = append(errs, err)
 		}
@@ -121,7 +121,7 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		}
 		p := wantPeers[addr]
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p, g)}); err != nil {
-			errs = append(errs, fmt.Errorf("adding neighbor %s (%s): %w", addr, p.Name, err))
+			errs = append(errs, &PeerError{Name: p.Name, Address: addr, Err: fmt.Errorf("GoBGP refused the neighbor: %w", err)})
 			continue
 		}
 		s.peers[addr] = p
@@ -146,6 +146,32 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		s.paths = held
 	}
 	return errors.Join(errs...)
+}
+
+// usablePeers returns the peers Apply configures, normalized and by
+// address, and a *PeerError for each other one: invalid, or with the
+// address of a peer whose Name sorts first (the same winner whatever the
+// order of peers, so every speaker and every Apply picks the same one).
+func usablePeers(peers []Peer) (map[netip.Addr]Peer, []error) {
+	byName := slices.Clone(peers)
+	slices.SortStableFunc(byName, func(a, b Peer) int { return cmp.Compare(a.Name, b.Name) })
+	want := make(map[netip.Addr]Peer, len(peers))
+	var errs []error
+	for _, p := range byName {
+		p = p.withDefaults()
+		p.Address = p.Address.Unmap()
+		if err := p.validate(); err != nil {
+			errs = append(errs, &PeerError{Name: p.Name, Address: p.Address, Err: err})
+			continue
+		}
+		if first, dup := want[p.Address]; dup {
+			errs = append(errs, &PeerError{Name: p.Name, Address: p.Address,
+				Err: errInvalid("address also that of peer %q, which is configured instead", first.Name)})
+			continue
+		}
+		want[p.Address] = p
+	}
+	return want, errs
 }
 
 // sortedPaths validates paths and returns them normalized, sorted by
@@ -235,6 +261,7 @@ func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
 	s.peers = map[netip.Addr]Peer{}
 	s.paths = nil
 	s.nextHopSelf = map[netip.Addr]bool{}
+	s.limitHolds = map[netip.Addr]*limitHold{}
 	return nil
 }
 
@@ -296,7 +323,10 @@ func (s *GoBGP) stopLocked(ctx context.Context, graceful bool) error {
 	// The watch callback checks s.srv under s.mu, so after this point it
 	// never touches the old instance.
 	s.stopWatch()
-	s.srv, s.peers, s.paths, s.nextHopSelf, s.stopWatch = nil, nil, nil, nil, nil
+	for addr := range s.limitHolds {
+		s.releaseLimitHoldLocked(addr)
+	}
+	s.srv, s.peers, s.paths, s.nextHopSelf, s.limitHolds, s.stopWatch = nil, nil, nil, nil, nil, nil
 	if graceful {
 		// StopBgp skips the NOTIFICATION only for neighbors that negotiated
 		// graceful restart; the others drop the routes, which is correct
@@ -351,6 +381,11 @@ func (s *GoBGP) States(ctx context.Context) ([]PeerState, error) {
 		}
 		st.UpdatesSent = p.GetState().GetMessages().GetSent().GetUpdate()
 		st.BFDState = bfdState(s.peers[a].BFD != nil, p.GetState().GetBfdState().GetSessionState())
+		for _, af := range p.GetAfiSafis() {
+			st.ReceivedPrefixes += int(af.GetState().GetReceived())
+		}
+		st.PrefixLimit = s.peers[a].MaxPrefixes
+		st.PrefixLimitExceeded = p.GetState().GetAdminState() == api.PeerState_ADMIN_STATE_PFX_CT || s.limitHolds[a].pending()
 		out = append(out, st)
 	})
 	if err != nil {
@@ -589,6 +624,9 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 		af := &api.AfiSafi{
 			Config:   &api.AfiSafiConfig{Family: f, Enabled: true},
 			AddPaths: &api.AddPaths{Config: &api.AddPathsConfig{SendMax: p.AddPathSendMax}},
+			// No shutdown threshold: in GoBGP it only logs a warning;
+			// the speaker reports ReceivedPrefixes instead.
+			PrefixLimits: &api.PrefixLimit{Family: f, MaxPrefixes: p.MaxPrefixes},
 		}
 		if gr {
 			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}

@@ -553,7 +553,6 @@ func TestInvalidConfig(t *testing.T) {
 	}{
 		"no AS":          {g: Global{RouterID: netip.MustParseAddr("10.0.0.1")}},
 		"IPv6 router ID": {g: Global{AS: 1, RouterID: netip.MustParseAddr("fd00::1")}},
-		"duplicate peer": {g: testGlobal, peers: []Peer{{Address: netip.MustParseAddr("10.1.0.1"), AS: 2}, {Address: netip.MustParseAddr("10.1.0.1"), AS: 3}}},
 		"mixed families": {g: testGlobal, paths: []Path{{Prefix: vip, NextHop: netip.MustParseAddr("fd00::1")}}},
 		"not a host":     {g: testGlobal, paths: []Path{{Prefix: netip.MustParsePrefix("172.22.0.0/24"), NextHop: netip.MustParseAddr("192.168.0.3")}}},
 	} {
@@ -635,9 +634,10 @@ func TestInvalidBFD(t *testing.T) {
 		"negative interval": {DesiredMinTx: -time.Millisecond},
 		"huge interval":     {RequiredMinRx: 2 * time.Hour},
 	} {
-		p := Peer{Address: netip.MustParseAddr("10.1.0.1"), AS: routerAS, BFD: &b}
-		if err := s.Apply(context.Background(), testGlobal, []Peer{p}, nil); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("%s: Apply error = %v, want ErrInvalidConfig", name, err)
+		p := Peer{Name: name, Address: netip.MustParseAddr("127.0.0.9"), AS: routerAS, BFD: &b}
+		err := s.Apply(context.Background(), testGlobal, []Peer{p}, nil)
+		if peers, rest := SplitPeerErrors(err); len(peers) != 1 || peers[0].Name != name || !errors.Is(peers[0], ErrInvalidConfig) || rest != nil {
+			t.Errorf("%s: Apply error = %v, want a PeerError of ErrInvalidConfig", name, err)
 		}
 	}
 }

@@ -113,15 +113,22 @@ func installExportNextHopSelf(ctx context.Context, srv *server.BgpServer) error 
 }
 
 // watchSessions re-evaluates next-hop-self membership whenever a session of
-// srv reaches Established. GoBGP queues events for a watcher without bound, so
+// srv reaches Established, and schedules the retry of a neighbor GoBGP
+// holds down for its prefix limit. GoBGP queues events for a watcher without bound, so
 // the callback taking s.mu never stalls the BGP server. The returned function
 // stops the watch.
 func (s *GoBGP) watchSessions(srv *server.BgpServer) (context.CancelFunc, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	err := srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
 		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
-			if ev.Type == apiutil.PEER_EVENT_STATE && ev.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED {
+			if ev.Type != apiutil.PEER_EVENT_STATE {
+				return
+			}
+			switch {
+			case ev.Peer.State.SessionState == bgp.BGP_FSM_ESTABLISHED:
 				s.onEstablished(ctx, srv)
+			case ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT:
+				s.onPrefixLimit(ctx, srv, ev.Peer.State.NeighborAddress)
 			}
 		},
 	}, server.WatchPeer())

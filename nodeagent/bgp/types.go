@@ -49,6 +49,9 @@ type Peer struct {
 	GracefulRestart bool
 	AddPathSendMax  uint32 // 0 = 255
 	BFD             *BFD   // nil = off
+	// MaxPrefixes bounds the prefixes of one address family the router
+	// may send (0 = DefaultMaxPrefixes); see prefixlimit.go.
+	MaxPrefixes uint32
 }
 
 // Path is one advertisement: Prefix reachable via NextHop.
@@ -78,6 +81,17 @@ type PeerState struct {
 	// BFDState is "up", "down", "init", "admin-down", or "" when BFD is off.
 	BFDState string
 	Uptime   time.Duration
+	// ReceivedPrefixes counts the routes the router sent that GoBGP holds
+	// in its Adj-RIB-In (all rejected: the speaker uses none), all
+	// families, while the session is established.
+	ReceivedPrefixes int
+	// PrefixLimit is the most prefixes of one address family the router
+	// may send (the peer's MaxPrefixes). PrefixLimitExceeded is set while
+	// the session is held down because it sent more: the router then
+	// receives none of the speaker's paths until a retry finds it within
+	// the limit (see prefixlimit.go).
+	PrefixLimit         uint32
+	PrefixLimitExceeded bool
 }
 
 // Speaker is what the agent drives; the GoBGP implementation and a map-backed fake satisfy it.
@@ -86,6 +100,10 @@ type Speaker interface {
 	// adds/updates/removes neighbors (a changed neighbor setting may reset that session only),
 	// adds/withdraws paths. Several paths for one prefix with different next hops are all advertised,
 	// each with its own stable path identifier (derived from prefix+next hop, so a restart reuses it).
+	// A peer it cannot configure (invalid settings, the address of a peer whose Name sorts first,
+	// a neighbor GoBGP refuses) is left out with a *PeerError in the returned error, and everything
+	// else is still applied: one bad peer never holds back the other peers or the paths.
+	// SplitPeerErrors tells those apart from the other failures.
 	// A changed Global (AS, router ID, listen port) restarts the BGP instance.
 	// The speaker may keep paths: the caller must not modify the slice afterwards.
 	Apply(ctx context.Context, g Global, peers []Peer, paths []Path) error
@@ -98,11 +116,16 @@ type Speaker interface {
 
 const (
 	defaultRestartTime  = 120
-	defaultHoldTime     = 90 * time.Second
-	defaultKeepalive    = 30 * time.Second
+	defaultHoldTime     = DefaultHoldTime
+	defaultKeepalive    = DefaultKeepalive
 	defaultConnectRetry = 5 * time.Second
 	defaultSendMax      = 255
 	defaultPort         = 179
+	// maxHoldTime is the largest hold time an OPEN message carries (16 bits).
+	maxHoldTime = 65535 * time.Second
+	// maxPasswordLen is Linux's TCP MD5 key limit (TCP_MD5SIG_MAXKEYLEN):
+	// GoBGP would accept a longer password and then fail every connection.
+	maxPasswordLen = 80
 )
 
 func (g Global) withDefaults() Global {
@@ -127,8 +150,22 @@ func (g Global) validate() error {
 	if g.ListenPort < 0 || g.ListenPort > 65535 {
 		return errInvalid("listen port %d out of range", g.ListenPort)
 	}
+	if g.RestartTime > MaxRestartTime {
+		return errInvalid("graceful restart time %d out of range (0..%d)", g.RestartTime, MaxRestartTime)
+	}
 	return nil
 }
+
+// Timer defaults and limits the agent checks BgpConf/BgpPeer against.
+const (
+	// DefaultHoldTime is a peer's hold time when none is set.
+	DefaultHoldTime = 90 * time.Second
+	// DefaultKeepalive is a peer's keepalive interval when none is set.
+	DefaultKeepalive = 30 * time.Second
+	// MaxRestartTime is the largest graceful restart time: the capability
+	// carries it in 12 bits.
+	MaxRestartTime = 4095
+)
 
 func (p Peer) withDefaults() Peer {
 	if p.Port == 0 {
@@ -146,6 +183,9 @@ func (p Peer) withDefaults() Peer {
 	if p.AddPathSendMax == 0 {
 		p.AddPathSendMax = defaultSendMax
 	}
+	if p.MaxPrefixes == 0 {
+		p.MaxPrefixes = DefaultMaxPrefixes
+	}
 	if p.BFD != nil {
 		b := *p.BFD
 		p.BFD = &b
@@ -153,19 +193,43 @@ func (p Peer) withDefaults() Peer {
 	return p
 }
 
+// Validate says whether Apply can configure the peer, with the rules
+// Apply uses: what GoBGP would refuse, truncate or fail on at every
+// connection. Its messages name Peer's fields; callers that read peers
+// from an API check them first, with their own field names, and keep this
+// as the last word.
+func (p Peer) Validate() error {
+	return p.withDefaults().validate()
+}
+
+// validate checks a peer with defaults applied.
 func (p Peer) validate() error {
-	if !p.Address.IsValid() {
-		return errInvalid("peer %q: invalid address", p.Name)
-	}
-	if p.AS == 0 {
-		return errInvalid("peer %q: AS must not be 0", p.Name)
-	}
-	if p.EBGPMultihopTTL > 255 {
-		return errInvalid("peer %q: multihop TTL %d > 255", p.Name, p.EBGPMultihopTTL)
+	switch {
+	case !p.Address.IsValid():
+		return errInvalid("no address")
+	case p.Address.IsUnspecified() || p.Address.IsMulticast():
+		return errInvalid("address %s cannot be a BGP neighbor", p.Address)
+	case p.AS == 0:
+		return errInvalid("AS must not be 0")
+	case p.EBGPMultihopTTL > math.MaxUint8:
+		return errInvalid("multihop TTL %d > 255", p.EBGPMultihopTTL)
+	case p.AddPathSendMax > math.MaxUint8:
+		// GoBGP keeps 8 bits of it: 256 would silently become 0.
+		return errInvalid("ADD-PATH send max %d > 255", p.AddPathSendMax)
+	case p.HoldTime < 3*time.Second || p.HoldTime > maxHoldTime:
+		return errInvalid("hold time %s out of range (3s..%s)", p.HoldTime, maxHoldTime)
+	case p.Keepalive < 0 || p.Keepalive > maxHoldTime:
+		return errInvalid("keepalive %s out of range (at most %s)", p.Keepalive, maxHoldTime)
+	case p.Keepalive >= p.HoldTime:
+		return errInvalid("keepalive %s is not below the hold time %s: the session would flap", p.Keepalive, p.HoldTime)
+	case p.ConnectRetry < 0:
+		return errInvalid("connect retry %s is negative", p.ConnectRetry)
+	case len(p.Password) > maxPasswordLen:
+		return errInvalid("password longer than %d bytes (TCP MD5 key limit)", maxPasswordLen)
 	}
 	if p.BFD != nil {
 		if err := p.BFD.validate(); err != nil {
-			return errInvalid("peer %q: %s", p.Name, err)
+			return errInvalid("%s", err)
 		}
 	}
 	return nil

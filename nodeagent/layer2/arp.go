@@ -66,17 +66,43 @@ func (r *Responder) handleARP(req *arp.Packet) {
 	}
 }
 
-// noticeConflict logs another host claiming an answered IP (in a reply, an
-// announcement or its own request): two hosts answering for one address
-// split its traffic, which the operator must know about.
+// noticeConflict counts another host claiming an answered IP (in a reply,
+// an announcement or its own request) and logs it: two hosts answering for
+// one address split its traffic, which the operator must know about. The
+// log is at most one line per address per conflictLogEvery, since the
+// other host may send such packets many times a second.
 func (r *Responder) noticeConflict(p *arp.Packet) {
 	r.mu.RLock()
 	mac, ok := r.lookup(p.SenderIP)
 	r.mu.RUnlock()
-	if ok && !bytes.Equal(mac, p.SenderHardwareAddr) {
-		r.stats.arpConflicts.Add(1)
-		r.log.Info("another host claims an answered IP", "ip", p.SenderIP, "theirMAC", p.SenderHardwareAddr, "ourMAC", mac)
+	if !ok || bytes.Equal(mac, p.SenderHardwareAddr) {
+		return
 	}
+	total := r.stats.arpConflicts.Add(1)
+	if r.shouldLogConflict(p.SenderIP, time.Now()) {
+		r.log.Info("another host claims an answered IP", "ip", p.SenderIP, "theirMAC", p.SenderHardwareAddr, "ourMAC", mac,
+			"conflictsOnInterface", total)
+	}
+}
+
+// shouldLogConflict tells whether a conflict about ip may be logged now.
+// The map holds at most the answered addresses that saw conflicts within
+// conflictLogEvery; older entries are dropped when it grows.
+func (r *Responder) shouldLogConflict(ip netip.Addr, now time.Time) bool {
+	r.conflictMu.Lock()
+	defer r.conflictMu.Unlock()
+	if last, ok := r.conflictLogged[ip]; ok && now.Sub(last) < conflictLogEvery {
+		return false
+	}
+	if len(r.conflictLogged) >= 1024 {
+		for a, t := range r.conflictLogged {
+			if now.Sub(t) >= conflictLogEvery {
+				delete(r.conflictLogged, a)
+			}
+		}
+	}
+	r.conflictLogged[ip] = now
+	return true
 }
 
 // sendGratuitousARP broadcasts an ARP announcement (RFC 5227: a request with

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 )
 
 // Defaults of Options.
@@ -22,6 +23,19 @@ const (
 	// within which a neighbour entry ignores a second update; announcements
 	// closer together could be dropped as duplicates.
 	DefaultAnnounceInterval = 1100 * time.Millisecond
+	// DefaultAnnounceRate caps gratuitous ARPs and unsolicited NAs per
+	// second on one interface, whatever the number of addresses taken over
+	// at once: every one is a broadcast (or all-nodes multicast) that each
+	// host and switch on the segment processes. A round for 1,000
+	// addresses then spreads over two seconds instead of one burst;
+	// requests are still answered at once, so a client that asks is never
+	// slowed, only the refresh of caches that held another MAC.
+	DefaultAnnounceRate = 500
+	// announceBurst is how many announcements may go back to back.
+	announceBurst = 50
+	// conflictLogEvery is the least time between two log lines about the
+	// same address claimed by another host; every conflict is counted.
+	conflictLogEvery = time.Minute
 )
 
 // Options tunes a Responder. The zero value is ready to use.
@@ -36,6 +50,9 @@ type Options struct {
 	// AnnounceInterval spaces them; 0 means DefaultAnnounceInterval. Keep it
 	// above 1 s on real networks (see DefaultAnnounceInterval).
 	AnnounceInterval time.Duration
+	// AnnounceRate caps announcements per second on the interface; 0 means
+	// DefaultAnnounceRate.
+	AnnounceRate int
 }
 
 // Stats are the Responder's counters since New, for the agent's metrics.
@@ -80,6 +97,13 @@ type Responder struct {
 
 	running atomic.Bool
 	stats   counters
+
+	// pace spaces announcements (see DefaultAnnounceRate).
+	pace *rate.Limiter
+	// conflictMu guards conflictLogged: when a conflict about each address
+	// was last logged.
+	conflictMu     sync.Mutex
+	conflictLogged map[netip.Addr]time.Time
 }
 
 // New opens the ARP and NDP sockets on ifi (which needs CAP_NET_RAW). The
@@ -128,6 +152,12 @@ func newResponder(ifi *net.Interface, opts Options, a arpConn, n ndpConn, prefix
 	if r.interval <= 0 {
 		r.interval = DefaultAnnounceInterval
 	}
+	perSecond := opts.AnnounceRate
+	if perSecond <= 0 {
+		perSecond = DefaultAnnounceRate
+	}
+	r.pace = rate.NewLimiter(rate.Limit(perSecond), min(announceBurst, perSecond))
+	r.conflictLogged = map[netip.Addr]time.Time{}
 	return r
 }
 

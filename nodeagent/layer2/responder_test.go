@@ -649,3 +649,94 @@ func TestNewRefusesUnusableInterface(t *testing.T) {
 		t.Fatalf("New(tun0) = %v, want ErrNotEthernet", err)
 	}
 }
+
+// TestAnnouncePaced takes over 100 addresses at a rate of 400 announcements
+// per second (burst 50): the rounds together take at least the time the
+// rate allows, and every address is still announced count times.
+func TestAnnouncePaced(t *testing.T) {
+	const n, count, perSecond = 100, 2, 400
+	h := newHarness(t, Options{AnnounceCount: count, AnnounceInterval: time.Millisecond, AnnounceRate: perSecond})
+	answers := map[netip.Addr]net.HardwareAddr{}
+	var addrs []netip.Addr
+	for i := range n {
+		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)})
+		answers[a] = otherMAC
+		addrs = append(addrs, a)
+	}
+	h.set(t, answers)
+	if err := h.r.Announce(context.Background(), addrs); err != nil {
+		t.Fatal(err)
+	}
+	sent := h.arp.sentSoFar()
+	if len(sent) != n*count {
+		t.Fatalf("sent %d gratuitous ARPs, want %d", len(sent), n*count)
+	}
+	// 200 packets, 50 of them free: at least 150/400 s between the first
+	// and the last.
+	minSpan := time.Duration(float64(n*count-announceBurst) / perSecond * float64(time.Second))
+	if span := sent[len(sent)-1].at.Sub(sent[0].at); span < minSpan*9/10 {
+		t.Errorf("%d announcements went out in %v, want them paced over at least %v", len(sent), span, minSpan)
+	}
+	// One round reaches every address before the next round starts.
+	seen := map[netip.Addr]bool{}
+	for _, s := range sent[:n] {
+		seen[s.p.SenderIP] = true
+	}
+	if len(seen) != n {
+		t.Errorf("the first %d announcements covered %d addresses, want all %d", n, len(seen), n)
+	}
+}
+
+// TestAnnouncePacingEndsWithContext: a cancelled Announce stops waiting for
+// its pace and says so.
+func TestAnnouncePacingEndsWithContext(t *testing.T) {
+	h := newHarness(t, Options{AnnounceCount: 1, AnnounceRate: 1})
+	var addrs []netip.Addr
+	answers := map[netip.Addr]net.HardwareAddr{}
+	for i := range 5 {
+		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)})
+		answers[a] = otherMAC
+		addrs = append(addrs, a)
+	}
+	h.set(t, answers)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := h.r.Announce(ctx, addrs)
+	if err == nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("Announce at 1/s of 5 addresses with a 200ms context returned %v after %v, want the context's error at once", err, time.Since(start))
+	}
+	if got := len(h.arp.sentSoFar()); got != 1 {
+		t.Errorf("sent %d before the context ended, want 1 (the burst)", got)
+	}
+}
+
+// TestARPConflictLogIsRateLimited: a host claiming an answered address many
+// times a second is counted every time and logged once per address per
+// conflictLogEvery.
+func TestARPConflictLogIsRateLimited(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.set(t, map[netip.Addr]net.HardwareAddr{vip4: otherMAC, vip4b: otherMAC})
+	now := time.Now()
+	logged := 0
+	for i := range 1000 {
+		if h.r.shouldLogConflict(vip4, now.Add(time.Duration(i)*time.Millisecond)) {
+			logged++
+		}
+	}
+	if logged != 1 {
+		t.Errorf("1000 conflicts within a second logged %d times, want once", logged)
+	}
+	if !h.r.shouldLogConflict(vip4b, now) {
+		t.Error("a conflict on another address was not logged")
+	}
+	if !h.r.shouldLogConflict(vip4, now.Add(conflictLogEvery)) {
+		t.Error("a conflict a minute later was not logged")
+	}
+	for range 50 {
+		h.r.handleARP(arpRequest(clientMAC, vip4, vip4))
+	}
+	if s := h.r.Stats(); s.ARPConflicts != 50 {
+		t.Errorf("ARPConflicts = %d, want every one of 50 counted", s.ARPConflicts)
+	}
+}

@@ -133,7 +133,11 @@ func (r *Responder) Announce(ctx context.Context, addrs []netip.Addr) error {
 				return err
 			}
 		}
-		if err := r.announceOnce(addrs); err != nil && sendErr == nil {
+		err := r.announceOnce(ctx, addrs)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && sendErr == nil {
 			sendErr = err
 		}
 	}
@@ -156,27 +160,33 @@ func (r *Responder) notAnswered(addrs []netip.Addr) []*AddrError {
 	return errs
 }
 
-// announceOnce sends one announcement per answered address, holding the
-// read lock so that none goes out after its address was removed.
-func (r *Responder) announceOnce(addrs []netip.Addr) error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+// announceOnce sends one announcement per answered address, paced by
+// r.pace (shared by every Announce on the interface). Each is looked up and
+// sent under the read lock, so none goes out after its address was
+// removed; the lock is not held while waiting for the pace.
+func (r *Responder) announceOnce(ctx context.Context, addrs []netip.Addr) error {
 	var errs []error
 	for _, ip := range addrs {
-		ip = normalize(ip)
-		mac, ok := r.lookup(ip)
-		if !ok {
-			continue
+		if err := r.pace.Wait(ctx); err != nil {
+			return err
 		}
-		var err error
-		if ip.Is4() {
-			err = r.sendGratuitousARP(ip, mac)
-		} else {
-			err = r.sendUnsolicitedNA(ip, mac)
-		}
-		if err != nil {
+		if err := r.announceAddr(normalize(ip)); err != nil {
 			errs = append(errs, fmt.Errorf("layer2: announcing %s on interface %s: %w", ip, r.ifi.Name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (r *Responder) announceAddr(ip netip.Addr) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	mac, ok := r.lookup(ip)
+	switch {
+	case !ok:
+		return nil
+	case ip.Is4():
+		return r.sendGratuitousARP(ip, mac)
+	default:
+		return r.sendUnsolicitedNA(ip, mac)
+	}
 }

@@ -19,20 +19,31 @@ import (
 // claimAttempts bounds the optimistic-concurrency loop on one claim.
 const claimAttempts = 5
 
-// heldError says the API server records another holder for an address.
+// heldError says the API server records another holder for an address;
+// cause, when set, is why this Service may not join that holder (a sharing
+// rule of ipam.CheckSharing).
 type heldError struct {
 	addr  netip.Addr
 	claim *v1alpha2.IPClaim
+	cause error
 }
 
 func (e *heldError) Error() string {
+	if e.cause != nil {
+		return fmt.Sprintf("address %s (IPClaim %s): %v", e.addr, e.claim.Name, e.cause)
+	}
 	if isReservation(e.claim) {
 		return fmt.Sprintf("address %s is reserved by CCM process %s (IPClaim %s)", e.addr, e.claim.Spec.ReservedBy, e.claim.Name)
 	}
 	return fmt.Sprintf("address %s is held by %s (IPClaim %s)", e.addr, ownersString(e.claim.Spec.Owners), e.claim.Name)
 }
 
-func (e *heldError) Unwrap() error { return ipam.ErrAddressTaken }
+func (e *heldError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{e.cause, ipam.ErrAddressTaken}
+	}
+	return []error{ipam.ErrAddressTaken}
+}
 
 func ownersString(owners []v1alpha2.ClaimOwner) string {
 	s := ""
@@ -65,6 +76,12 @@ func holds(c *v1alpha2.IPClaim, uid string) bool {
 	return slices.ContainsFunc(c.Spec.Owners, func(o v1alpha2.ClaimOwner) bool { return string(o.UID) == uid })
 }
 
+// holdsWithPorts tells whether the claim records me with its current ports.
+func holdsWithPorts(c *v1alpha2.IPClaim, me v1alpha2.ClaimOwner) bool {
+	i := slices.IndexFunc(c.Spec.Owners, func(o v1alpha2.ClaimOwner) bool { return o.UID == me.UID })
+	return i >= 0 && slices.Equal(c.Spec.Owners[i].Ports, me.Ports)
+}
+
 func portsClash(a []v1alpha2.ClaimPort, b []ipam.Port) bool {
 	for _, x := range a {
 		for _, y := range b {
@@ -89,7 +106,7 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 	name := v1alpha2.ClaimName(a.Addr)
 	me := v1alpha2.ClaimOwner{Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, Ports: claimPorts(req.Ports)}
 	c, err := p.cluster.Claim(ctx, name)
-	if err == nil && holds(c, string(svc.UID)) {
+	if err == nil && holdsWithPorts(c, me) {
 		p.alloc.Bound(a.Addr)
 		return nil
 	}
@@ -109,7 +126,7 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 				Spec: v1alpha2.IPClaimSpec{
 					Address:    a.Addr.String(),
 					Pool:       a.Pool,
-					SharingKey: req.SharingKey,
+					SharingKey: req.Sharing.Key,
 					Owners:     []v1alpha2.ClaimOwner{me},
 				},
 			})
@@ -124,9 +141,28 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 		if err != nil {
 			return fmt.Errorf("reading IPClaim %s: %w", name, err)
 		}
-		if holds(c, string(svc.UID)) {
+		if holdsWithPorts(c, me) {
 			p.alloc.Bound(a.Addr)
 			return nil
+		}
+		if holds(c, string(svc.UID)) {
+			// The Service's ports changed: the claim is what other
+			// replicas check port clashes against, so it follows.
+			upd := c.DeepCopy()
+			for i, o := range upd.Spec.Owners {
+				if o.UID == me.UID {
+					upd.Spec.Owners[i].Ports = me.Ports
+				}
+			}
+			err = p.cluster.UpdateClaim(ctx, upd)
+			if err == nil {
+				p.alloc.Bound(a.Addr)
+				return nil
+			}
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("updating the ports of IPClaim %s: %w", name, err)
 		}
 		if isReservation(c) {
 			if !p.isMyReservation(c) && !adopt {
@@ -135,7 +171,7 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 			upd := c.DeepCopy()
 			upd.Spec.ReservedBy = ""
 			upd.Spec.Owners = []v1alpha2.ClaimOwner{me}
-			upd.Spec.SharingKey = req.SharingKey
+			upd.Spec.SharingKey = req.Sharing.Key
 			upd.Spec.Pool = a.Pool
 			err = p.cluster.UpdateClaim(ctx, upd)
 			if err == nil {
@@ -153,10 +189,13 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 			return o.Namespace == svc.Namespace && o.Name == svc.Name
 		})
 		if len(owners) > 0 {
-			if req.SharingKey == "" || c.Spec.SharingKey != req.SharingKey {
+			if req.Sharing.Key == "" || c.Spec.SharingKey != req.Sharing.Key {
 				return &heldError{addr: a.Addr, claim: c}
 			}
 			for _, o := range owners {
+				if err := p.checkSharingWith(ctx, svc, req.Sharing, o, c.Spec.SharingKey); err != nil {
+					return &heldError{addr: a.Addr, claim: c, cause: err}
+				}
 				if portsClash(o.Ports, req.Ports) {
 					return fmt.Errorf("%w: %s and %s/%s both use a port on shared address %s",
 						ipam.ErrPortClash, svc.Namespace+"/"+svc.Name, o.Namespace, o.Name, a.Addr)
@@ -166,7 +205,7 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 		upd := c.DeepCopy()
 		upd.Spec.Owners = append(owners, me)
 		if len(owners) == 0 {
-			upd.Spec.SharingKey = req.SharingKey
+			upd.Spec.SharingKey = req.Sharing.Key
 			upd.Spec.Pool = a.Pool
 		}
 		err = p.cluster.UpdateClaim(ctx, upd)
@@ -179,6 +218,19 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 		return fmt.Errorf("updating IPClaim %s: %w", name, err)
 	}
 	return fmt.Errorf("IPClaim %s kept changing under %d attempts", name, claimAttempts)
+}
+
+// checkSharingWith applies the namespace and traffic-policy sharing rules
+// (ipam.CheckSharing) to a holder the API server records, which another
+// replica may have written without this one's allocator knowing it. A
+// holder whose Service is not in the cache is judged by its claim alone
+// (its key, no opt-ins, Cluster policy): refused across namespaces.
+func (p *Provider) checkSharingWith(ctx context.Context, svc *v1.Service, mine ipam.Sharing, o v1alpha2.ClaimOwner, key string) error {
+	other := ipam.Sharing{Key: key}
+	if s, err := p.cluster.Service(ctx, o.Namespace, o.Name); err == nil && s.UID == o.UID {
+		other, _ = sharingOf(s)
+	}
+	return ipam.CheckSharing(serviceKey(svc), mine, ipam.ServiceKey(o.Namespace+"/"+o.Name), other)
 }
 
 // unclaim removes svc from the claim on addr, deleting the claim when it
@@ -253,7 +305,9 @@ func (p *Provider) adopt(ctx context.Context) error {
 			}
 			live = append(live, o)
 			key := ipam.ServiceKey(o.Namespace + "/" + o.Name)
-			if _, err := p.alloc.Assign(key, []netip.Addr{addr}, c.Spec.SharingKey, ipamPorts(o.Ports)); err != nil {
+			sh, _ := sharingOf(s)
+			sh.Key = c.Spec.SharingKey
+			if _, err := p.alloc.Assign(key, []netip.Addr{addr}, sh, ipamPorts(o.Ports)); err != nil {
 				// Two claims cannot name one address, so this only happens
 				// when a Service holds more than one address per family;
 				// the first one adopted wins and the conflict is reported.
@@ -276,11 +330,12 @@ func (p *Provider) adopt(ctx context.Context) error {
 			if slices.Contains(held[key], addr) {
 				continue
 			}
-			req := ipam.Request{Service: key, SharingKey: s.Annotations[v1alpha2.AnnotationSharedIP]}
+			sh, _ := sharingOf(s)
+			req := ipam.Request{Service: key, Sharing: sh}
 			for _, sp := range s.Spec.Ports {
 				req.Ports = append(req.Ports, ipam.Port{Protocol: string(sp.Protocol), Port: sp.Port})
 			}
-			as, err := p.alloc.Assign(key, []netip.Addr{addr}, req.SharingKey, req.Ports)
+			as, err := p.alloc.Assign(key, []netip.Addr{addr}, req.Sharing, req.Ports)
 			if err != nil {
 				p.cluster.Event(s, v1.EventTypeWarning, "IPConflict",
 					fmt.Sprintf("status address %s cannot be re-adopted: %v", addr, err))
@@ -306,7 +361,7 @@ func (p *Provider) adopt(ctx context.Context) error {
 		// Not shown by any status yet; but a status write of the earlier
 		// leader may still be in flight, so the address stays held for a
 		// grace period before the reservation is deleted (sweepForeign).
-		if _, err := p.alloc.Assign(reservationOwner(c.Spec.ReservedBy), []netip.Addr{addr}, "", nil); err != nil {
+		if _, err := p.alloc.Assign(reservationOwner(c.Spec.ReservedBy), []netip.Addr{addr}, ipam.Sharing{}, nil); err != nil {
 			logger.Error(err, "Cannot hold an earlier leader's reservation", "claim", c.Name)
 			continue
 		}

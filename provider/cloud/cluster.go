@@ -16,7 +16,9 @@ import (
 // return its errors unchanged (callers test them with apierrors.IsXxx).
 // provider/kube implements it.
 type Cluster interface {
-	// Start runs the caches, registers handlers and returns once synced.
+	// Start runs the caches, registers handlers and returns once synced,
+	// however long that takes (or with ctx's error). After an error it may
+	// be called again.
 	Start(ctx context.Context, handlers Handlers) error
 
 	Eips(ctx context.Context) ([]*v1alpha2.Eip, error)
@@ -40,6 +42,9 @@ type Cluster interface {
 	UpdatePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPlan) error
 	DeletePlan(ctx context.Context, plan *v1alpha2.LoadBalancerPlan) error
 	UpdateEipStatus(ctx context.Context, eip *v1alpha2.Eip) error
+	// SetEipFinalizers replaces the Eip's finalizers, conditional on the
+	// resourceVersion read.
+	SetEipFinalizers(ctx context.Context, eip *v1alpha2.Eip, finalizers []string) error
 	PatchPlanConditions(ctx context.Context, plan *v1alpha2.LoadBalancerPlan, conds []metav1.Condition) error
 	CreateRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error
 	UpdateRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error

@@ -34,7 +34,14 @@ const (
 	ReasonIPNotInPool       = "IPNotInPool"
 	ReasonFamilyMismatch    = "FamilyMismatch"
 	ReasonSharedIPPortClash = "SharedIPPortClash"
-	ReasonNotReady          = "ProviderNotReady"
+	ReasonPoolNotBound      = "PoolNotBound"
+	// ReasonSharedIPNamespace: a Service asked for (or kept) an address
+	// shared with a Service of another namespace without both opting in.
+	ReasonSharedIPNamespace = "SharedIPNamespace"
+	// ReasonSharedIPTrafficPolicy: Services sharing an address would mix
+	// externalTrafficPolicy Local with other endpoints.
+	ReasonSharedIPTrafficPolicy = "SharedIPTrafficPolicy"
+	ReasonNotReady              = "ProviderNotReady"
 )
 
 // LoadBalancer gives Services addresses from Eip pools.
@@ -148,7 +155,7 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 				lb.recordForeign(he.claim)
 			}
 			if len(before) > 0 {
-				if _, aerr := p.alloc.Assign(key, before, req.SharingKey, req.Ports); aerr != nil {
+				if _, aerr := p.alloc.Assign(key, before, req.Sharing, req.Ports); aerr != nil {
 					logger.Error(aerr, "Restoring the Service's addresses failed")
 				}
 			}
@@ -254,12 +261,12 @@ func (lb *LoadBalancer) followRecorded(ctx context.Context, svc *v1.Service, req
 		}
 	}
 	p.alloc.Release(key)
-	if _, err := p.alloc.Assign(key, follow, req.SharingKey, req.Ports); err != nil {
+	if _, err := p.alloc.Assign(key, follow, req.Sharing, req.Ports); err != nil {
 		// Raced with another worker picking the address again: restore and
 		// retry shortly rather than write this replica's pick over the
 		// recorded one.
 		if len(mine) > 0 {
-			_, _ = p.alloc.Assign(key, mine, req.SharingKey, req.Ports)
+			_, _ = p.alloc.Assign(key, mine, req.Sharing, req.Ports)
 		}
 		return api.NewRetryError(fmt.Sprintf("cannot follow the address recorded for %s yet: %v", key, err), retryFollow)
 	}
@@ -299,11 +306,11 @@ func (lb *LoadBalancer) recordForeign(c *v1alpha2.IPClaim) {
 		return
 	}
 	if isReservation(c) {
-		_, _ = lb.p.alloc.Assign(reservationOwner(c.Spec.ReservedBy), []netip.Addr{addr}, "", nil)
+		_, _ = lb.p.alloc.Assign(reservationOwner(c.Spec.ReservedBy), []netip.Addr{addr}, ipam.Sharing{}, nil)
 		return
 	}
 	for _, o := range c.Spec.Owners {
-		_, _ = lb.p.alloc.Assign(ipam.ServiceKey(o.Namespace+"/"+o.Name), []netip.Addr{addr}, c.Spec.SharingKey, ipamPorts(o.Ports))
+		_, _ = lb.p.alloc.Assign(ipam.ServiceKey(o.Namespace+"/"+o.Name), []netip.Addr{addr}, ipam.Sharing{Key: c.Spec.SharingKey}, ipamPorts(o.Ports))
 	}
 }
 
@@ -328,7 +335,8 @@ func (lb *LoadBalancer) refuse(svc *v1.Service, err error) error {
 	lb.p.cluster.Event(svc, v1.EventTypeWarning, reason, err.Error())
 	metricAllocations.WithLabelValues(reason).Inc()
 	switch reason {
-	case ReasonNoPool, ReasonPoolNotFound, ReasonPoolDisabled, ReasonPoolExhausted, ReasonPoolUnsupported, ReasonIPTaken, ReasonIPNotInPool, ReasonSharedIPPortClash, ReasonFamilyMismatch:
+	case ReasonNoPool, ReasonPoolNotFound, ReasonPoolDisabled, ReasonPoolExhausted, ReasonPoolUnsupported, ReasonIPTaken, ReasonIPNotInPool,
+		ReasonSharedIPPortClash, ReasonFamilyMismatch, ReasonPoolNotBound, ReasonSharedIPNamespace, ReasonSharedIPTrafficPolicy:
 		// These resolve when pools or other Services change, which the
 		// service controller does not watch: retry on a fixed period.
 		return api.NewRetryError(err.Error(), lb.p.opts.RetryAfter)
@@ -362,6 +370,12 @@ func refusalReason(err error) string {
 		return ReasonNoPool
 	case errors.Is(err, ipam.ErrPortClash):
 		return ReasonSharedIPPortClash
+	case errors.Is(err, ipam.ErrNotBound):
+		return ReasonPoolNotBound
+	case errors.Is(err, ipam.ErrShareNamespace):
+		return ReasonSharedIPNamespace
+	case errors.Is(err, ipam.ErrShareTrafficPolicy):
+		return ReasonSharedIPTrafficPolicy
 	case errors.Is(err, ipam.ErrAddressTaken):
 		return ReasonIPTaken
 	case errors.Is(err, ipam.ErrNotInPool):

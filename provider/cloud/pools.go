@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -29,6 +31,10 @@ type pool struct {
 	rng     ipam.Range
 	problem string // why the Eip serves no allocation ("" when it does)
 	reason  string
+	// deleting: the Eip has a deletionTimestamp. Its addresses stay held
+	// and announced, none is handed out, and the eip-protection finalizer
+	// is removed once no Service holds one.
+	deleting bool
 }
 
 type poolSet struct {
@@ -48,7 +54,7 @@ func (s *poolSet) fingerprint() string {
 	var b strings.Builder
 	for _, n := range names {
 		e := s.byName[n].eip
-		fmt.Fprintf(&b, "%s/%s/%d/%t;", n, e.UID, e.Generation, e.IsDefault())
+		fmt.Fprintf(&b, "%s/%s/%d/%t/%t;", n, e.UID, e.Generation, e.IsDefault(), e.DeletionTimestamp != nil)
 	}
 	return b.String()
 }
@@ -60,10 +66,14 @@ func buildPools(eips []*v1alpha2.Eip) *poolSet {
 	set := &poolSet{byName: make(map[string]*pool, len(eips))}
 	var valid []*pool
 	for _, e := range eips {
-		pl := &pool{eip: e}
+		pl := &pool{eip: e, deleting: e.DeletionTimestamp != nil}
 		set.byName[e.Name] = pl
 		rng, err := ipam.ParseRange(e.Spec.Address)
 		if err != nil {
+			pl.problem, pl.reason = err.Error(), "InvalidAddress"
+			continue
+		}
+		if err := ipam.CheckUsableRange(rng); err != nil {
 			pl.problem, pl.reason = err.Error(), "InvalidAddress"
 			continue
 		}
@@ -107,11 +117,12 @@ func (s *poolSet) ipamPools() []ipam.Pool {
 		out = append(out, ipam.Pool{
 			Name:              e.Name,
 			Range:             pl.rng,
-			Disabled:          e.Spec.Disable,
+			Disabled:          e.Spec.Disable || pl.deleting,
 			Priority:          e.Spec.Priority,
 			Default:           e.IsDefault(),
 			Namespaces:        e.Spec.Namespaces,
 			NamespaceSelector: e.Spec.NamespaceSelector,
+			AllowAnyNamespace: e.Spec.AllowAnyNamespace,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -194,9 +205,20 @@ func (p *Provider) writeEipStatuses(ctx context.Context) error {
 	set := p.pools.Load()
 	var firstErr error
 	for _, pl := range set.byName {
+		if err := p.syncEipFinalizer(ctx, pl); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
 		want := p.eipStatus(pl)
 		if statusEqual(&pl.eip.Status, &want) {
 			continue
+		}
+		if c := meta.FindStatusCondition(want.Conditions, "Ready"); c != nil && c.Reason == reasonDeleting {
+			if old := meta.FindStatusCondition(pl.eip.Status.Conditions, "Ready"); old == nil || old.Reason != reasonDeleting {
+				p.cluster.Event(pl.eip, v1.EventTypeWarning, "DeletionBlocked", c.Message)
+			}
 		}
 		e := pl.eip.DeepCopy()
 		e.Status = want
@@ -210,6 +232,67 @@ func (p *Provider) writeEipStatuses(ctx context.Context) error {
 		}
 	}
 	return firstErr
+}
+
+// conditionOutside says addresses in use fell outside a shrunk range.
+const conditionOutside = "AddressesOutsideRange"
+
+// reasonDeleting is the Ready reason of an Eip kept by its finalizer.
+const reasonDeleting = "Deleting"
+
+// syncEipFinalizer keeps the eip-protection finalizer on every Eip and
+// removes it from a deleted one once no Service holds its addresses.
+// Deleting an Eip that Services use would otherwise stop announcing their
+// addresses while the Services keep showing them: the finalizer makes the
+// deletion wait, visibly (Ready=False, reason Deleting, and a
+// DeletionBlocked event naming the holders), like a PersistentVolumeClaim
+// in use.
+func (p *Provider) syncEipFinalizer(ctx context.Context, pl *pool) error {
+	e := pl.eip
+	has := slices.Contains(e.Finalizers, v1alpha2.FinalizerEipProtection)
+	var want []string
+	switch {
+	case !pl.deleting && !has:
+		want = append(slices.Clone(e.Finalizers), v1alpha2.FinalizerEipProtection)
+	case pl.deleting && has && len(pl.holders(p.alloc)) == 0:
+		want = slices.DeleteFunc(slices.Clone(e.Finalizers), func(f string) bool { return f == v1alpha2.FinalizerEipProtection })
+	default:
+		return nil
+	}
+	if err := p.cluster.SetEipFinalizers(ctx, e, want); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("updating the finalizers of Eip %s: %w", e.Name, err)
+	}
+	return nil
+}
+
+// holders lists the addresses still held under the pool's name, in its
+// range or outside it (it shrank under them).
+func (pl *pool) holders(alloc *ipam.Allocator) []netip.Addr {
+	stats, ok := alloc.Stats(pl.eip.Name)
+	if !ok {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(stats.Owners)+len(stats.Outside))
+	for a := range stats.Owners {
+		out = append(out, a)
+	}
+	out = append(out, stats.Outside...)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// listAddrs prints at most ten addresses and how many more there are.
+func listAddrs(addrs []netip.Addr) string {
+	const show = 10
+	parts := make([]string, 0, show+1)
+	for i, a := range addrs {
+		if i == show {
+			parts = append(parts, fmt.Sprintf("and %d more", len(addrs)-show))
+			break
+		}
+		parts = append(parts, a.String())
+	}
+	return strings.Join(parts, ", ")
 }
 
 func statusEqual(a, b *v1alpha2.EipStatus) bool {
@@ -270,10 +353,22 @@ func (p *Provider) eipStatus(pl *pool) v1alpha2.EipStatus {
 		} else {
 			meta.RemoveStatusCondition(&conds, "UsedTruncated")
 		}
+		if len(stats.Outside) > 0 {
+			set(conditionOutside, metav1.ConditionTrue, "RangeShrunk",
+				fmt.Sprintf("%d addresses held by Services are outside spec.address: %s; they stay the Services' and announced until released, and are never handed out again",
+					len(stats.Outside), listAddrs(stats.Outside)))
+		} else {
+			meta.RemoveStatusCondition(&conds, conditionOutside)
+		}
 	}
 	switch {
 	case pl.problem != "":
 		set("Ready", metav1.ConditionFalse, pl.reason, pl.problem)
+	case pl.deleting:
+		held := pl.holders(p.alloc)
+		set("Ready", metav1.ConditionFalse, reasonDeleting,
+			fmt.Sprintf("the Eip is being deleted but Services hold %d of its addresses (%s): they stay announced, no new address is handed out, and the Eip goes once they are released (delete those Services or give them other addresses)",
+				len(held), listAddrs(held)))
 	case e.Spec.Disable:
 		st.Ready = true
 		set("Ready", metav1.ConditionTrue, "Disabled", "pool is disabled: addresses already given stay, no new allocations")

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	cloudprovider "k8s.io/cloud-provider"
@@ -26,7 +28,9 @@ const ProviderName = "openelb"
 // Options configure the provider.
 type Options struct {
 	// Connect builds the Cluster adapter from the REST config the framework
-	// hands the provider once this replica leads. Required.
+	// hands the provider once this replica leads. Required. It is called
+	// again after an error (see start), in the background, possibly after
+	// the process's shared informer factory started.
 	Connect func(cfg *rest.Config) (Cluster, error)
 	// RetryAfter is how long a Service waits before a retry when its pool
 	// is missing, disabled or exhausted. Default 10s.
@@ -158,8 +162,8 @@ func ReadConfig(r io.Reader) error {
 }
 
 // Initialize is called by the framework on the leader, before the
-// controllers start. It connects to the cluster and re-adopts every address
-// in the background; LoadBalancer calls return a RetryError until done.
+// controllers start. It starts the provider in the background (see start);
+// LoadBalancer calls return a RetryError until it is ready.
 func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -168,27 +172,33 @@ func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilde
 	}()
 	logger := klog.FromContext(ctx).WithName("openelb")
 	ctx = klog.NewContext(ctx, logger)
-
-	cfg, err := clientBuilder.Config("openelb-provider")
-	if err != nil {
-		logger.Error(err, "Cannot build the provider's client config; LoadBalancer Services will not be served")
-		return
-	}
-	cluster, err := p.opts.Connect(cfg)
-	if err != nil {
-		logger.Error(err, "Cannot connect to the cluster; LoadBalancer Services will not be served")
-		return
-	}
-	p.cluster = cluster
 	go func() {
-		if err := p.start(ctx); err != nil {
-			logger.Error(err, "Provider failed to start; LoadBalancer Services will not be served")
+		if err := p.start(ctx, clientBuilder); err != nil {
+			logger.Info("Provider start abandoned: this replica is stopping", "err", err)
 		}
 	}()
 }
 
-func (p *Provider) start(ctx context.Context) error {
+// start connects to the cluster, waits for the caches, loads the pools and
+// re-adopts every held address, then runs the provider's loops. It returns
+// once ready, or with ctx's error.
+//
+// Every step is retried in this process, with back-off (retryStep), until
+// it succeeds, however long that takes; the cache sync waits while a kind
+// cannot be listed, naming it in the log. Exiting so the Deployment
+// restarts the process was the alternative, rejected: what keeps a step
+// from succeeding (an API server unreachable, a CRD not installed yet, a
+// stored object that no longer decodes) lies outside the process, so a new
+// one would fail the same way, only later (the restart back-off grows to
+// five minutes) and with the CCM's other controllers, node initialization
+// among them, stopped meanwhile. Until start is done Ready is false, so the
+// service controller's health check fails and the log says which step
+// retries and why.
+func (p *Provider) start(ctx context.Context, clientBuilder cloudprovider.ControllerClientBuilder) error {
 	logger := klog.FromContext(ctx)
+	if err := retryStep(ctx, "Cannot connect to the cluster", func() error { return p.connect(clientBuilder) }); err != nil {
+		return err
+	}
 	handlers := Handlers{
 		Eip:           func(string) { signal(p.poolsDirty) },
 		Plan:          p.planQueue.Add,
@@ -198,25 +208,19 @@ func (p *Provider) start(ctx context.Context) error {
 		Rack:          func(string) { signal(p.racksDirty) },
 		Node:          func(name string) { p.nodeChanged(ctx, name) },
 	}
-	if err := p.cluster.Start(ctx, handlers); err != nil {
+	if err := retryStep(ctx, "Cannot start the informer caches", func() error { return p.cluster.Start(ctx, handlers) }); err != nil {
 		return err
 	}
-	if _, err := p.syncPools(ctx); err != nil {
-		return fmt.Errorf("loading pools: %w", err)
+	if err := retryStep(ctx, "Loading the pools failed", func() error {
+		_, err := p.syncPools(ctx)
+		return err
+	}); err != nil {
+		return err
 	}
-	// Re-adopt until it succeeds: allocating before every held address is
-	// known could hand out a duplicate.
-	for {
-		err := p.adopt(ctx)
-		if err == nil {
-			break
-		}
-		logger.Error(err, "Re-adopting held addresses failed; retrying")
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+	// Allocating before every held address is known could hand out a
+	// duplicate: nothing is served until this succeeds.
+	if err := retryStep(ctx, "Re-adopting held addresses failed", func() error { return p.adopt(ctx) }); err != nil {
+		return err
 	}
 	p.ready.Store(true)
 	logger.Info("Provider ready: every held address re-adopted")
@@ -240,12 +244,51 @@ func (p *Provider) start(ctx context.Context) error {
 	return nil
 }
 
+// connect builds the provider's client config and its Cluster.
+func (p *Provider) connect(clientBuilder cloudprovider.ControllerClientBuilder) error {
+	cfg, err := clientBuilder.Config("openelb-provider")
+	if err != nil {
+		return fmt.Errorf("building the provider's client config: %w", err)
+	}
+	cluster, err := p.opts.Connect(cfg)
+	if err != nil {
+		return err
+	}
+	p.cluster = cluster
+	return nil
+}
+
+// startBackoff spaces the attempts of a start step: a passing failure costs
+// a second, a lasting one a log line every 30 seconds.
+var startBackoff = wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: 30 * time.Second}
+
+// retryStep runs step until it succeeds or ctx ends (its error then),
+// logging each failure with msg.
+func retryStep(ctx context.Context, msg string, step func() error) error {
+	backoff := startBackoff
+	for attempt := 1; ; attempt++ {
+		err := step()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		delay := backoff.Step()
+		klog.FromContext(ctx).Error(err, msg+"; retrying", "attempt", attempt, "retryIn", delay.Round(100*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
 // Ready tells whether the provider serves LoadBalancer calls: it connected
-// to the cluster and re-adopted every address already held. Until then
-// those calls return a RetryError. It stays false for good when Initialize
-// or the start gave up (the error is logged); nothing retries then but a
-// restart of the process, which is why the service controller's health
-// check keeps failing rather than hiding it.
+// to the cluster, its caches synced and it re-adopted every address already
+// held. Until then those calls return a RetryError and the service
+// controller's health check fails; start retries whatever holds it back
+// and logs why.
 func (p *Provider) Ready() bool { return p.ready.Load() }
 
 func signal(ch chan struct{}) {

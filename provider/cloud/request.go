@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/provider/ipam"
@@ -25,11 +27,15 @@ func serviceKey(svc *v1.Service) ipam.ServiceKey {
 // buildRequest turns a Service into an allocation request. It reads the
 // OpenELB annotations and spec.loadBalancerIP / ipFamilies / ipFamilyPolicy.
 func buildRequest(svc *v1.Service, nsLabels map[string]string) (ipam.Request, error) {
+	sh, err := sharingOf(svc)
 	req := ipam.Request{
 		Service:         serviceKey(svc),
 		Namespace:       svc.Namespace,
 		NamespaceLabels: nsLabels,
-		SharingKey:      strings.TrimSpace(svc.Annotations[v1alpha2.AnnotationSharedIP]),
+		Sharing:         sh,
+	}
+	if err != nil {
+		return req, err
 	}
 	for _, p := range svc.Spec.Ports {
 		req.Ports = append(req.Ports, ipam.Port{Protocol: string(p.Protocol), Port: p.Port})
@@ -111,11 +117,8 @@ func parseAddresses(s string) ([]netip.Addr, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%q is not an IP address", part)
 		}
-		if a.Zone() != "" {
-			return nil, fmt.Errorf("%q: zones are not allowed", part)
-		}
-		if a.Is4In6() {
-			return nil, fmt.Errorf("%q: write IPv4 addresses in dotted form", part)
+		if err := ipam.CheckUsable(a); err != nil {
+			return nil, fmt.Errorf("%q: %w", part, err)
 		}
 		if seen[familyOf(a)] {
 			return nil, fmt.Errorf("%q: at most one address per IP family", s)
@@ -124,6 +127,44 @@ func parseAddresses(s string) ([]netip.Addr, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// sharingOf reads with whom the Service may share an address. The key is
+// trimmed here, the one place every path (allocation and re-adoption)
+// reads it. The error names a malformed namespace list; the rest of the
+// result is still filled in, for re-adoption, which must not fail.
+func sharingOf(svc *v1.Service) (ipam.Sharing, error) {
+	sh := ipam.Sharing{
+		Key:   strings.TrimSpace(svc.Annotations[v1alpha2.AnnotationSharedIP]),
+		Local: svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal,
+	}
+	if len(svc.Spec.Selector) > 0 {
+		// Same namespace and same selector: the same pods, so the same
+		// endpoint nodes. labels.Set sorts its keys.
+		sh.Endpoints = svc.Namespace + "/" + labels.Set(svc.Spec.Selector).String()
+	}
+	v, ok := svc.Annotations[v1alpha2.AnnotationSharedIPNamespaces]
+	if !ok {
+		return sh, nil
+	}
+	for _, ns := range strings.Split(v, ",") {
+		ns = strings.TrimSpace(ns)
+		if ns == "" {
+			continue
+		}
+		if ns != "*" {
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return sh, fmt.Errorf("%w: annotation %s=%q: %q is not a namespace name: %s",
+					errInvalidService, v1alpha2.AnnotationSharedIPNamespaces, v, ns, strings.Join(errs, "; "))
+			}
+		}
+		sh.Namespaces = append(sh.Namespaces, ns)
+	}
+	if sh.Key == "" && len(sh.Namespaces) > 0 {
+		return sh, fmt.Errorf("%w: annotation %s needs a sharing key in %s", errInvalidService,
+			v1alpha2.AnnotationSharedIPNamespaces, v1alpha2.AnnotationSharedIP)
+	}
+	return sh, nil
 }
 
 func familyOf(a netip.Addr) ipam.Family {

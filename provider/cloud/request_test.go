@@ -91,7 +91,21 @@ func TestBuildRequest(t *testing.T) {
 			svc:  newService("web", tweakFamilies(v1.IPFamilyPolicySingleStack, v1.IPv6Protocol)),
 			want: with(func(r *ipam.Request) { r.Families = []ipam.Family{ipam.IPv6} })},
 		{name: "sharing key", svc: newService("web", tweakAnnotation(v1alpha2.AnnotationSharedIP, " front ")),
-			want: with(func(r *ipam.Request) { r.SharingKey = "front" })},
+			want: with(func(r *ipam.Request) { r.Sharing.Key = "front" })},
+		{name: "sharing namespaces", svc: newService("web", tweakAnnotation(v1alpha2.AnnotationSharedIP, "front"),
+			tweakAnnotation(v1alpha2.AnnotationSharedIPNamespaces, "team-b, *,")),
+			want: with(func(r *ipam.Request) { r.Sharing.Key, r.Sharing.Namespaces = "front", []string{"team-b", "*"} })},
+		{name: "sharing namespaces need a key", svc: newService("web", tweakAnnotation(v1alpha2.AnnotationSharedIPNamespaces, "team-b")), wantErr: true},
+		{name: "sharing namespace not a name", svc: newService("web", tweakAnnotation(v1alpha2.AnnotationSharedIP, "k"),
+			tweakAnnotation(v1alpha2.AnnotationSharedIPNamespaces, "Team_B")), wantErr: true},
+		{name: "local traffic with selector", svc: newService("web", func(s *v1.Service) {
+			s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+			s.Spec.Selector = map[string]string{"tier": "web", "app": "shop"}
+		}), want: with(func(r *ipam.Request) { r.Sharing.Local, r.Sharing.Endpoints = true, "ns/app=shop,tier=web" })},
+		{name: "loopback", svc: newService("web", tweakLBIP("127.0.0.1")), wantErr: true},
+		{name: "multicast", svc: newService("web", tweakAnnotation(v1alpha2.AnnotationIP, "224.0.0.5")), wantErr: true},
+		{name: "unspecified", svc: newService("web", tweakLBIP("0.0.0.0")), wantErr: true},
+		{name: "link-local v6", svc: newService("web", tweakFamilies(v1.IPFamilyPolicySingleStack, v1.IPv6Protocol), tweakLBIP("fe80::1")), wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := tc.svc.DeepCopy()

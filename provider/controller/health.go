@@ -20,14 +20,17 @@ var (
 
 // Reasons the health check fails, in the order Check tests them.
 var (
-	// errProviderNotReady: the provider has not re-adopted every held
-	// address yet (normally well under a second after this replica
-	// starts leading). If it lasts, the provider gave up while starting
-	// (it cannot reach the cluster, or its caches never synced; the CCM's
-	// log says why) and only a restart retries: the check is left failing
-	// on purpose so /healthz, and the shipped liveness probe with it,
-	// report a leader that will never serve a Service.
-	errProviderNotReady = errors.New("provider not ready: re-adopting held addresses (if this lasts, the provider failed to start: see the CCM's log)")
+	// errProviderNotReady: the provider has not finished starting:
+	// connecting, syncing its caches, loading the pools and re-adopting
+	// every held address (normally well under a second after this replica
+	// starts leading). If it lasts, a step keeps failing (the API server
+	// is unreachable, a kind cannot be listed...) and the provider retries
+	// it, logging which and why; the check fails meanwhile, so /healthz
+	// reports a leader that serves no Service. The shipped liveness probe
+	// excludes this check (a restart would not fix what the provider is
+	// waiting for, and would stop node initialization); the readiness
+	// probe includes it.
+	errProviderNotReady = errors.New("provider not ready: still starting (connecting, syncing its caches or re-adopting held addresses; the CCM's log says which step is retrying and why)")
 	errCacheNotSynced   = errors.New("the Service cache has not synced yet")
 	errNotRunning       = errors.New("the service workers are not running")
 )

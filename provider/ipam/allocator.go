@@ -20,6 +20,76 @@ type Pool struct {
 	Default           bool              // eip.openelb.kubesphere.io/is-default-eip: "true"
 	Namespaces        []string          // namespaces bound to this pool
 	NamespaceSelector map[string]string // namespace labels bound to this pool (all must match); empty = none
+	// AllowAnyNamespace lets Services of namespaces not bound to the pool
+	// name it or request its addresses; automatic allocation still serves
+	// bound namespaces only.
+	AllowAnyNamespace bool
+}
+
+// Sharing says with whom a Service may share an address.
+//
+// Services share an address only when they use the same non-empty Key, and
+// by default only inside one namespace: a tenant must not be able to join
+// (and then block ports of) another namespace's address by guessing its
+// key. Services of two namespaces share when each lists the other's
+// namespace (or "*") in Namespaces. Services with externalTrafficPolicy
+// Local share only with Local Services that have the same endpoints, since
+// the address is announced with the union of the sharers' next hops and a
+// flow landing on a node without a local endpoint of its Service is dropped.
+type Sharing struct {
+	Key        string   // openelb.kubesphere.io/shared-ip; "" = exclusive
+	Namespaces []string // other namespaces this Service shares with; "*" = any
+	Local      bool     // externalTrafficPolicy: Local
+	// Endpoints identifies the Service's endpoints for Local sharing: equal
+	// values select the same pods. "" means unknown (no selector), which
+	// never shares with Local.
+	Endpoints string
+}
+
+// Namespace returns the namespace part of a ServiceKey.
+func (k ServiceKey) Namespace() string {
+	ns, _, _ := strings.Cut(string(k), "/")
+	return ns
+}
+
+func (s Sharing) allows(ns string) bool {
+	return slices.Contains(s.Namespaces, ns) || slices.Contains(s.Namespaces, "*")
+}
+
+// sameTenancy tells whether two Services may share regardless of keys and
+// ports: same namespace, or both opted in to each other's.
+func sameTenancy(a ServiceKey, as Sharing, b ServiceKey, bs Sharing) bool {
+	na, nb := a.Namespace(), b.Namespace()
+	return na == nb || (as.allows(nb) && bs.allows(na))
+}
+
+// CheckSharing tells why Service a (with sharing settings as) may not share
+// an address with Service b, or nil; keys and ports are not compared. The
+// provider uses it against holders recorded at the API server that the
+// allocator may not know yet.
+func CheckSharing(a ServiceKey, as Sharing, b ServiceKey, bs Sharing) error {
+	if !sameTenancy(a, as, b, bs) {
+		return fmt.Errorf("%w: Service %s and Service %s are in different namespaces; to share an address both must list the other's namespace in openelb.kubesphere.io/shared-ip-namespaces",
+			ErrShareNamespace, a, b)
+	}
+	if as.Local || bs.Local {
+		switch {
+		case as.Local != bs.Local:
+			return fmt.Errorf("%w: Service %s (externalTrafficPolicy %s) and Service %s (%s) cannot share an address: the Local one's flows would reach nodes without its endpoints",
+				ErrShareTrafficPolicy, a, policyName(as.Local), b, policyName(bs.Local))
+		case as.Endpoints == "" || as.Endpoints != bs.Endpoints:
+			return fmt.Errorf("%w: Services %s and %s have externalTrafficPolicy Local and may select different pods; Local Services share an address only with the same selector in the same namespace",
+				ErrShareTrafficPolicy, a, b)
+		}
+	}
+	return nil
+}
+
+func policyName(local bool) string {
+	if local {
+		return "Local"
+	}
+	return "Cluster"
 }
 
 // ServiceKey identifies a Service as "namespace/name".
@@ -42,7 +112,7 @@ type Request struct {
 	Addresses       []netip.Addr // explicit addresses (spec.loadBalancerIP / annotation); empty = any
 	Families        []Family     // wanted families in order (from spec.ipFamilies); len 1 or 2
 	RequireAll      bool         // RequireDualStack: every family must be satisfied, else error and nothing kept
-	SharingKey      string       // openelb.kubesphere.io/shared-ip annotation value; "" = no sharing
+	Sharing         Sharing
 	Ports           []Port
 }
 
@@ -63,6 +133,9 @@ type PoolStats struct {
 	Size   uint64                      // addresses in the range, saturating at math.MaxUint64
 	Used   uint64                      // addresses held, however many Services share each
 	Owners map[netip.Addr][]ServiceKey // Services holding each used address, sorted
+	// Outside lists addresses still held under this pool's name but outside
+	// its range (the pool shrank, or moved, under them), sorted.
+	Outside []netip.Addr
 }
 
 // Allocator assigns addresses from pools to Services. It is safe for
@@ -100,9 +173,18 @@ type addrState struct {
 
 type owner struct {
 	svc   ServiceKey
-	key   string
+	sh    Sharing
 	ports []Port
+	// recorded: added by Assign from what the API server records; the
+	// namespace and traffic-policy rules (CheckSharing) are not applied when
+	// it joins, so re-adoption never takes an address from a Service that
+	// uses it. They are applied whenever a Service allocates (Allocate),
+	// against every holder, so a sharing that breaks them is reported on
+	// the next sync of that Service, which keeps its address meanwhile.
+	recorded bool
 }
+
+func (o owner) key() string { return o.sh.Key }
 
 // New returns an Allocator without pools.
 func New() *Allocator {
@@ -142,6 +224,10 @@ func (a *Allocator) SetPools(pools []Pool) error {
 		}
 		seen[p.Name] = true
 		if err := p.Range.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("pool %q: %w", p.Name, err))
+			continue
+		}
+		if err := CheckUsableRange(p.Range); err != nil {
 			errs = append(errs, fmt.Errorf("pool %q: %w", p.Name, err))
 			continue
 		}
@@ -236,7 +322,7 @@ func (a *Allocator) poolFor(addr netip.Addr) *poolState {
 // all addresses are recorded or none. Addresses svc already holds are kept
 // (their sharing key and ports are updated) and other addresses svc holds are
 // left alone. It returns the assignments for addrs, in order.
-func (a *Allocator) Assign(svc ServiceKey, addrs []netip.Addr, sharingKey string, ports []Port) ([]Assignment, error) {
+func (a *Allocator) Assign(svc ServiceKey, addrs []netip.Addr, sh Sharing, ports []Port) ([]Assignment, error) {
 	if svc == "" {
 		return nil, fmt.Errorf("%w: empty Service key", ErrInvalidRequest)
 	}
@@ -250,7 +336,7 @@ func (a *Allocator) Assign(svc ServiceKey, addrs []netip.Addr, sharingKey string
 			norm = append(norm, n)
 		}
 	}
-	o := owner{svc: svc, key: sharingKey, ports: normalizePorts(ports)}
+	o := owner{svc: svc, sh: sh, ports: normalizePorts(ports), recorded: true}
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -320,27 +406,25 @@ func (a *Allocator) Assign(svc ServiceKey, addrs []netip.Addr, sharingKey string
 // changes.
 //
 // Dual-stack: with RequireAll, any failing family fails the whole request and
-// nothing new is kept. Without it (PreferDualStack), a family after the first
-// successful one that cannot be served (and for which the Service held no
-// address) is left out and the assignments obtained so far are returned with
-// a nil error; callers detect this by comparing families. A failure before
-// any family succeeded is returned. A family for which none of the named pools
-// has addresses is skipped with PreferDualStack; if every family is skipped
-// ErrFamilyMismatch is returned.
+// nothing new is kept. Without it (PreferDualStack), a family that cannot be
+// served (and for which the Service held no address) is left out, whatever
+// its place in req.Families, and the assignments of the other family are
+// returned with a nil error; callers detect this by comparing families. When
+// no family can be served, the first family's error is returned.
 func (a *Allocator) Allocate(req Request) ([]Assignment, error) {
 	explicit, err := checkRequest(&req)
 	if err != nil {
 		return nil, err
 	}
 	svc := req.Service
-	o := owner{svc: svc, key: req.SharingKey, ports: normalizePorts(req.Ports)}
+	o := owner{svc: svc, sh: req.Sharing, ports: normalizePorts(req.Ports)}
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
 	held := a.bySvc[svc]
 	var result, added, kept []netip.Addr
-	var skipErr error
+	var firstErr error
 	rollback := func() {
 		for _, x := range added {
 			a.dropOwner(x, svc)
@@ -370,11 +454,13 @@ func (a *Allocator) Allocate(req Request) ([]Assignment, error) {
 		}
 		if err != nil {
 			err = fmt.Errorf("Service %s, %s: %w", svc, fam, err)
-			if errors.Is(err, ErrFamilyMismatch) && !hasExplicit && !req.RequireAll && len(req.Families) > 1 {
-				skipErr = err
-				continue
-			}
-			if !req.RequireAll && len(result) > 0 && !hadHeld {
+			// A family the named pools do not have at all is dropped even
+			// if held: the request changed to pools without it.
+			mismatch := errors.Is(err, ErrFamilyMismatch) && !hasExplicit
+			if !req.RequireAll && len(req.Families) > 1 && (!hadHeld || mismatch) {
+				if firstErr == nil {
+					firstErr = err
+				}
 				continue
 			}
 			rollback()
@@ -384,7 +470,7 @@ func (a *Allocator) Allocate(req Request) ([]Assignment, error) {
 		result = append(result, x)
 	}
 	if len(result) == 0 {
-		return nil, skipErr
+		return nil, firstErr
 	}
 	for _, x := range kept {
 		a.updateOwner(a.held[x], o)
@@ -463,6 +549,8 @@ func (a *Allocator) takeExplicit(req Request, o owner, x netip.Addr) (netip.Addr
 	switch {
 	case ps == nil:
 		return netip.Addr{}, fmt.Errorf("%w: requested address %s is not in any pool", ErrNotInPool, x)
+	case !ps.openTo(req.Namespace, req.NamespaceLabels):
+		return netip.Addr{}, fmt.Errorf("%w: requested address %s is in pool %q, which is not bound to namespace %q", ErrNotBound, x, ps.Name, req.Namespace)
 	case ps.Disabled:
 		return netip.Addr{}, fmt.Errorf("%w: pool %q containing requested address %s is disabled", ErrPoolDisabled, ps.Name, x)
 	case len(req.Pools) > 0 && !slices.Contains(req.Pools, ps.Name):
@@ -498,6 +586,8 @@ func (a *Allocator) takeNamed(req Request, o owner, fam Family) (netip.Addr, err
 		switch {
 		case ps == nil:
 			return netip.Addr{}, fmt.Errorf("%w: requested pool %q does not exist", ErrPoolNotFound, name)
+		case !ps.openTo(req.Namespace, req.NamespaceLabels):
+			return netip.Addr{}, fmt.Errorf("%w: requested pool %q is not bound to namespace %q", ErrNotBound, name, req.Namespace)
 		case ps.Range.Family() != fam || slices.Contains(cands, ps):
 		case ps.Disabled:
 			disabled = append(disabled, name)
@@ -548,6 +638,17 @@ func (a *Allocator) takeAuto(req Request, o owner, fam Family) (netip.Addr, erro
 	return a.takeFrom(o, cands)
 }
 
+// openTo tells whether Services of namespace ns may use the pool by name
+// or by address: a pool bound to no namespace, a default pool and a pool
+// that allows any namespace are open to all; a bound pool only to its
+// namespaces.
+func (ps *poolState) openTo(ns string, labels map[string]string) bool {
+	if ps.Default || ps.AllowAnyNamespace || (len(ps.Namespaces) == 0 && len(ps.NamespaceSelector) == 0) {
+		return true
+	}
+	return ps.boundTo(ns, labels)
+}
+
 func (ps *poolState) boundTo(ns string, labels map[string]string) bool {
 	if slices.Contains(ps.Namespaces, ns) {
 		return true
@@ -567,7 +668,7 @@ func (ps *poolState) boundTo(ns string, labels map[string]string) bool {
 // provide one: an address already shared under o's key if there is one, else
 // the lowest free address.
 func (a *Allocator) takeFrom(o owner, cands []*poolState) (netip.Addr, error) {
-	if o.key != "" {
+	if o.key() != "" {
 		if x, err, ok := a.findShared(o, cands); ok {
 			if err != nil {
 				return netip.Addr{}, err
@@ -602,9 +703,11 @@ func (a *Allocator) findShared(o owner, cands []*poolState) (_ netip.Addr, _ err
 		addr netip.Addr
 	}
 	var matches []match
-	for x := range a.byKey[o.key] {
+	for x := range a.byKey[o.key()] {
 		ps := a.poolFor(x)
-		if ps == nil {
+		if ps == nil || !a.held[x].tenancyAllows(o) {
+			// Another tenant's address under the same key is not a match:
+			// this Service gets its own.
 			continue
 		}
 		if i := slices.Index(cands, ps); i >= 0 {
@@ -640,11 +743,19 @@ func (st *addrState) canShare(o owner) error {
 			continue
 		}
 		switch {
-		case o.key == "" && other.key == "":
+		case o.key() == "" && other.key() == "":
 			return fmt.Errorf("%w: %s is held by Service %s", ErrAddressTaken, st.addr, other.svc)
-		case o.key == "" || other.key != o.key:
+		case o.key() == "" || other.key() != o.key():
+			if other.svc.Namespace() != o.svc.Namespace() {
+				return fmt.Errorf("%w: %s is held by a Service of another namespace", ErrAddressTaken, st.addr)
+			}
 			return fmt.Errorf("%w: %s is held by Service %s with sharing key %q, requested sharing key %q",
-				ErrAddressTaken, st.addr, other.svc, other.key, o.key)
+				ErrAddressTaken, st.addr, other.svc, other.key(), o.key())
+		}
+		if !o.recorded {
+			if err := CheckSharing(o.svc, o.sh, other.svc, other.sh); err != nil {
+				return fmt.Errorf("%s: %w", st.addr, err)
+			}
 		}
 		for _, p := range o.ports {
 			if slices.Contains(other.ports, p) {
@@ -653,6 +764,17 @@ func (st *addrState) canShare(o owner) error {
 		}
 	}
 	return nil
+}
+
+// tenancyAllows tells whether o may share st's address as far as
+// namespaces go (CheckSharing's first rule).
+func (st *addrState) tenancyAllows(o owner) bool {
+	for _, other := range st.owners {
+		if other.svc != o.svc && !sameTenancy(o.svc, o.sh, other.svc, other.sh) {
+			return false
+		}
+	}
+	return true
 }
 
 func (st *addrState) owner(svc ServiceKey) int {
@@ -664,7 +786,7 @@ func (st *addrState) owner(svc ServiceKey) int {
 }
 
 func (a *Allocator) newAddr(x netip.Addr, pool string, o owner) {
-	st := &addrState{addr: x, pool: pool, key: o.key, owners: []owner{o}}
+	st := &addrState{addr: x, pool: pool, key: o.key(), owners: []owner{o}}
 	a.held[x] = st
 	a.indexKey(st)
 }
@@ -682,9 +804,9 @@ func (a *Allocator) updateOwner(st *addrState, o owner) {
 		return
 	}
 	st.owners[i] = o
-	if st.key != o.key {
+	if st.key != o.key() {
 		a.unindexKey(st)
-		st.key = o.key
+		st.key = o.key()
 		a.indexKey(st)
 	}
 }
@@ -799,11 +921,15 @@ func (a *Allocator) Stats(pool string) (PoolStats, bool) {
 	}
 	st := PoolStats{Size: ps.Range.Size(), Owners: map[netip.Addr][]ServiceKey{}}
 	for x, h := range a.held {
-		if ps.Range.Contains(x) {
+		switch {
+		case ps.Range.Contains(x):
 			st.Used++
 			st.Owners[x] = h.services()
+		case h.pool == pool:
+			st.Outside = append(st.Outside, x)
 		}
 	}
+	slices.SortFunc(st.Outside, netip.Addr.Compare)
 	return st, true
 }
 

@@ -62,7 +62,14 @@ func addrs(s ...string) func(*Request) {
 	}
 }
 func share(key string, ports ...Port) func(*Request) {
-	return func(r *Request) { r.SharingKey, r.Ports = key, ports }
+	return func(r *Request) { r.Sharing.Key, r.Ports = key, ports }
+}
+
+func shareWith(nss ...string) func(*Request) {
+	return func(r *Request) { r.Sharing.Namespaces = nss }
+}
+func local(endpoints string) func(*Request) {
+	return func(r *Request) { r.Sharing.Local, r.Sharing.Endpoints = true, endpoints }
 }
 
 func tcp(n int32) Port { return Port{Protocol: "TCP", Port: n} }
@@ -103,7 +110,7 @@ func assignOp(svc, key string, ports []Port, addrList []string, want []Assignmen
 		for _, s := range addrList {
 			xs = append(xs, mustAddr(s))
 		}
-		return a.Assign(ServiceKey(svc), xs, key, ports)
+		return a.Assign(ServiceKey(svc), xs, Sharing{Key: key}, ports)
 	}, want: want, wantErr: wantErr}
 }
 
@@ -250,7 +257,7 @@ func TestAllocate(t *testing.T) {
 		{
 			name: "explicit addresses",
 			pools: []Pool{
-				pool("elsewhere", "10.0.0.0/24", ns("elsewhere")),
+				pool("elsewhere", "10.0.0.0/24"),
 				pool("off", "10.1.0.0/24", isDefault, disabled),
 			},
 			ops: []op{
@@ -327,7 +334,73 @@ func TestAllocate(t *testing.T) {
 				allocOp(req("a/x", share("k", tcp(80))), asl("team-a", "10.0.0.0")),
 				allocOp(req("b/y", share("k", tcp(443))), asl("team-b", "10.1.0.0")),
 				allocOp(req("b/z", share("k", tcp(80))), asl("team-b", "10.1.0.0")),
-				allocOp(req("b/w", share("k", tcp(8080)), pools("team-a")), asl("team-a", "10.0.0.0")),
+				// Naming another namespace's pool is refused, key or not.
+				allocErr(req("b/w", share("k", tcp(8080)), pools("team-a")), ErrNotBound, `"team-a" is not bound to namespace "b"`),
+			},
+		},
+		{
+			name: "namespace bindings hold on every path",
+			pools: []Pool{
+				pool("team-a", "10.0.0.0/30", ns("a")),
+				pool("team-a-sel", "10.0.1.0/30", sel("tenant", "a")),
+				pool("legacy", "10.0.2.0/30", ns("a"), func(p *Pool) { p.AllowAnyNamespace = true }),
+				pool("open", "10.0.3.0/30"),
+				pool("shared", "10.0.4.0/30", isDefault, ns("a")),
+			},
+			ops: []op{
+				allocOp(req("a/x", pools("team-a")), asl("team-a", "10.0.0.0")),
+				allocErr(req("b/y", pools("team-a")), ErrNotBound, `pool "team-a" is not bound to namespace "b"`),
+				allocErr(req("b/y", addrs("10.0.0.1")), ErrNotBound, `10.0.0.1 is in pool "team-a"`),
+				allocErr(req("b/y", addrs("10.0.0.0")), ErrNotBound, "team-a"),
+				allocErr(req("b/y", pools("team-a-sel")), ErrNotBound, "team-a-sel"),
+				allocErr(req("b/y", pools("team-a-sel"), labels("tenant", "b")), ErrNotBound, "team-a-sel"),
+				allocOp(req("b/y", pools("team-a-sel"), labels("tenant", "a")), asl("team-a-sel", "10.0.1.0")),
+				// The Eip's opt-in restores OpenELB's naming by anyone...
+				allocOp(req("b/z", pools("legacy")), asl("legacy", "10.0.2.0")),
+				allocOp(req("b/w", addrs("10.0.2.1")), asl("legacy", "10.0.2.1")),
+				// ...pools bound to nobody and default pools are open to all.
+				allocOp(req("c/a", pools("open")), asl("open", "10.0.3.0")),
+				allocOp(req("c/b", pools("shared")), asl("shared", "10.0.4.0")),
+				allocOp(req("c/c"), asl("shared", "10.0.4.1")),
+			},
+		},
+		{
+			name:  "sharing stays inside a namespace unless both opt in",
+			pools: []Pool{pool("p", "10.0.0.0/29", isDefault)},
+			ops: []op{
+				allocOp(req("a/x", share("k", tcp(80))), asl("p", "10.0.0.0")),
+				// Same key in another namespace: its own address, not a's.
+				allocOp(req("b/y", share("k", tcp(443))), asl("p", "10.0.0.1")),
+				// Asking for a's address by value is refused.
+				allocErr(req("b/z", share("k", tcp(8080)), addrs("10.0.0.0")), ErrShareNamespace, "a/x"),
+				// a still adds a port freely: b holds nothing of its address.
+				allocOp(req("a/x", share("k", tcp(80), tcp(443))), asl("p", "10.0.0.0")),
+				// One side opting in is not enough.
+				allocOp(req("c/v", share("j", tcp(80)), shareWith("d")), asl("p", "10.0.0.2")),
+				allocErr(req("d/w", share("j", tcp(81)), addrs("10.0.0.2")), ErrShareNamespace, "c/v"),
+				allocOp(req("d/w", share("j", tcp(81))), asl("p", "10.0.0.3")),
+				// Both opting in share.
+				allocOp(req("d/s", share("j", tcp(83)), shareWith("c")), asl("p", "10.0.0.2")),
+				ownersOp("10.0.0.2", "c/v", "d/s"),
+				// "*" on one side only: nobody lets e in.
+				allocOp(req("e/u", share("j", tcp(82)), shareWith("*")), asl("p", "10.0.0.4")),
+			},
+		},
+		{
+			name:  "externalTrafficPolicy Local shares only with the same endpoints",
+			pools: []Pool{pool("p", "10.0.0.0/29", isDefault)},
+			ops: []op{
+				allocOp(req("a/x", share("k", tcp(80)), local("a/app=web")), asl("p", "10.0.0.0")),
+				allocOp(req("a/y", share("k", tcp(443)), local("a/app=web")), asl("p", "10.0.0.0")),
+				allocErr(req("a/z", share("k", tcp(8080)), local("a/app=db")), ErrShareTrafficPolicy, "different pods"),
+				allocErr(req("a/z", share("k", tcp(8080))), ErrShareTrafficPolicy, "externalTrafficPolicy Cluster"),
+				allocErr(req("a/z", share("k", tcp(8080)), local("")), ErrShareTrafficPolicy, "a/z"),
+				// Cluster with Cluster shares as before.
+				allocOp(req("a/c1", share("c", tcp(80))), asl("p", "10.0.0.1")),
+				allocOp(req("a/c2", share("c", tcp(81))), asl("p", "10.0.0.1")),
+				// A sharer switching to Local is refused and keeps its address.
+				allocErr(req("a/c2", share("c", tcp(81)), local("a/app=web")), ErrShareTrafficPolicy, "a/c1"),
+				lookupOp("a/c2", asl("p", "10.0.0.1")),
 			},
 		},
 		{
@@ -342,8 +415,9 @@ func TestAllocate(t *testing.T) {
 				lookupOp("ns/b", nil),
 				statsOp("v4", 4, 1),
 				allocOp(req("ns/c", fams(IPv4, IPv6)), asl("v4", "10.0.0.1")),
-				allocErr(req("ns/d", fams(IPv6, IPv4)), ErrPoolExhausted, "IPv6"),
-				lookupOp("ns/d", nil),
+				// PreferDualStack takes what it can, whichever family is first.
+				allocOp(req("ns/d", fams(IPv6, IPv4)), asl("v4", "10.0.0.2")),
+				lookupOp("ns/d", asl("v4", "10.0.0.2")),
 				releaseOp("ns/a", asl("v6", "fd00::", "v4", "10.0.0.0")),
 				// c now gets its missing family because nothing held blocks it.
 				allocOp(req("ns/c", fams(IPv4, IPv6)), asl("v4", "10.0.0.1", "v6", "fd00::")),
@@ -359,8 +433,9 @@ func TestAllocate(t *testing.T) {
 				allocErr(req("ns/a", fams(IPv4, IPv6), requireAll), ErrNoPool, "IPv6"),
 				statsOp("v4", 4, 0),
 				allocOp(req("ns/b", fams(IPv4, IPv6)), asl("v4", "10.0.0.0")),
-				allocErr(req("ns/c", fams(IPv6, IPv4)), ErrNoPool, "IPv6"),
-				statsOp("v4", 4, 1),
+				allocOp(req("ns/c", fams(IPv6, IPv4)), asl("v4", "10.0.0.1")),
+				allocErr(req("ns/d", fams(IPv6)), ErrNoPool, "IPv6"),
+				statsOp("v4", 4, 2),
 			},
 		},
 		{
@@ -675,10 +750,10 @@ func TestReleaseAddrKeepsOtherAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	x, y := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
-	if _, err := a.Assign("ns/a", []netip.Addr{x, y}, "k", nil); err != nil {
+	if _, err := a.Assign("ns/a", []netip.Addr{x, y}, Sharing{Key: "k"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Assign("ns/b", []netip.Addr{x}, "k", []Port{{Protocol: "TCP", Port: 1}}); err != nil {
+	if _, err := a.Assign("ns/b", []netip.Addr{x}, Sharing{Key: "k"}, []Port{{Protocol: "TCP", Port: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	a.ReleaseAddr("ns/a", x)
@@ -692,7 +767,7 @@ func TestReleaseAddrKeepsOtherAddresses(t *testing.T) {
 	if got := a.Owners(x); got != nil {
 		t.Errorf("%s still held by %v", x, got)
 	}
-	if _, err := a.Assign("ns/c", []netip.Addr{x}, "", nil); err != nil {
+	if _, err := a.Assign("ns/c", []netip.Addr{x}, Sharing{}, nil); err != nil {
 		t.Errorf("%s not free again: %v", x, err)
 	}
 	a.ReleaseAddr("ns/zzz", y) // not a holder: no effect

@@ -39,7 +39,7 @@ func filledAllocator(b *testing.B, rng string, fill int) (*Allocator, []netip.Ad
 		return u128{hi: base.hi, lo: base.lo + uint64(i)}.addr(r.Family() == IPv4)
 	}
 	for n, i := range perm[:used] {
-		if _, err := a.Assign(ServiceKey(fmt.Sprintf("fill/%d", n)), []netip.Addr{at(i)}, "", nil); err != nil {
+		if _, err := a.Assign(ServiceKey(fmt.Sprintf("fill/%d", n)), []netip.Addr{at(i)}, Sharing{}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -80,7 +80,7 @@ func BenchmarkAssign(b *testing.B) {
 				b.ReportAllocs()
 				i := 0
 				for b.Loop() {
-					if _, err := a.Assign("bench/svc", addrs[i%len(addrs)], "", nil); err != nil {
+					if _, err := a.Assign("bench/svc", addrs[i%len(addrs)], Sharing{}, nil); err != nil {
 						b.Fatal(err)
 					}
 					a.Release("bench/svc")

@@ -28,6 +28,12 @@ var (
 	ErrFamilyMismatch = errors.New("IP family mismatch")
 	// ErrPortClash reports that Services sharing an address would use the same protocol and port.
 	ErrPortClash = errors.New("port clash on shared address")
+	// ErrNotBound reports a pool, named or holding a requested address, that is bound to other namespaces.
+	ErrNotBound = errors.New("pool not bound to the namespace")
+	// ErrShareNamespace reports Services of different namespaces that did not both opt in to sharing.
+	ErrShareNamespace = errors.New("sharing across namespaces not allowed")
+	// ErrShareTrafficPolicy reports Services that may not share an address because of externalTrafficPolicy Local.
+	ErrShareTrafficPolicy = errors.New("sharing not allowed by traffic policy")
 	// ErrInvalidRequest reports a request or call that is malformed (no Service name, bad families, invalid address).
 	ErrInvalidRequest = errors.New("invalid request")
 )

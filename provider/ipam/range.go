@@ -151,6 +151,62 @@ func (r Range) validate() error {
 	return err
 }
 
+// CheckUsableRange refuses a pool range that contains special-purpose
+// addresses. ParseRange does not: it only checks syntax, and a range that
+// merely covers such a block (0.0.0.0/0) is still a well-formed range.
+func CheckUsableRange(r Range) error {
+	for _, sp := range specialPurpose {
+		if r.Overlaps(sp.r) {
+			return invalidRange(r.String(), fmt.Sprintf("it contains %s addresses (%s), which cannot be load-balancer addresses", sp.what, sp.r))
+		}
+	}
+	return nil
+}
+
+// specialPurpose lists the blocks no Service address may come from: traffic
+// to them never reaches a node as a routed unicast destination (RFC 6890,
+// RFC 4291).
+var specialPurpose = func() []struct {
+	r    Range
+	what string
+} {
+	blocks := []struct{ prefix, what string }{
+		{"0.0.0.0/8", "\"this network\""},
+		{"127.0.0.0/8", "loopback"},
+		{"224.0.0.0/4", "multicast"},
+		{"255.255.255.255/32", "limited broadcast"},
+		{"::/128", "unspecified"},
+		{"::1/128", "loopback"},
+		{"fe80::/10", "link-local"},
+		{"ff00::/8", "multicast"},
+	}
+	out := make([]struct {
+		r    Range
+		what string
+	}, len(blocks))
+	for i, b := range blocks {
+		p := netip.MustParsePrefix(b.prefix)
+		last := u128From(p.Addr()).or(hostMask(p.Addr().BitLen() - p.Bits())).addr(p.Addr().Is4())
+		out[i].r, out[i].what = Range{First: p.Addr(), Last: last}, b.what
+	}
+	return out
+}()
+
+// CheckUsable tells why a cannot be a Service's address, or nil: the
+// checks pools get (no zone, no IPv4-mapped form, no special-purpose
+// block), for addresses a Service requests.
+func CheckUsable(a netip.Addr) error {
+	if err := checkAddr(a); err != nil {
+		return err
+	}
+	for _, sp := range specialPurpose {
+		if sp.r.Contains(a) {
+			return fmt.Errorf("%s is a %s address (%s), which cannot be a load-balancer address", a, sp.what, sp.r)
+		}
+	}
+	return nil
+}
+
 // The IPv4-mapped IPv6 block ::ffff:0:0/96, as 16-byte addresses.
 var (
 	mappedFirst = netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff})

@@ -224,7 +224,7 @@ func TestAssignOverridesReservation(t *testing.T) {
 	x := mustReserve(t, a, "p", "10.0.0.0")
 	a.ReservationDone(x, true)
 	// The outside record says ns/a holds x: the record wins.
-	got, err := a.Assign("ns/a", []netip.Addr{x}, "", nil)
+	got, err := a.Assign("ns/a", []netip.Addr{x}, Sharing{}, nil)
 	if err != nil {
 		t.Fatalf("Assign: %v", err)
 	}

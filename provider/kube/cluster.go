@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -40,22 +39,41 @@ type Cluster struct {
 	// the CCM's own controllers keep anyway: one cached copy, not two.
 	services coreinformers.ServiceInformer
 	nodes    coreinformers.NodeInformer
+
+	// watchErrs says why a cached kind has not synced (see Start).
+	watchErrs *watchErrors
+	// hooked names the kinds whose handler Start added, and started
+	// tells whether it started the cache: Start may run again after an
+	// error and must not do either twice.
+	hooked  map[string]bool
+	started bool
 }
 
 var _ cloud.Cluster = (*Cluster)(nil)
 
+// RequestSharedInformers requests from the process's shared informer
+// factory the Service and Node informers NewCluster reads, Services trimmed
+// (TrimService). The factory's owner starts it (the CCM framework does once
+// every controller is built) and an informer requested after that would
+// never run, so call it before: the CCM does when it builds the provider,
+// which lets NewCluster run at any time, again after a failure included.
+func RequestSharedInformers(shared informers.SharedInformerFactory) error {
+	if err := shared.Core().V1().Services().Informer().SetTransform(TrimService); err != nil {
+		return fmt.Errorf("trimming cached Services: %w", err)
+	}
+	shared.Core().V1().Nodes().Informer()
+	return nil
+}
+
 // NewCluster builds the adapter from a REST config and the process's shared
-// informer factory, whose Service and Node informers it reads. The factory's
-// owner starts it (the CCM framework does once every controller is built),
-// so it must not be started yet: both informers are requested here, as an
-// informer requested after the factory started would never run. The other
-// kinds are cached here. Nothing runs until Start. component names the
-// event source.
+// informer factory, whose Service and Node informers it reads: requested
+// with RequestSharedInformers before the factory started (if not, they are
+// requested here, which only works before the factory starts, and Services
+// are cached whole). The other kinds are cached here. Nothing runs until
+// Start. component names the event source.
 func NewCluster(cfg *rest.Config, shared informers.SharedInformerFactory, component string) (*Cluster, error) {
 	services, nodes := shared.Core().V1().Services(), shared.Core().V1().Nodes()
-	if err := services.Informer().SetTransform(TrimService); err != nil {
-		return nil, fmt.Errorf("trimming cached Services: %w", err)
-	}
+	services.Informer()
 	nodes.Informer()
 	// The CCM's client speaks protobuf, which custom resources do not
 	// support; this adapter reads and writes both kinds, so it uses JSON.
@@ -63,8 +81,11 @@ func NewCluster(cfg *rest.Config, shared informers.SharedInformerFactory, compon
 	cfg.ContentType = "application/json"
 	cfg.AcceptContentTypes = "application/json"
 	scheme := apischeme.New()
+	watchErrs := newWatchErrors()
 	c, err := ctrlcache.New(cfg, ctrlcache.Options{
 		Scheme: scheme,
+		// Remembers why a kind does not sync, for Start to say so.
+		DefaultWatchErrorHandler: watchErrs.handle,
 		// The provider only reads cached objects and never mutates them, so
 		// it can skip the deep copy on every Get/List (a large saving with
 		// thousands of Services).
@@ -91,20 +112,32 @@ func NewCluster(cfg *rest.Config, shared informers.SharedInformerFactory, compon
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	return &Cluster{
-		cache:    c,
-		client:   cl,
-		events:   b.NewRecorder(scheme, v1.EventSource{Component: component}),
-		shutdown: b.Shutdown,
-		services: services,
-		nodes:    nodes,
+		cache:     c,
+		client:    cl,
+		events:    b.NewRecorder(scheme, v1.EventSource{Component: component}),
+		shutdown:  b.Shutdown,
+		services:  services,
+		nodes:     nodes,
+		watchErrs: watchErrs,
+		hooked:    map[string]bool{},
 	}, nil
 }
 
-// Start runs the informers until ctx ends and waits for them, and the
-// shared Service and Node informers, to sync. Every informer of the cache
-// is created here, before the sync wait, so a synced cache means every
-// kind is known.
+// Start registers the handlers, runs the informers until ctx ends and
+// waits for them, and the shared Service and Node informers, to sync. Every
+// informer of the cache is created here, before the sync wait, so a synced
+// cache means every kind is known.
+//
+// The wait lasts as long as the sync takes: an informer whose list fails
+// (the API server unreachable, a stored object that no longer decodes)
+// retries it with back-off, and every syncReportInterval a log line names
+// the kinds not synced yet with their last error, so deleting or fixing the
+// object lets Start return without a restart. Start returns an error only
+// when ctx ends or an informer cannot be set up (its CRD is not installed
+// yet, say); it may then be called again, from the same goroutine, and adds
+// only what the failed call did not.
 func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
+	var waits []informerSync
 	for _, kind := range []struct {
 		obj client.Object
 		fn  func(key string)
@@ -117,31 +150,52 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 		{&v1.Namespace{}, handlers.Namespace},
 		{&discoveryv1.EndpointSlice{}, handlers.EndpointSlice},
 	} {
-		inf, err := c.cache.GetInformer(ctx, kind.obj)
+		typ := fmt.Sprintf("%T", kind.obj)
+		// Not blocking here: waitForSync waits, and says for what.
+		inf, err := c.cache.GetInformer(ctx, kind.obj, ctrlcache.BlockUntilSynced(false))
 		if err != nil {
-			return fmt.Errorf("informer for %T: %w", kind.obj, err)
+			return fmt.Errorf("informer for %s: %w", typ, err)
 		}
-		if err := addHandler(inf, kind.fn); err != nil {
-			return fmt.Errorf("handler for %T: %w", kind.obj, err)
+		if err := c.hook(typ, inf, kind.fn); err != nil {
+			return err
 		}
+		waits = append(waits, informerSync{typ: typ, synced: inf.HasSynced})
 	}
-	shared := []toolscache.SharedIndexInformer{c.services.Informer(), c.nodes.Informer()}
-	if err := addHandler(shared[0], handlers.Service); err != nil {
-		return fmt.Errorf("handler for Services: %w", err)
+	for _, shared := range []struct {
+		inf toolscache.SharedIndexInformer
+		typ string
+		fn  func(key string)
+	}{
+		{c.services.Informer(), "*v1.Service", handlers.Service},
+		{c.nodes.Informer(), "*v1.Node", handlers.Node},
+	} {
+		if err := c.hook(shared.typ, shared.inf, shared.fn); err != nil {
+			return err
+		}
+		waits = append(waits, informerSync{typ: shared.typ, synced: shared.inf.HasSynced})
 	}
-	if err := addHandler(shared[1], handlers.Node); err != nil {
-		return fmt.Errorf("handler for Nodes: %w", err)
+	if !c.started {
+		c.started = true
+		go func() {
+			_ = c.cache.Start(ctx)
+			c.shutdown()
+		}()
 	}
-	go func() {
-		_ = c.cache.Start(ctx)
-		c.shutdown()
-	}()
-	syncCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	if !c.cache.WaitForCacheSync(syncCtx) ||
-		!toolscache.WaitForCacheSync(syncCtx.Done(), shared[0].HasSynced, shared[1].HasSynced) {
-		return fmt.Errorf("informer caches did not sync: %w", syncCtx.Err())
+	return waitForSync(ctx, waits, c.watchErrs.last, syncReportInterval)
+}
+
+// hook adds fn's handler to the informer of typ unless an earlier Start
+// did.
+func (c *Cluster) hook(typ string, inf interface {
+	AddEventHandler(toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error)
+}, fn func(key string)) error {
+	if c.hooked[typ] {
+		return nil
 	}
+	if err := addHandler(inf, fn); err != nil {
+		return fmt.Errorf("handler for %s: %w", typ, err)
+	}
+	c.hooked[typ] = true
 	return nil
 }
 
@@ -364,6 +418,22 @@ func (c *Cluster) patchConditions(ctx context.Context, obj client.Object, conds 
 // UpdateEipStatus writes an Eip's status subresource.
 func (c *Cluster) UpdateEipStatus(ctx context.Context, eip *v1alpha2.Eip) error {
 	return c.client.Status().Update(ctx, eip)
+}
+
+// SetEipFinalizers patches the Eip's finalizers; the patch carries the
+// resourceVersion read, so a concurrent change of them is a conflict, not
+// overwritten.
+func (c *Cluster) SetEipFinalizers(ctx context.Context, eip *v1alpha2.Eip, finalizers []string) error {
+	if finalizers == nil {
+		finalizers = []string{}
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"finalizers": finalizers, "resourceVersion": eip.ResourceVersion,
+	}})
+	if err != nil {
+		return err
+	}
+	return c.client.Patch(ctx, eip.DeepCopy(), client.RawPatch(types.MergePatchType, patch))
 }
 
 // Event records an event on obj.

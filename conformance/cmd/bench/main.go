@@ -18,7 +18,10 @@
 //     events cost at size, 1,000 nodes in 20 racks and 10,000 Services with
 //     one rack real (FRR leaf, two speakers): node flip → FIB, API writes
 //     per flip, speaker start → routes, memory and requests at rest, and the
-//     writes 40 starting speakers cause; -bin-dir measures another build.
+//     writes 40 starting speakers cause; -bin-dir measures another build;
+//   - faults (not run by default: creating 10,000 Services takes minutes):
+//     recovery with 1,000 and 10,000 Services from the CCM SIGKILLed,
+//     kube-apiserver restarted and etcd restarted (faults.go).
 package main
 
 import (
@@ -55,9 +58,10 @@ func main() {
 	single := flag.Int("single", 100, "Services created one at a time")
 	bursts := flag.String("bursts", "1000,10000", "burst sizes, comma-separated")
 	creators := flag.Int("creators", 16, "concurrent creators in a burst")
-	suites := flag.String("suites", "alloc,steady,routes,layer2,throughput", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services), throughput (Service creates/s by -creators clients without a load-balancer controller and with the CCM, alternating, two rounds each on fresh control planes, and the first Service's create→IP once the CCM is ready), scale (what node flips, speaker starts and rest cost with -scale-* nodes, racks and Services; not in the default list: it takes many minutes)")
+	suites := flag.String("suites", "alloc,steady,routes,layer2,throughput", "what to measure: alloc (create→IP), routes (BGP data path on the seed-000 lab), layer2 (ARP failover on a 3-node segment), steady (the CCM's memory and API requests at rest with the -bursts sizes of Services), throughput (Service creates/s by -creators clients without a load-balancer controller and with the CCM, alternating, two rounds each on fresh control planes, and the first Service's create→IP once the CCM is ready), scale (what node flips, speaker starts and rest cost with -scale-* nodes, racks and Services; not in the default list: it takes many minutes), faults (recovery from the CCM, kube-apiserver and etcd restarted with -fault-sizes Services; not in the default list either)")
 	throughputServices := flag.Int("throughput-services", 1000, "throughput: Services created per round")
 	routeSizes := flag.String("route-sizes", "1000,10000", "Service counts for route convergence")
+	faultSizes := flag.String("fault-sizes", "1000,10000", "faults: Service counts (cumulative) at which the faults are timed")
 	rounds := flag.Int("rounds", 10, "rounds of the SIGTERM and BFD measurements (routes) and of the node flips (scale)")
 	var so scaleOptions
 	flag.IntVar(&so.nodes, "scale-nodes", 1000, "scale: simulated Node objects")
@@ -82,6 +86,8 @@ func main() {
 			err = runSteady(ctx, ints(*bursts), *creators)
 		case "throughput":
 			err = runThroughput(ctx, *throughputServices, *creators)
+		case "faults":
+			err = runFaults(ctx, ints(*faultSizes), *creators)
 		case "scale":
 			so.flips, so.creators = *rounds, *creators
 			err = runScale(ctx, so)

@@ -1,0 +1,464 @@
+package ipam_test
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/openelb/cloud-provider-openelb/provider/ipam"
+)
+
+// The model fuzz keeps every Service in one namespace and uses pools
+// without namespace bindings (default or named), so namespace-binding
+// rules do not enter it: pools are open to the namespace, and automatic
+// allocation uses the default pools.
+const modelNamespace = "ns"
+
+// modelUniverse is every address the fuzz uses: 16 IPv4 and 16 IPv6, some
+// outside every pool of modelRanges.
+var modelUniverse = func() []netip.Addr {
+	var out []netip.Addr
+	for i := range 16 {
+		out = append(out, netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}))
+	}
+	for i := range 16 {
+		out = append(out, netip.AddrFrom16([16]byte{0: 0xfd, 15: byte(i)}))
+	}
+	return out
+}()
+
+// modelRanges are the ranges pools may have: some overlap, so SetPools
+// rejects some pool sets in part.
+var modelRanges = []string{
+	"10.0.0.0-10.0.0.3", "10.0.0.4-10.0.0.7", "10.0.0.0/29", "10.0.0.8-10.0.0.11", "10.0.0.12/30", "10.0.0.2-10.0.0.9", "10.0.0.5",
+	"fd00::-fd00::3", "fd00::4-fd00::7", "fd00::/125", "fd00::8-fd00::b", "fd00::c",
+}
+
+var modelPorts = []ipam.Port{{Protocol: "TCP", Port: 80}, {Protocol: "TCP", Port: 443}, {Protocol: "UDP", Port: 53}}
+
+// holding is one Service's hold on an address, as the model knows it.
+type holding struct {
+	key   string
+	ports []ipam.Port
+}
+
+// model is the reference: pools as SetPools accepts them, and who holds
+// which address with which key and ports.
+type model struct {
+	pools map[string]ipam.Pool
+	held  map[netip.Addr]map[ipam.ServiceKey]holding
+}
+
+func (m *model) clone() *model {
+	c := &model{pools: m.pools, held: map[netip.Addr]map[ipam.ServiceKey]holding{}}
+	for x, hs := range m.held {
+		c.held[x] = map[ipam.ServiceKey]holding{}
+		for s, h := range hs {
+			c.held[x][s] = h
+		}
+	}
+	return c
+}
+
+// accept applies SetPools' documented rules: by name, the first of a name
+// wins, and a pool overlapping an accepted one (whose name sorts earlier)
+// is rejected.
+func (m *model) accept(pools []ipam.Pool) {
+	sorted := slices.Clone(pools)
+	slices.SortStableFunc(sorted, func(x, y ipam.Pool) int { return strings.Compare(x.Name, y.Name) })
+	m.pools = map[string]ipam.Pool{}
+	seen := map[string]bool{}
+	var accepted []ipam.Pool
+	for _, p := range sorted {
+		if seen[p.Name] {
+			continue
+		}
+		seen[p.Name] = true
+		if slices.ContainsFunc(accepted, func(q ipam.Pool) bool { return q.Range.Overlaps(p.Range) }) {
+			continue
+		}
+		m.pools[p.Name] = p
+		accepted = append(accepted, p)
+	}
+}
+
+func (m *model) poolOf(x netip.Addr) (ipam.Pool, bool) {
+	for _, p := range m.pools {
+		if p.Range.Contains(x) {
+			return p, true
+		}
+	}
+	return ipam.Pool{}, false
+}
+
+// lowestFree is the lowest address of p no Service holds.
+func (m *model) lowestFree(p ipam.Pool) (netip.Addr, bool) {
+	for _, x := range modelUniverse {
+		if p.Range.Contains(x) && len(m.held[x]) == 0 {
+			return x, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// heldBy lists the addresses svc holds, sorted.
+func (m *model) heldBy(svc ipam.ServiceKey) []netip.Addr {
+	var out []netip.Addr
+	for x, hs := range m.held {
+		if _, ok := hs[svc]; ok {
+			out = append(out, x)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func (m *model) hold(x netip.Addr, svc ipam.ServiceKey, h holding) {
+	if m.held[x] == nil {
+		m.held[x] = map[ipam.ServiceKey]holding{}
+	}
+	m.held[x][svc] = h
+}
+
+func (m *model) drop(x netip.Addr, svc ipam.ServiceKey) {
+	delete(m.held[x], svc)
+	if len(m.held[x]) == 0 {
+		delete(m.held, x)
+	}
+}
+
+// modelOps reads operations from fuzz bytes; past the end it reads zeros.
+type modelOps struct{ b []byte }
+
+func (o *modelOps) next() byte {
+	if len(o.b) == 0 {
+		return 0
+	}
+	c := o.b[0]
+	o.b = o.b[1:]
+	return c
+}
+
+func (o *modelOps) svc() ipam.ServiceKey {
+	return ipam.ServiceKey(fmt.Sprintf("%s/s%d", modelNamespace, o.next()%6))
+}
+
+func (o *modelOps) key() string { return []string{"", "k1", "k2"}[o.next()%3] }
+
+func (o *modelOps) ports() []ipam.Port {
+	bits := o.next()
+	var out []ipam.Port
+	for i, p := range modelPorts {
+		if bits&(1<<i) != 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (o *modelOps) addr() netip.Addr { return modelUniverse[int(o.next())%len(modelUniverse)] }
+
+func (o *modelOps) pools() []ipam.Pool {
+	n := 1 + int(o.next())%4
+	var out []ipam.Pool
+	for range n {
+		flags := o.next()
+		r, err := ipam.ParseRange(modelRanges[int(o.next())%len(modelRanges)])
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, ipam.Pool{
+			Name: string(rune('a' + flags%4)), Range: r,
+			Default: flags&0x10 != 0, Disabled: flags&0x20 != 0, Priority: int(flags >> 6),
+		})
+	}
+	return out
+}
+
+// FuzzAllocatorModel runs sequences of SetPools, Allocate, Assign, Release
+// and ReleaseAddr from fuzz bytes against a reference model and checks,
+// after every operation, that the allocator's holdings are exactly the
+// model's: an address is held by two Services only when both use the same
+// non-empty sharing key and their ports do not clash; a failed operation
+// changes nothing; an address newly taken for a Service comes from an
+// enabled pool of its family and, when neither explicit nor shared, is the
+// lowest free one of the first candidate pool with room (the default
+// pools in name order, or the named pools in order); a Service keeps the
+// address it holds when the request allows. At the end, every pool hands
+// out exactly its free addresses, lowest first: none was lost.
+func FuzzAllocatorModel(f *testing.F) {
+	f.Add([]byte{0, 1, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 3, 0})
+	f.Add([]byte{0, 2, 0x10, 2, 0x11, 9, 1, 0, 3, 1, 0, 0, 1, 1, 1, 1, 3, 1, 0, 2, 2, 2, 1, 0, 4, 1})
+	f.Add([]byte{0, 3, 0x10, 0, 0x31, 1, 0x12, 7, 2, 3, 2, 5, 1, 1, 2, 4, 3, 1, 2, 2, 1, 1, 1, 3})
+	f.Add([]byte{0, 1, 0x10, 2, 1, 0, 0, 0, 0, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1, 2, 0, 0, 4, 0, 3, 3, 1, 0, 0, 0, 0})
+	f.Add([]byte{2, 0, 2, 3, 1, 1, 2, 17, 18, 0, 1, 0, 0x10, 0, 1, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ops := &modelOps{b: data}
+		alloc := ipam.New()
+		m := &model{pools: map[string]ipam.Pool{}, held: map[netip.Addr]map[ipam.ServiceKey]holding{}}
+		var lastPools []ipam.Pool
+		for step := 0; len(ops.b) > 0 && step < 64; step++ {
+			op := ops.next() % 5
+			var what string
+			switch op {
+			case 0:
+				pools := ops.pools()
+				what = fmt.Sprintf("SetPools(%+v)", pools)
+				_ = alloc.SetPools(pools) // the rejected ones are checked through Stats
+				m.accept(pools)
+				lastPools = pools
+			case 1:
+				req := modelRequest(ops)
+				what = fmt.Sprintf("Allocate(%+v)", req)
+				before := m.clone()
+				as, err := alloc.Allocate(req)
+				if err == nil {
+					checkAllocated(t, what, before, req, as)
+					for _, x := range before.heldBy(req.Service) {
+						m.drop(x, req.Service)
+					}
+					for _, a := range as {
+						m.hold(a.Addr, req.Service, holding{req.Sharing.Key, req.Ports})
+					}
+				}
+			case 2:
+				svc, key, ports := ops.svc(), ops.key(), ops.ports()
+				addrs := []netip.Addr{ops.addr()}
+				if ops.next()%2 == 1 {
+					addrs = append(addrs, ops.addr())
+				}
+				what = fmt.Sprintf("Assign(%s, %v, %q, %v)", svc, addrs, key, ports)
+				if _, err := alloc.Assign(svc, addrs, ipam.Sharing{Key: key}, ports); err == nil {
+					for _, x := range addrs {
+						m.hold(x, svc, holding{key, ports})
+					}
+				}
+			case 3:
+				svc := ops.svc()
+				what = fmt.Sprintf("Release(%s)", svc)
+				got := addrsOf(alloc.Release(svc))
+				if want := m.heldBy(svc); !slices.Equal(got, want) {
+					t.Fatalf("%s returned %v, the Service held %v", what, got, want)
+				}
+				for _, x := range m.heldBy(svc) {
+					m.drop(x, svc)
+				}
+			case 4:
+				svc, x := ops.svc(), ops.addr()
+				what = fmt.Sprintf("ReleaseAddr(%s, %s)", svc, x)
+				alloc.ReleaseAddr(svc, x)
+				m.drop(x, svc)
+			}
+			checkModel(t, what, alloc, m)
+		}
+		drainPools(t, alloc, m, lastPools)
+	})
+}
+
+// modelRequest reads an Allocate request of the model's namespace.
+func modelRequest(ops *modelOps) ipam.Request {
+	req := ipam.Request{Service: ops.svc(), Namespace: modelNamespace}
+	req.Families = [][]ipam.Family{{ipam.IPv4}, {ipam.IPv6}, {ipam.IPv4, ipam.IPv6}, {ipam.IPv6, ipam.IPv4}}[ops.next()%4]
+	flags := ops.next()
+	req.RequireAll = flags&1 != 0
+	for i := range int(flags>>1) % 3 {
+		req.Pools = append(req.Pools, string(rune('a'+(int(flags>>3)+i)%5)))
+	}
+	for range int(flags>>6) % 3 {
+		req.Addresses = append(req.Addresses, ops.addr())
+	}
+	req.Sharing = ipam.Sharing{Key: ops.key()}
+	req.Ports = ops.ports()
+	return req
+}
+
+func addrsOf(as []ipam.Assignment) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		out = append(out, a.Addr)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// checkAllocated checks a successful Allocate against the model as it was
+// before.
+func checkAllocated(t *testing.T, what string, m *model, req ipam.Request, as []ipam.Assignment) {
+	t.Helper()
+	explicit := map[ipam.Family]netip.Addr{}
+	for _, x := range req.Addresses {
+		explicit[ipam.FamilyOf(x)] = x
+	}
+	held := m.heldBy(req.Service)
+	var fams []ipam.Family
+	for _, a := range as {
+		x, fam := a.Addr, ipam.FamilyOf(a.Addr)
+		if slices.Contains(fams, fam) || !slices.Contains(req.Families, fam) {
+			t.Fatalf("%s: assignments %+v: one per requested family expected", what, as)
+		}
+		fams = append(fams, fam)
+		if want, ok := explicit[fam]; ok && x != want {
+			t.Fatalf("%s: got %s for %s, the Service asked for %s", what, x, fam, want)
+		}
+		if slices.Contains(held, x) {
+			continue // kept
+		}
+		// Idempotence: with neither address nor pools named, a held
+		// address of the family is kept.
+		if _, ok := explicit[fam]; !ok && len(req.Pools) == 0 && slices.ContainsFunc(held, func(h netip.Addr) bool { return ipam.FamilyOf(h) == fam }) {
+			t.Fatalf("%s: got %s although the Service held %v", what, x, held)
+		}
+		if len(m.held[x]) > 0 {
+			continue // joined a shared address: checkModel checks the sharing
+		}
+		p, ok := m.poolOf(x)
+		if !ok || p.Disabled {
+			t.Fatalf("%s: fresh %s is in no enabled pool (pool %+v)", what, x, p)
+		}
+		if _, ok := explicit[fam]; ok {
+			continue
+		}
+		cands := candidates(m, req, fam)
+		if req.Sharing.Key != "" {
+			for y, hs := range m.held {
+				for _, h := range hs {
+					if q, ok := m.poolOf(y); ok && h.key == req.Sharing.Key && slices.ContainsFunc(cands, func(c ipam.Pool) bool { return c.Name == q.Name }) {
+						t.Fatalf("%s: fresh %s although %s under key %q is in candidate pool %s", what, x, y, h.key, q.Name)
+					}
+				}
+			}
+		}
+		for _, c := range cands {
+			if low, ok := m.lowestFree(c); ok {
+				if x != low {
+					t.Fatalf("%s: got %s, want %s, the lowest free address of %s (candidates %v)", what, x, low, c.Name, poolNames(cands))
+				}
+				break
+			}
+		}
+	}
+}
+
+// candidates are the pools Allocate tries for fam, in order.
+func candidates(m *model, req ipam.Request, fam ipam.Family) []ipam.Pool {
+	var out []ipam.Pool
+	add := func(p ipam.Pool) {
+		if p.Range.Family() == fam && !p.Disabled && !slices.ContainsFunc(out, func(q ipam.Pool) bool { return q.Name == p.Name }) {
+			out = append(out, p)
+		}
+	}
+	if len(req.Pools) > 0 {
+		for _, name := range req.Pools {
+			if p, ok := m.pools[name]; ok {
+				add(p)
+			}
+		}
+		return out
+	}
+	names := make([]string, 0, len(m.pools))
+	for name := range m.pools {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if m.pools[name].Default {
+			add(m.pools[name])
+		}
+	}
+	return out
+}
+
+func poolNames(ps []ipam.Pool) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// checkModel compares the allocator with the model: holders of every
+// address, what every Service holds, pool usage, and the sharing rule.
+func checkModel(t *testing.T, what string, alloc *ipam.Allocator, m *model) {
+	t.Helper()
+	for _, x := range modelUniverse {
+		var want []ipam.ServiceKey
+		for svc := range m.held[x] {
+			want = append(want, svc)
+		}
+		slices.Sort(want)
+		if got := alloc.Owners(x); !slices.Equal(got, want) {
+			t.Fatalf("after %s: %s is held by %v, the model says %v", what, x, got, want)
+		}
+		hs := m.held[x]
+		for s1, h1 := range hs {
+			for s2, h2 := range hs {
+				if s1 >= s2 {
+					continue
+				}
+				if h1.key == "" || h1.key != h2.key {
+					t.Fatalf("after %s: %s held by %s (key %q) and %s (key %q)", what, x, s1, h1.key, s2, h2.key)
+				}
+				for _, p := range h1.ports {
+					if slices.Contains(h2.ports, p) {
+						t.Fatalf("after %s: %s held by %s and %s, both on %s", what, x, s1, s2, p)
+					}
+				}
+			}
+		}
+	}
+	for i := range 6 {
+		svc := ipam.ServiceKey(fmt.Sprintf("%s/s%d", modelNamespace, i))
+		if got, want := addrsOf(alloc.Lookup(svc)), m.heldBy(svc); !slices.Equal(got, want) {
+			t.Fatalf("after %s: %s holds %v, the model says %v", what, svc, got, want)
+		}
+	}
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		st, ok := alloc.Stats(name)
+		p, want := m.pools[name]
+		if ok != want {
+			t.Fatalf("after %s: pool %s exists %v, the model says %v", what, name, ok, want)
+		}
+		if !ok {
+			continue
+		}
+		var used uint64
+		for x := range m.held {
+			if p.Range.Contains(x) {
+				used++
+			}
+		}
+		if st.Size != p.Range.Size() || st.Used != used {
+			t.Fatalf("after %s: pool %s size %d used %d, the model says %d and %d", what, name, st.Size, st.Used, p.Range.Size(), used)
+		}
+	}
+}
+
+// drainPools enables every pool and allocates from each until it is full:
+// it must hand out exactly the addresses the model has free, lowest first.
+func drainPools(t *testing.T, alloc *ipam.Allocator, m *model, pools []ipam.Pool) {
+	t.Helper()
+	for i := range pools {
+		pools[i].Disabled = false
+	}
+	_ = alloc.SetPools(pools)
+	m.accept(pools)
+	for name, p := range m.pools {
+		for i := 0; ; i++ {
+			svc := ipam.ServiceKey(fmt.Sprintf("%s/drain-%s-%d", modelNamespace, name, i))
+			want, free := m.lowestFree(p)
+			as, err := alloc.Allocate(ipam.Request{Service: svc, Namespace: modelNamespace, Families: []ipam.Family{p.Range.Family()}, Pools: []string{name}})
+			if !free {
+				if err == nil {
+					t.Fatalf("pool %s handed out %+v although the model has nothing free", name, as)
+				}
+				break
+			}
+			if err != nil || len(as) != 1 || as[0].Addr != want {
+				t.Fatalf("pool %s: want %s (free in the model), got %+v, %v: an address was lost", name, want, as, err)
+			}
+			m.hold(want, svc, holding{})
+		}
+	}
+}
