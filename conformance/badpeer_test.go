@@ -61,15 +61,7 @@ func (b *bgpLab) waitSpeakerProblem(node, object, reason string, present bool) v
 func TestBadBgpPeerDoesNotFreeze(t *testing.T) {
 	b := newBGPLab(t, seedlab.Options{})
 	ctx := context.Background()
-	if err := b.s.RegisterNodes(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range seedlab.GuideCommands {
-		b.kubectl(line)
-	}
-	if err := b.s.Configure(ctx, "172.22.0.2-172.22.0.10"); err != nil {
-		t.Fatal(err)
-	}
+	b.configureSeed()
 	// "leaf1" sorts before "leaf1-copy": leaf1 keeps the session.
 	dup := rackPeer("leaf1-copy", netlab.Leaf1Addr, netlab.Leaf1AS)
 	noSecret := rackPeer("leaf1-nosecret", "192.168.0.99", 65199)

@@ -84,15 +84,7 @@ func (b *bgpLab) speakerMetric(node, series string) (float64, bool) {
 func TestPrefixLimitBoundsSpeakerMemory(t *testing.T) {
 	b := newBGPLab(t, seedlab.Options{})
 	ctx := context.Background()
-	if err := b.s.RegisterNodes(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range seedlab.GuideCommands {
-		b.kubectl(line)
-	}
-	if err := b.s.Configure(ctx, "172.22.0.2-172.22.0.10"); err != nil {
-		t.Fatal(err)
-	}
+	b.configureSeed()
 	// master1 also peers with leaf2 (through the spine, as leaf2 accepts
 	// rack leaf1's subnet multihop): a router that does not flood it.
 	other := rackPeer("leaf2-multihop", netlab.Leaf2Addr, netlab.Leaf2AS)

@@ -36,6 +36,22 @@ type bgpLab struct {
 	topo *netlab.Seed000
 }
 
+// configureSeed registers seed 000's nodes, runs the guide's commands
+// verbatim and creates the pool 172.22.0.2-172.22.0.10.
+func (b *bgpLab) configureSeed() {
+	b.t.Helper()
+	ctx := context.Background()
+	if err := b.s.RegisterNodes(ctx); err != nil {
+		b.t.Fatal(err)
+	}
+	for _, line := range seedlab.GuideCommands {
+		b.kubectl(line)
+	}
+	if err := b.s.Configure(ctx, "172.22.0.2-172.22.0.10"); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
 func newBGPLab(t *testing.T, opts seedlab.Options) *bgpLab {
 	t.Helper()
 	l := newNodeLab(t)
@@ -165,16 +181,7 @@ func TestSeed000BGP(t *testing.T) {
 	// make bench measures).
 	b := newBGPLab(t, seedlab.Options{Leaf2Password: leaf2Password, BFD: true, BFDIntervalMs: 300})
 	ctx := context.Background()
-	if err := b.s.RegisterNodes(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The guide's commands, verbatim.
-	for _, line := range seedlab.GuideCommands {
-		b.kubectl(line)
-	}
-	if err := b.s.Configure(ctx, "172.22.0.2-172.22.0.10"); err != nil {
-		t.Fatal(err)
-	}
+	b.configureSeed()
 	b.startSpeaker("master1")
 	b.startSpeaker("worker-p002")
 	b.waitSession("speaker up", b.topo.Leaf1, "192.168.0.3", true)

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -273,24 +272,7 @@ func (c *ControlPlane) startEtcd(ctx context.Context) (*process, error) {
 	c.addProcess(p)
 
 	hc := &http.Client{Timeout: 2 * time.Second}
-	err = waitFor(ctx, p, etcdReadyTimeout, func() error {
-		resp, err := hc.Get(client + "/health")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var h struct {
-			Health string `json:"health"`
-			Reason string `json:"reason"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-			return err
-		}
-		if h.Health != "true" {
-			return fmt.Errorf("etcd health %q: %s", h.Health, h.Reason)
-		}
-		return nil
-	})
+	err = waitFor(ctx, p, etcdReadyTimeout, func() error { return etcdHealthy(hc, client) })
 	if err != nil {
 		c.dropProcess(p)
 		return p, fmt.Errorf("etcd: %w", err)

@@ -26,8 +26,8 @@ const sessionUnconfigured = "unconfigured"
 
 // speakerReport is what this node writes into its LoadBalancerSpeaker.
 type speakerReport struct {
-	// NodeUID owns the object (so it goes with the Node); "" while the
-	// Node is unknown.
+	// NodeUID owns the object, so it goes with the Node; nothing is
+	// written while the Node is unknown.
 	NodeUID types.UID
 	Status  v1alpha2.LoadBalancerSpeakerStatus
 }

@@ -440,8 +440,11 @@ func (a *Agent) report(ctx context.Context) {
 	// The LoadBalancerSpeaker waits for both halves: a report written
 	// before layer 2 knows its pools would withdraw the MACs this node
 	// publishes, and the answering nodes would stop pointing at it.
+	// Nor is it written while the Node is gone: applied without its owner
+	// reference it would outlive the Node, which the garbage collector
+	// deletes it with.
 	l2, l2probs, l2known := a.l2.report()
-	if !snap.reconciled || !l2known {
+	if !snap.reconciled || !l2known || snap.nodeUID == "" {
 		return
 	}
 	want := speakerReport{NodeUID: snap.nodeUID, Status: buildStatus(reportInput{

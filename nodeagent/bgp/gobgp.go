@@ -592,9 +592,13 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 			ConnectRetry:      retry,
 			HoldTime:          seconds(p.HoldTime),
 			KeepaliveInterval: seconds(p.Keepalive),
-			// GoBGP waits 30s in Idle after a session reset by default;
-			// tying it to the connect retry keeps recovery as fast as the
-			// operator asked for.
+			// GoBGP waits 30s in Idle after a reset it sent itself (a
+			// hold timer expiry, a prefix limit) by default; tying that
+			// to the connect retry keeps such recovery as fast as the
+			// operator asked for. After a session the router ended (a
+			// NOTIFICATION, a closed connection) GoBGP v4.8.0 waits a
+			// fixed 5s whatever this says: a restarted leaf gets its
+			// routes back about 7s later (TestFaultsBGP).
 			IdleHoldTimeAfterReset: retry,
 		}},
 		Transport: &api.Transport{RemotePort: uint32(p.Port)},
