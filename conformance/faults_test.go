@@ -271,6 +271,20 @@ func (b *faultLab) checkRoutesKept(what string) {
 
 // checkAlive fails when a speaker exited, or the CCM did for another
 // reason than losing its Lease (see ccmRun).
+// checkAfterOutage asserts what every control-plane outage must leave
+// intact: no route withdrawn, the processes alive, no address changed or
+// held twice, the claims matching the Services; then it lifts the route
+// protection for the next case.
+func (b *faultLab) checkAfterOutage(what string, history func() map[string][]netip.Addr) {
+	b.t.Helper()
+	b.checkRoutesKept(what)
+	b.checkAlive(what)
+	checkHistory(b.t, history())
+	b.assertNoDuplicates()
+	b.checkClaims(faultNS, b.allAddrs())
+	b.unprotectAll()
+}
+
 func (b *faultLab) checkAlive(what string) {
 	b.t.Helper()
 	for _, tail := range b.ccm.takeExits() {
@@ -468,12 +482,7 @@ func TestFaultsControlPlane(t *testing.T) {
 		took := b.converge("API server restarted", n, rt.Ready, bound)
 		t.Logf("recovery: kube-apiserver restart (SIGTERM, 5 s grace, same port): API down %v; %d creates failed meanwhile and were retried, the last create landed %v after /readyz; all %d Services addressed and routed by leaf1, leaf2 and the spine %v after /readyz (bound %v)",
 			outage.Round(time.Millisecond), failures.Load(), time.Since(rt.Ready).Round(time.Millisecond), n, took.Round(time.Millisecond), bound)
-		b.checkRoutesKept("API server restart")
-		b.checkAlive("API server restart")
-		checkHistory(t, history())
-		b.assertNoDuplicates()
-		b.checkClaims(faultNS, b.allAddrs())
-		b.unprotectAll()
+		b.checkAfterOutage("API server restart", history)
 	})
 
 	t.Run("EtcdRestart", func(t *testing.T) {
@@ -493,12 +502,7 @@ func TestFaultsControlPlane(t *testing.T) {
 		took := b.converge("etcd restarted", n, usable, bound)
 		t.Logf("recovery: etcd SIGKILLed and restarted on its data dir: etcd down %v, API writes failing %v; %d creates retried, the last create landed %v after the first write passed; all %d Services addressed and routed %v after that write (bound %v)",
 			rt.Ready.Sub(rt.Stopping).Round(time.Millisecond), outage.Round(time.Millisecond), failures.Load(), time.Since(usable).Round(time.Millisecond), n, took.Round(time.Millisecond), bound)
-		b.checkRoutesKept("etcd restart")
-		b.checkAlive("etcd restart")
-		checkHistory(t, history())
-		b.assertNoDuplicates()
-		b.checkClaims(faultNS, b.allAddrs())
-		b.unprotectAll()
+		b.checkAfterOutage("etcd restart", history)
 	})
 
 	t.Run("WatchExpiry", func(t *testing.T) {

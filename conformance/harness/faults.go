@@ -146,7 +146,7 @@ func (c *ControlPlane) readiness(component string) (func() error, time.Duration,
 		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		}}
-		return func() error { return c.apiServerReady(hc) }, apiServerReadyTimeout, nil
+		return func() error { return apiServerReady(context.Background(), hc, c.APIServerURL, c.adminToken) }, apiServerReadyTimeout, nil
 	}
 	return nil, 0, fmt.Errorf("restarting %s is not supported (only %s and %s)", component, Etcd, APIServer)
 }
@@ -170,12 +170,13 @@ func etcdHealthy(hc *http.Client, url string) error {
 	return nil
 }
 
-func (c *ControlPlane) apiServerReady(hc *http.Client) error {
-	req, err := http.NewRequest(http.MethodGet, c.APIServerURL+"/readyz", nil)
+// apiServerReady asks the API server at url whether it is ready, as admin.
+func apiServerReady(ctx context.Context, hc *http.Client, url, token string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.adminToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err

@@ -251,24 +251,23 @@ func (b *faultBench) killCCM(ctx context.Context) (faultRow, error) {
 // restartAPIServer restarts kube-apiserver (SIGTERM, the harness's 5 s
 // grace) on its port.
 func (b *faultBench) restartAPIServer(ctx context.Context) (faultRow, error) {
-	r := faultRow{fault: "kube-apiserver restarted (SIGTERM)"}
-	rt, err := b.cp.RestartAPIServer(ctx, harness.Restart{})
-	if err != nil {
-		return r, err
-	}
-	r.down = rt.Ready.Sub(rt.Stopping)
-	served, err := b.probe(ctx, &r.note)
-	if err != nil {
-		return r, err
-	}
-	r.served = served.Sub(rt.Ready)
-	return r, nil
+	return b.timeRestart(ctx, "kube-apiserver restarted (SIGTERM)", func() (harness.RestartTimes, error) {
+		return b.cp.RestartAPIServer(ctx, harness.Restart{})
+	})
 }
 
 // restartEtcd SIGKILLs etcd and starts it again on its data dir.
 func (b *faultBench) restartEtcd(ctx context.Context) (faultRow, error) {
-	r := faultRow{fault: "etcd SIGKILLed, started again"}
-	rt, err := b.cp.RestartEtcd(ctx, harness.Restart{Kill: true})
+	return b.timeRestart(ctx, "etcd SIGKILLed, started again", func() (harness.RestartTimes, error) {
+		return b.cp.RestartEtcd(ctx, harness.Restart{Kill: true})
+	})
+}
+
+// timeRestart runs restart and times how long the component was down and
+// how long after it was ready a new Service was served.
+func (b *faultBench) timeRestart(ctx context.Context, fault string, restart func() (harness.RestartTimes, error)) (faultRow, error) {
+	r := faultRow{fault: fault}
+	rt, err := restart()
 	if err != nil {
 		return r, err
 	}
