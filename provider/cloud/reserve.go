@@ -344,12 +344,19 @@ const (
 )
 
 // deferAfterStatus records bookkeeping for afterLoop. The caller holds the
-// Service's key lock.
+// Service's key lock. With nothing new to do it still hands a pending bind
+// the Service's latest request: the bind writes the Service's ports into the
+// claim, and ports changed while the bind waited must not be lost (nothing
+// else writes them: the address is kept, so the sync makes no claim).
 func (p *Provider) deferAfterStatus(key ipam.ServiceKey, svc *v1.Service, req ipam.Request, binds []ipam.Assignment, event string) {
+	p.mu.Lock()
 	if len(binds) == 0 && event == "" {
+		if w := p.after[key]; w != nil {
+			w.svc, w.req = svc, req
+		}
+		p.mu.Unlock()
 		return
 	}
-	p.mu.Lock()
 	now := time.Now()
 	p.lastAlloc = now
 	w := p.after[key]
