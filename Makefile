@@ -139,7 +139,7 @@ test-unit:
 # count (a couple of minutes in all: a smoke run; make fuzz is the search), fuzz for FUZZTIME
 # each.
 FUZZ_TARGETS := \
-	./provider/ipam:FuzzParseRange:500000 \
+	./provider/ipam:FuzzParseRange:200000 \
 	./provider/ipam:FuzzAllocatorModel:10000 \
 	./provider/ipam:FuzzEipAddressRule:5000 \
 	./provider/ipam:FuzzEipAddressForms:2000 \

@@ -1,6 +1,7 @@
 package ipam_test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -10,11 +11,28 @@ import (
 	"github.com/openelb/cloud-provider-openelb/provider/ipam"
 )
 
-// The model fuzz keeps every Service in one namespace and uses pools
-// without namespace bindings (default or named), so namespace-binding
-// rules do not enter it: pools are open to the namespace, and automatic
-// allocation uses the default pools.
-const modelNamespace = "ns"
+// The model fuzz's Services live in three namespaces: n0 has no labels,
+// n1 and n2 carry team=blue and team=red. Pools may be bound to any of them
+// by name, to team=blue by selector, or to none, and may allow any
+// namespace; Services may opt in to sharing with other namespaces and use
+// externalTrafficPolicy Local with one of two endpoint sets.
+var modelNamespaces = []string{"n0", "n1", "n2"}
+
+var modelNamespaceLabels = map[string]map[string]string{
+	"n1": {"team": "blue"},
+	"n2": {"team": "red"},
+}
+
+// modelServices is every Service of the fuzz: four per namespace.
+var modelServices = func() []ipam.ServiceKey {
+	var out []ipam.ServiceKey
+	for _, ns := range modelNamespaces {
+		for i := range 4 {
+			out = append(out, ipam.ServiceKey(fmt.Sprintf("%s/s%d", ns, i)))
+		}
+	}
+	return out
+}()
 
 // modelUniverse is every address the fuzz uses: 16 IPv4 and 16 IPv6, some
 // outside every pool of modelRanges.
@@ -39,9 +57,13 @@ var modelRanges = []string{
 var modelPorts = []ipam.Port{{Protocol: "TCP", Port: 80}, {Protocol: "TCP", Port: 443}, {Protocol: "UDP", Port: 53}}
 
 // holding is one Service's hold on an address, as the model knows it.
+// recorded marks a hold made by Assign (a holder recorded at the API
+// server): the allocator takes those as they are, so only holds that
+// Allocate made or confirmed must obey the tenancy rules with each other.
 type holding struct {
-	key   string
-	ports []ipam.Port
+	sh       ipam.Sharing
+	ports    []ipam.Port
+	recorded bool
 }
 
 // model is the reference: pools as SetPools accepts them, and who holds
@@ -82,6 +104,27 @@ func (m *model) accept(pools []ipam.Pool) {
 		m.pools[p.Name] = p
 		accepted = append(accepted, p)
 	}
+}
+
+// boundTo is a pool's namespace binding: by name or by label selector.
+func boundTo(p ipam.Pool, ns string) bool {
+	if slices.Contains(p.Namespaces, ns) {
+		return true
+	}
+	if len(p.NamespaceSelector) == 0 {
+		return false
+	}
+	for k, v := range p.NamespaceSelector {
+		if modelNamespaceLabels[ns][k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// openTo: who may name a pool or request its addresses.
+func openTo(p ipam.Pool, ns string) bool {
+	return p.Default || p.AllowAnyNamespace || (len(p.Namespaces) == 0 && len(p.NamespaceSelector) == 0) || boundTo(p, ns)
 }
 
 func (m *model) poolOf(x netip.Addr) (ipam.Pool, bool) {
@@ -142,10 +185,25 @@ func (o *modelOps) next() byte {
 }
 
 func (o *modelOps) svc() ipam.ServiceKey {
-	return ipam.ServiceKey(fmt.Sprintf("%s/s%d", modelNamespace, o.next()%6))
+	return modelServices[int(o.next())%len(modelServices)]
 }
 
 func (o *modelOps) key() string { return []string{"", "k1", "k2"}[o.next()%3] }
+
+// sharing reads a key, then the namespaces the Service shares with (n0,
+// n1, n2, "*"), externalTrafficPolicy Local and its endpoints.
+func (o *modelOps) sharing() ipam.Sharing {
+	sh := ipam.Sharing{Key: o.key()}
+	flags := o.next()
+	for i, ns := range []string{"n0", "n1", "n2", "*"} {
+		if flags&(1<<i) != 0 {
+			sh.Namespaces = append(sh.Namespaces, ns)
+		}
+	}
+	sh.Local = flags&0x10 != 0
+	sh.Endpoints = []string{"", "e1", "e2", "e1"}[flags>>5&3]
+	return sh
+}
 
 func (o *modelOps) ports() []ipam.Port {
 	bits := o.next()
@@ -169,10 +227,23 @@ func (o *modelOps) pools() []ipam.Pool {
 		if err != nil {
 			panic(err)
 		}
-		out = append(out, ipam.Pool{
+		p := ipam.Pool{
 			Name: string(rune('a' + flags%4)), Range: r,
 			Default: flags&0x10 != 0, Disabled: flags&0x20 != 0, Priority: int(flags >> 6),
-		})
+		}
+		// The binding: namespaces by name, the team=blue selector, and
+		// the opt-in for any namespace.
+		bind := o.next()
+		for i, ns := range modelNamespaces {
+			if bind&(1<<i) != 0 {
+				p.Namespaces = append(p.Namespaces, ns)
+			}
+		}
+		if bind&0x08 != 0 {
+			p.NamespaceSelector = map[string]string{"team": "blue"}
+		}
+		p.AllowAnyNamespace = bind&0x10 != 0
+		out = append(out, p)
 	}
 	return out
 }
@@ -181,19 +252,31 @@ func (o *modelOps) pools() []ipam.Pool {
 // and ReleaseAddr from fuzz bytes against a reference model and checks,
 // after every operation, that the allocator's holdings are exactly the
 // model's: an address is held by two Services only when both use the same
-// non-empty sharing key and their ports do not clash; a failed operation
-// changes nothing; an address newly taken for a Service comes from an
-// enabled pool of its family and, when neither explicit nor shared, is the
-// lowest free one of the first candidate pool with room (the default
-// pools in name order, or the named pools in order); a Service keeps the
-// address it holds when the request allows. At the end, every pool hands
-// out exactly its free addresses, lowest first: none was lost.
+// non-empty sharing key and their ports do not clash, and, unless one of
+// them is a recorded holder (Assign), only when they are in the same
+// namespace or both opted in to each other's and their traffic policies
+// allow it (CheckSharing); a failed operation changes nothing; an address
+// newly taken or joined by Allocate is in a pool open to the Service's
+// namespace and, when neither explicit nor shared, is the lowest free one
+// of the first candidate pool with room (the pools bound to the namespace
+// by priority, then the default pools in name order; or the named pools
+// in order); a Service keeps the address it holds when the request allows;
+// a refusal for a pool's binding names a pool that is indeed closed to the
+// namespace. At the end, every pool hands out exactly its free addresses,
+// lowest first: none was lost.
 func FuzzAllocatorModel(f *testing.F) {
 	f.Add([]byte{0, 1, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 3, 0})
 	f.Add([]byte{0, 2, 0x10, 2, 0x11, 9, 1, 0, 3, 1, 0, 0, 1, 1, 1, 1, 3, 1, 0, 2, 2, 2, 1, 0, 4, 1})
 	f.Add([]byte{0, 3, 0x10, 0, 0x31, 1, 0x12, 7, 2, 3, 2, 5, 1, 1, 2, 4, 3, 1, 2, 2, 1, 1, 1, 3})
 	f.Add([]byte{0, 1, 0x10, 2, 1, 0, 0, 0, 0, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1, 2, 0, 0, 4, 0, 3, 3, 1, 0, 0, 0, 0})
 	f.Add([]byte{2, 0, 2, 3, 1, 1, 2, 17, 18, 0, 1, 0, 0x10, 0, 1, 0, 0, 0, 0, 0, 0})
+	// A pool bound to n1, one open to all; Services of n0 and n1 under one
+	// key, opted in to each other's namespace, then a Local one.
+	f.Add([]byte{0, 1, 0x00, 0, 0x02, 0x11, 1, 0x00, 1, 4, 0, 0x01, 0x02, 1, 0, 0, 1, 0x02, 0x01, 1, 4, 0, 1, 0x12, 0x30, 1})
+	f.Add([]byte{0, 1, 0x00, 2, 0x08, 0x11, 9, 0x10, 1, 8, 0, 0x48, 1, 0, 1, 1, 0x40, 1, 0, 1, 2, 3, 0, 1, 0x30, 2, 5, 1})
+	// Local Services: under k1, unknown endpoints are refused the key's
+	// address; under k2, the same endpoints share one.
+	f.Add([]byte{0, 0, 0x10, 0, 0x00, 1, 0, 0, 0, 1, 0x10, 1, 1, 1, 0, 0, 1, 0x10, 2, 1, 2, 0, 0, 2, 0x30, 1, 1, 3, 0, 0, 2, 0x30, 2})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ops := &modelOps{b: data}
 		alloc := ipam.New()
@@ -214,25 +297,28 @@ func FuzzAllocatorModel(f *testing.F) {
 				what = fmt.Sprintf("Allocate(%+v)", req)
 				before := m.clone()
 				as, err := alloc.Allocate(req)
+				checkPredicted(t, what, before, req, as, err)
 				if err == nil {
 					checkAllocated(t, what, before, req, as)
 					for _, x := range before.heldBy(req.Service) {
 						m.drop(x, req.Service)
 					}
 					for _, a := range as {
-						m.hold(a.Addr, req.Service, holding{req.Sharing.Key, req.Ports})
+						m.hold(a.Addr, req.Service, holding{sh: req.Sharing, ports: req.Ports})
 					}
+				} else if errors.Is(err, ipam.ErrNotBound) {
+					checkNotBound(t, what, m, req, err)
 				}
 			case 2:
-				svc, key, ports := ops.svc(), ops.key(), ops.ports()
+				svc, sh, ports := ops.svc(), ops.sharing(), ops.ports()
 				addrs := []netip.Addr{ops.addr()}
 				if ops.next()%2 == 1 {
 					addrs = append(addrs, ops.addr())
 				}
-				what = fmt.Sprintf("Assign(%s, %v, %q, %v)", svc, addrs, key, ports)
-				if _, err := alloc.Assign(svc, addrs, ipam.Sharing{Key: key}, ports); err == nil {
+				what = fmt.Sprintf("Assign(%s, %v, %+v, %v)", svc, addrs, sh, ports)
+				if _, err := alloc.Assign(svc, addrs, sh, ports); err == nil {
 					for _, x := range addrs {
-						m.hold(x, svc, holding{key, ports})
+						m.hold(x, svc, holding{sh: sh, ports: ports, recorded: true})
 					}
 				}
 			case 3:
@@ -257,9 +343,10 @@ func FuzzAllocatorModel(f *testing.F) {
 	})
 }
 
-// modelRequest reads an Allocate request of the model's namespace.
+// modelRequest reads an Allocate request.
 func modelRequest(ops *modelOps) ipam.Request {
-	req := ipam.Request{Service: ops.svc(), Namespace: modelNamespace}
+	svc := ops.svc()
+	req := ipam.Request{Service: svc, Namespace: svc.Namespace(), NamespaceLabels: modelNamespaceLabels[svc.Namespace()]}
 	req.Families = [][]ipam.Family{{ipam.IPv4}, {ipam.IPv6}, {ipam.IPv4, ipam.IPv6}, {ipam.IPv6, ipam.IPv4}}[ops.next()%4]
 	flags := ops.next()
 	req.RequireAll = flags&1 != 0
@@ -269,9 +356,90 @@ func modelRequest(ops *modelOps) ipam.Request {
 	for range int(flags>>6) % 3 {
 		req.Addresses = append(req.Addresses, ops.addr())
 	}
-	req.Sharing = ipam.Sharing{Key: ops.key()}
+	req.Sharing = ops.sharing()
 	req.Ports = ops.ports()
 	return req
+}
+
+// checkPredicted checks the outcome of the requests whose result the model
+// predicts exactly: automatic, one family, by a Service that holds nothing.
+// With a sharing key, the address to join is the first (by candidate pool,
+// then address) of those under the key in a candidate pool whose holders
+// all may share with the Service (sharingAllowed) and leave its ports free; an
+// address under the key whose holders are all of the Service's tenancy
+// but refuse it otherwise (ports, traffic policy) is an error; with none
+// of the Service's tenancy, the lowest free address of the first candidate
+// pool with room, else an error.
+func checkPredicted(t *testing.T, what string, m *model, req ipam.Request, as []ipam.Assignment, err error) {
+	t.Helper()
+	if len(req.Pools) > 0 || len(req.Addresses) > 0 || len(req.Families) != 1 || len(m.heldBy(req.Service)) > 0 {
+		return
+	}
+	cands := candidates(m, req, req.Families[0])
+	want, ok := netip.Addr{}, false
+	matched := false
+	if req.Sharing.Key != "" {
+		for _, c := range cands {
+			for _, y := range modelUniverse {
+				hs := m.held[y]
+				if !c.Range.Contains(y) || len(hs) == 0 {
+					continue
+				}
+				tenancy, accepts := true, true
+				for other, h := range hs {
+					if h.sh.Key != req.Sharing.Key {
+						tenancy = false
+					}
+					if !sameTenancyModel(req.Service, req.Sharing, other, h.sh) {
+						tenancy = false
+					}
+					if !sharingAllowed(req.Service, req.Sharing, other, h.sh) ||
+						slices.ContainsFunc(h.ports, func(p ipam.Port) bool { return slices.Contains(req.Ports, p) }) {
+						accepts = false
+					}
+				}
+				if !tenancy {
+					continue
+				}
+				matched = true
+				if accepts && !ok {
+					want, ok = y, true
+				}
+			}
+		}
+	}
+	if !matched {
+		for _, c := range cands {
+			if want, ok = m.lowestFree(c); ok {
+				break
+			}
+		}
+	}
+	switch {
+	case !ok && err == nil:
+		t.Fatalf("%s: got %+v, the model expects a refusal (candidates %v)", what, as, poolNames(cands))
+	case ok && err != nil:
+		t.Fatalf("%s: %v, the model expects %s (candidates %v)", what, err, want, poolNames(cands))
+	case ok && (len(as) != 1 || as[0].Addr != want):
+		t.Fatalf("%s: got %+v, the model expects %s (candidates %v)", what, as, want, poolNames(cands))
+	}
+}
+
+// checkNotBound checks a refusal for a pool's namespace binding: a named
+// pool or the pool of a requested address is closed to the namespace.
+func checkNotBound(t *testing.T, what string, m *model, req ipam.Request, err error) {
+	t.Helper()
+	for _, name := range req.Pools {
+		if p, ok := m.pools[name]; ok && !openTo(p, req.Namespace) {
+			return
+		}
+	}
+	for _, x := range req.Addresses {
+		if p, ok := m.poolOf(x); ok && !openTo(p, req.Namespace) {
+			return
+		}
+	}
+	t.Fatalf("%s: %v, but every pool it names or asks an address of is open to %s", what, err, req.Namespace)
 }
 
 func addrsOf(as []ipam.Assignment) []netip.Addr {
@@ -310,23 +478,44 @@ func checkAllocated(t *testing.T, what string, m *model, req ipam.Request, as []
 		if _, ok := explicit[fam]; !ok && len(req.Pools) == 0 && slices.ContainsFunc(held, func(h netip.Addr) bool { return ipam.FamilyOf(h) == fam }) {
 			t.Fatalf("%s: got %s although the Service held %v", what, x, held)
 		}
-		if len(m.held[x]) > 0 {
-			continue // joined a shared address: checkModel checks the sharing
-		}
 		p, ok := m.poolOf(x)
-		if !ok || p.Disabled {
-			t.Fatalf("%s: fresh %s is in no enabled pool (pool %+v)", what, x, p)
+		if !ok || p.Disabled || !openTo(p, req.Namespace) {
+			t.Fatalf("%s: new %s is in no enabled pool open to namespace %s (pool %+v)", what, x, req.Namespace, p)
 		}
-		if _, ok := explicit[fam]; ok {
+		_, isExplicit := explicit[fam]
+		cands := candidates(m, req, fam)
+		inCands := slices.ContainsFunc(cands, func(c ipam.Pool) bool { return c.Name == p.Name })
+		if !isExplicit && !inCands {
+			t.Fatalf("%s: %s is in pool %s, not a candidate (candidates %v)", what, x, p.Name, poolNames(cands))
+		}
+		if len(m.held[x]) > 0 {
+			// Joined a shared address: every holder accepts this Service
+			// (checkModel checks keys and ports).
+			for other, h := range m.held[x] {
+				if !sharingAllowed(req.Service, req.Sharing, other, h.sh) {
+					t.Fatalf("%s: joined %s held by %s (%+v), which may not share with it", what, x, other, h.sh)
+				}
+			}
 			continue
 		}
-		cands := candidates(m, req, fam)
+		if isExplicit {
+			continue
+		}
 		if req.Sharing.Key != "" {
 			for y, hs := range m.held {
-				for _, h := range hs {
-					if q, ok := m.poolOf(y); ok && h.key == req.Sharing.Key && slices.ContainsFunc(cands, func(c ipam.Pool) bool { return c.Name == q.Name }) {
-						t.Fatalf("%s: fresh %s although %s under key %q is in candidate pool %s", what, x, y, h.key, q.Name)
+				q, ok := m.poolOf(y)
+				if !ok || !slices.ContainsFunc(cands, func(c ipam.Pool) bool { return c.Name == q.Name }) {
+					continue
+				}
+				sameKey, tenancy := false, true
+				for other, h := range hs {
+					sameKey = sameKey || h.sh.Key == req.Sharing.Key
+					if other != req.Service && !sameTenancyModel(req.Service, req.Sharing, other, h.sh) {
+						tenancy = false
 					}
+				}
+				if sameKey && tenancy {
+					t.Fatalf("%s: fresh %s although %s under key %q, open to this Service's namespace, is in candidate pool %s", what, x, y, req.Sharing.Key, q.Name)
 				}
 			}
 		}
@@ -341,7 +530,28 @@ func checkAllocated(t *testing.T, what string, m *model, req ipam.Request, as []
 	}
 }
 
-// candidates are the pools Allocate tries for fam, in order.
+// sameTenancyModel: Services of one namespace, or of two that opted in to
+// each other's ("*" is any).
+func sameTenancyModel(a ipam.ServiceKey, as ipam.Sharing, b ipam.ServiceKey, bs ipam.Sharing) bool {
+	allows := func(sh ipam.Sharing, ns string) bool {
+		return slices.Contains(sh.Namespaces, ns) || slices.Contains(sh.Namespaces, "*")
+	}
+	return a.Namespace() == b.Namespace() || (allows(as, b.Namespace()) && allows(bs, a.Namespace()))
+}
+
+// sharingAllowed is the model's CheckSharing: same tenancy, and with
+// externalTrafficPolicy Local on either side, both Local with the same
+// known endpoints.
+func sharingAllowed(a ipam.ServiceKey, as ipam.Sharing, b ipam.ServiceKey, bs ipam.Sharing) bool {
+	if !sameTenancyModel(a, as, b, bs) {
+		return false
+	}
+	return !as.Local && !bs.Local || as.Local && bs.Local && as.Endpoints != "" && as.Endpoints == bs.Endpoints
+}
+
+// candidates are the pools Allocate tries for fam, in order: the named
+// pools, or the pools bound to the namespace by priority (then name) and
+// the default pools by name.
 func candidates(m *model, req ipam.Request, fam ipam.Family) []ipam.Pool {
 	var out []ipam.Pool
 	add := func(p ipam.Pool) {
@@ -362,6 +572,13 @@ func candidates(m *model, req ipam.Request, fam ipam.Family) []ipam.Pool {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	byPriority := slices.Clone(names)
+	slices.SortStableFunc(byPriority, func(x, y string) int { return m.pools[x].Priority - m.pools[y].Priority })
+	for _, name := range byPriority {
+		if boundTo(m.pools[name], req.Namespace) {
+			add(m.pools[name])
+		}
+	}
 	for _, name := range names {
 		if m.pools[name].Default {
 			add(m.pools[name])
@@ -397,8 +614,11 @@ func checkModel(t *testing.T, what string, alloc *ipam.Allocator, m *model) {
 				if s1 >= s2 {
 					continue
 				}
-				if h1.key == "" || h1.key != h2.key {
-					t.Fatalf("after %s: %s held by %s (key %q) and %s (key %q)", what, x, s1, h1.key, s2, h2.key)
+				if h1.sh.Key == "" || h1.sh.Key != h2.sh.Key {
+					t.Fatalf("after %s: %s held by %s (key %q) and %s (key %q)", what, x, s1, h1.sh.Key, s2, h2.sh.Key)
+				}
+				if !h1.recorded && !h2.recorded && !sharingAllowed(s1, h1.sh, s2, h2.sh) {
+					t.Fatalf("after %s: %s held by %s (%+v) and %s (%+v), which may not share", what, x, s1, h1.sh, s2, h2.sh)
 				}
 				for _, p := range h1.ports {
 					if slices.Contains(h2.ports, p) {
@@ -408,8 +628,7 @@ func checkModel(t *testing.T, what string, alloc *ipam.Allocator, m *model) {
 			}
 		}
 	}
-	for i := range 6 {
-		svc := ipam.ServiceKey(fmt.Sprintf("%s/s%d", modelNamespace, i))
+	for _, svc := range modelServices {
 		if got, want := addrsOf(alloc.Lookup(svc)), m.heldBy(svc); !slices.Equal(got, want) {
 			t.Fatalf("after %s: %s holds %v, the model says %v", what, svc, got, want)
 		}
@@ -435,20 +654,22 @@ func checkModel(t *testing.T, what string, alloc *ipam.Allocator, m *model) {
 	}
 }
 
-// drainPools enables every pool and allocates from each until it is full:
-// it must hand out exactly the addresses the model has free, lowest first.
+// drainPools enables every pool, opens it to any namespace, and allocates
+// from each until it is full: it must hand out exactly the addresses the
+// model has free, lowest first.
 func drainPools(t *testing.T, alloc *ipam.Allocator, m *model, pools []ipam.Pool) {
 	t.Helper()
 	for i := range pools {
 		pools[i].Disabled = false
+		pools[i].AllowAnyNamespace = true
 	}
 	_ = alloc.SetPools(pools)
 	m.accept(pools)
 	for name, p := range m.pools {
 		for i := 0; ; i++ {
-			svc := ipam.ServiceKey(fmt.Sprintf("%s/drain-%s-%d", modelNamespace, name, i))
+			svc := ipam.ServiceKey(fmt.Sprintf("n0/drain-%s-%d", name, i))
 			want, free := m.lowestFree(p)
-			as, err := alloc.Allocate(ipam.Request{Service: svc, Namespace: modelNamespace, Families: []ipam.Family{p.Range.Family()}, Pools: []string{name}})
+			as, err := alloc.Allocate(ipam.Request{Service: svc, Namespace: "n0", Families: []ipam.Family{p.Range.Family()}, Pools: []string{name}})
 			if !free {
 				if err == nil {
 					t.Fatalf("pool %s handed out %+v although the model has nothing free", name, as)
