@@ -29,14 +29,12 @@ func TestAllocation(t *testing.T) {
 	ccm := l.ccm("ccm")
 
 	t.Run("NodeInitialization", func(t *testing.T) {
-		l := *l
-		l.t = t
-		testNodeInitialization(t, l)
+		l := l.in(t)
+		testNodeInitialization(t, *l)
 	})
 
 	t.Run("OpenELBManifestsAndNamespaceRules", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.apply("openelb-eips.yaml")
 		l.namespace("team-a", nil)
 		l.namespace("team-b", map[string]string{"tier": "gold"})
@@ -120,8 +118,7 @@ func TestAllocation(t *testing.T) {
 	})
 
 	t.Run("PlanAndClaimPerService", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.namespace("plans", nil)
 		l.eip("eip-plans", "10.11.0.10-10.11.0.20", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"plans"} })
 		svc := l.create(newService("plans", "web"))
@@ -143,7 +140,7 @@ func TestAllocation(t *testing.T) {
 		if len(plan.OwnerReferences) != 1 || plan.OwnerReferences[0].UID != svc.UID {
 			t.Errorf("plan owner references = %+v, want the Service", plan.OwnerReferences)
 		}
-		claim := waitClaim(t, l, ips[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) > 0 })
+		claim := waitClaim(t, *l, ips[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) > 0 })
 		if len(claim.Spec.Owners) != 1 || claim.Spec.Owners[0].UID != svc.UID || claim.Spec.Pool != "eip-plans" || claim.Spec.ReservedBy != "" {
 			t.Errorf("claim = %+v, want one owner plans/web in pool eip-plans", claim.Spec)
 		}
@@ -160,8 +157,8 @@ func TestAllocation(t *testing.T) {
 			t.Fatal(err)
 		}
 		l.waitEvent("plans", "web", "IPReleased", ipTimeout)
-		waitGone(t, l, &v1alpha2.IPClaim{}, client.ObjectKey{Name: claim.Name})
-		waitGone(t, l, &v1alpha2.LoadBalancerPlan{}, client.ObjectKey{Namespace: "plans", Name: "web"})
+		waitGone(t, *l, &v1alpha2.IPClaim{}, client.ObjectKey{Name: claim.Name})
+		waitGone(t, *l, &v1alpha2.LoadBalancerPlan{}, client.ObjectKey{Namespace: "plans", Name: "web"})
 		// ...and the address is reused by the next Service.
 		l.create(newService("plans", "next"))
 		if got := l.waitIPs("plans", "next", 1, ipTimeout); got[0] != ips[0] {
@@ -170,8 +167,7 @@ func TestAllocation(t *testing.T) {
 	})
 
 	t.Run("ExhaustionThenReleaseAndReuse", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.namespace("tiny", nil)
 		// Named explicitly: a namespace-bound pool that is full would
 		// otherwise fall through to the default pool, as OpenELB does.
@@ -195,16 +191,15 @@ func TestAllocation(t *testing.T) {
 		}
 		// The deleted Service's plan went with it (owner reference, or the
 		// provider), and the address's claim now names c.
-		waitGone(t, l, &v1alpha2.LoadBalancerPlan{}, client.ObjectKey{Namespace: "tiny", Name: "a"})
-		claim := waitClaim(t, l, a[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) > 0 && c.Spec.Owners[0].Name != "a" })
+		waitGone(t, *l, &v1alpha2.LoadBalancerPlan{}, client.ObjectKey{Namespace: "tiny", Name: "a"})
+		claim := waitClaim(t, *l, a[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) > 0 && c.Spec.Owners[0].Name != "a" })
 		if len(claim.Spec.Owners) != 1 || claim.Spec.Owners[0].Name != "c" {
 			t.Errorf("claim of the reused address = %+v, want only tiny/c", claim.Spec.Owners)
 		}
 	})
 
 	t.Run("Refusals", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.namespace("refusals", nil)
 		l.eip("eip-refusals", "10.13.0.0/29", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"refusals"} })
 		l.eip("eip-off", "10.13.1.0/29", func(e *v1alpha2.Eip) { e.Spec.Disable = true })
@@ -251,8 +246,7 @@ func TestAllocation(t *testing.T) {
 	})
 
 	t.Run("MalformedAndUnsupportedEips", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		for _, tc := range []struct{ name, address, protocol, iface, want string }{
 			{"bad-ip", "10.14.0.300", "", "", "spec.address must be an IP address, a CIDR, or a range"},
 			{"bad-range", "10.14.0.1-", "", "", "spec.address must be"},
@@ -292,8 +286,7 @@ func TestAllocation(t *testing.T) {
 	})
 
 	t.Run("DualStack", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.namespace("dual", nil)
 		l.namespace("v4only", nil)
 		l.eip("eip-dual-v4", "10.15.0.0/24", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"dual", "v4only"} })
@@ -328,8 +321,7 @@ func TestAllocation(t *testing.T) {
 	})
 
 	t.Run("SharedIP", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.namespace("share", nil)
 		l.eip("eip-share", "10.16.0.0/28", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"share"} })
 		key := annotate(v1alpha2.AnnotationSharedIP, "front")
@@ -349,7 +341,7 @@ func TestAllocation(t *testing.T) {
 		if c := l.waitIPs("share", "loner", 1, ipTimeout); c[0] == a[0] {
 			t.Errorf("a Service without the sharing key got the shared address %s", c[0])
 		}
-		claim := waitClaim(t, l, a[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) == 2 })
+		claim := waitClaim(t, *l, a[0], func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) == 2 })
 		if len(claim.Spec.Owners) != 2 || claim.Spec.SharingKey != "front" {
 			t.Errorf("shared claim = %+v, want two owners and key front", claim.Spec)
 		}

@@ -32,6 +32,15 @@ const holdTime = 9 * time.Second
 // leaves room for a loaded 2-core machine.
 const speakerStartBound = 10 * time.Second
 
+// leaf1Fault readies a fault of leaf1: the routes of as have settled, and
+// leaf2 and the spine must keep them throughout (until the returned func).
+func (b *faultLab) leaf1Fault(as []netip.Addr) (unprotect func()) {
+	b.settled(as)
+	b.fib["leaf2"].protect(as, leaf2Hops)
+	b.fib["spine"].protect(as, addrs("10.0.2.2"))
+	return b.unprotectAll
+}
+
 // TestFaultsBGP is the BGP side failing on the seed-000 lab: a leaf's
 // bgpd killed and restarted and its sessions cleared, a speaker in a crash
 // loop without and with graceful restart, and a speaker's Node deleted and
@@ -48,10 +57,7 @@ func TestFaultsBGP(t *testing.T) {
 
 	t.Run("LeafBgpdKilled", func(t *testing.T) {
 		b := b.in(t)
-		b.settled(as)
-		b.fib["leaf2"].protect(as, leaf2Hops)
-		b.fib["spine"].protect(as, addrs("10.0.2.2"))
-		defer b.unprotectAll()
+		defer b.leaf1Fault(as)()
 		started, err := b.net.RestartDaemon(context.Background(), b.topo.Leaf1, "bgpd")
 		if err != nil {
 			t.Fatal(err)
@@ -61,10 +67,7 @@ func TestFaultsBGP(t *testing.T) {
 
 	t.Run("ClearBgp", func(t *testing.T) {
 		b := b.in(t)
-		b.settled(as)
-		b.fib["leaf2"].protect(as, leaf2Hops)
-		b.fib["spine"].protect(as, addrs("10.0.2.2"))
-		defer b.unprotectAll()
+		defer b.leaf1Fault(as)()
 		cleared := time.Now()
 		if _, err := b.topo.Leaf1.Vtysh(context.Background(), "clear bgp *"); err != nil {
 			t.Fatal(err)

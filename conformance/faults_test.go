@@ -160,10 +160,8 @@ func newFaultLab(t *testing.T) *faultLab {
 
 // in is the lab as seen by a subtest: failures go to t.
 func (b *faultLab) in(t *testing.T) *faultLab {
-	l := *b.lab
-	l.t = t
 	c := *b
-	c.lab = &l
+	c.lab = b.lab.in(t)
 	return &c
 }
 

@@ -45,8 +45,7 @@ func TestTenantIsolation(t *testing.T) {
 	}
 
 	t.Run("BindingsHoldOnEveryPath", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.create(newService("iso-a", "owner"))
 		if got := l.waitIPs("iso-a", "owner", 1, ipTimeout); got[0] != netip.MustParseAddr("10.17.0.0") {
 			t.Fatalf("iso-a/owner got %v, want 10.17.0.0 of its bound pool", got)
@@ -74,8 +73,7 @@ func TestTenantIsolation(t *testing.T) {
 	})
 
 	t.Run("SharingStaysInItsNamespace", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		open := annotate(v1alpha2.AnnotationEip, "eip-iso-open")
 		key := annotate(v1alpha2.AnnotationSharedIP, "web")
 		l.create(newService("iso-a", "front", open, key, withPorts(80)))
@@ -106,8 +104,7 @@ func TestTenantIsolation(t *testing.T) {
 	})
 
 	t.Run("LocalTrafficSharesOnlyTheSameEndpoints", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		open := annotate(v1alpha2.AnnotationEip, "eip-iso-open")
 		key := annotate(v1alpha2.AnnotationSharedIP, "local")
 		localTo := func(app string) svcTweak {
@@ -128,8 +125,7 @@ func TestTenantIsolation(t *testing.T) {
 	})
 
 	t.Run("SpecialPurposeAddresses", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		for _, tc := range []struct{ name, address string }{
 			{"eip-loopback", "127.0.0.0/30"},
 			{"eip-multicast", "224.0.0.0/28"},
@@ -152,8 +148,7 @@ func TestTenantIsolation(t *testing.T) {
 	})
 
 	t.Run("PreferDualStackTakesWhatItCan", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.namespace("iso-v4", nil)
 		l.eip("eip-iso-v4", "10.17.3.0/28", func(e *v1alpha2.Eip) { e.Spec.Namespaces = []string{"iso-v4"} })
 		l.create(newService("iso-v4", "v6-first", withFamilies(v1.IPFamilyPolicyPreferDualStack, v1.IPv6Protocol, v1.IPv4Protocol)))
@@ -167,12 +162,11 @@ func TestTenantIsolation(t *testing.T) {
 	// normalised on re-adoption from a Service's status (a Service from
 	// before the provider: no IPClaim) as it is on allocation.
 	t.Run("SharingKeyNormalisedOnReadoption", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		open := annotate(v1alpha2.AnnotationEip, "eip-iso-open")
 		l.create(newService("iso-a", "spaced", open, annotate(v1alpha2.AnnotationSharedIP, "  spaced "), withPorts(80)))
 		addr := l.waitIPs("iso-a", "spaced", 1, ipTimeout)[0]
-		claim := waitClaim(t, l, addr, func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) == 1 })
+		claim := waitClaim(t, *l, addr, func(c *v1alpha2.IPClaim) bool { return len(c.Spec.Owners) == 1 })
 		if claim.Spec.SharingKey != "spaced" {
 			t.Errorf("claim sharing key %q, want it trimmed to %q", claim.Spec.SharingKey, "spaced")
 		}
@@ -182,7 +176,7 @@ func TestTenantIsolation(t *testing.T) {
 		if err := l.crd.Delete(context.Background(), claim); err != nil {
 			t.Fatal(err)
 		}
-		waitGone(t, l, &v1alpha2.IPClaim{}, client.ObjectKey{Name: claim.Name})
+		waitGone(t, *l, &v1alpha2.IPClaim{}, client.ObjectKey{Name: claim.Name})
 		l.ccm("ccm-again")
 		l.create(newService("iso-a", "joiner", open, annotate(v1alpha2.AnnotationSharedIP, "spaced"), withPorts(443), withLoadBalancerIP(addr.String())))
 		if got := l.waitIPs("iso-a", "joiner", 1, ipTimeout)[0]; got != addr {

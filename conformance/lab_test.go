@@ -87,6 +87,14 @@ func (l *lab) ccm(name string, extra ...string) *harness.Component {
 	return c
 }
 
+// in is the lab as seen by a subtest: failures go to t; the control plane
+// and everything started on it are shared.
+func (l *lab) in(t *testing.T) *lab {
+	c := *l
+	c.t = t
+	return &c
+}
+
 func sanitize(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {

@@ -91,10 +91,8 @@ func newL2Lab(t *testing.T) *l2Lab {
 // in is the lab as seen by a subtest: failures go to t. Speakers and
 // state are shared.
 func (b *l2Lab) in(t *testing.T) *l2Lab {
-	l := *b.lab
-	l.t = t
 	c := *b
-	c.lab = &l
+	c.lab = b.lab.in(t)
 	return &c
 }
 

@@ -83,8 +83,7 @@ func TestRacks(t *testing.T) {
 	l.waitRackCondition("leaf1", "Announced", metav1.ConditionTrue, "")
 
 	t.Run("NodeNotReadyCostsOneRackWrite", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		// Enough Services that a per-Service cost would show.
 		const services = 20
 		for i := range services {
@@ -125,8 +124,7 @@ func TestRacks(t *testing.T) {
 	})
 
 	t.Run("LocalTrafficPolicyFollowsEndpoints", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		svc := l.create(newService("default", "local", func(s *v1.Service) {
 			s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
 		}))
@@ -153,8 +151,7 @@ func TestRacks(t *testing.T) {
 	})
 
 	t.Run("PeerSelectorChangeTakesEffectLive", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		setSelector := func(rack string) {
 			var bp v1alpha2.BgpPeer
 			if err := l.crd.Get(ctx, client.ObjectKey{Name: "leaf2"}, &bp); err != nil {
@@ -177,8 +174,7 @@ func TestRacks(t *testing.T) {
 	})
 
 	t.Run("RelabelMovesRackLive", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.label("master1", v1alpha2.LabelRack, "leaf2")
 		l.waitRacks("master1 moved to leaf2",
 			v1alpha2.LoadBalancerRackSpec{Rack: "leaf1", NextHops: []v1alpha2.RackNextHop{hop("worker-p001", "192.168.0.4")}},
@@ -192,8 +188,7 @@ func TestRacks(t *testing.T) {
 	})
 
 	t.Run("UnlabelledAndOddRackNames", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		// A value that is no valid object name gets a derived name;
 		// spec.rack keeps the value.
 		l.label("worker-p001", v1alpha2.LabelRack, "Leaf_1")

@@ -124,8 +124,7 @@ func TestScaleWrites(t *testing.T) {
 	}
 
 	t.Run("SpeakersAtRestWriteNothing", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		from := l.writes()
 		time.Sleep(15 * time.Second)
 		if got := harness.WritesDelta(from, l.writes(), scaleWriteResources...); len(got) > 0 {
@@ -134,8 +133,7 @@ func TestScaleWrites(t *testing.T) {
 	})
 
 	t.Run("NodeFlipIsOneRackWrite", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		flipped := scaleNodeName(0, scaleSpeakers) // an eligible node of rack-00 without a speaker
 		for _, ready := range []bool{false, true} {
 			l.settle()
@@ -168,8 +166,7 @@ func TestScaleWrites(t *testing.T) {
 	})
 
 	t.Run("NewServiceIsAHandfulOfWrites", func(t *testing.T) {
-		l := *l
-		l.t = t
+		l := l.in(t)
 		l.settle()
 		from := l.writes()
 		l.create(newService("default", "one-more"))

@@ -27,26 +27,10 @@ import (
 func TestSchema(t *testing.T) {
 	l := newLabWith(t, harness.Options{})
 
-	t.Run("FourByteASNs", func(t *testing.T) {
-		l := *l
-		l.t = t
-		testFourByteASNs(t, &l)
-	})
-	t.Run("NumericBounds", func(t *testing.T) {
-		l := *l
-		l.t = t
-		testNumericBounds(t, &l)
-	})
-	t.Run("EipAddressRules", func(t *testing.T) {
-		l := *l
-		l.t = t
-		testEipAddressRules(t, &l)
-	})
-	t.Run("OpenELBSamples", func(t *testing.T) {
-		l := *l
-		l.t = t
-		testOpenELBSamples(t, &l)
-	})
+	t.Run("FourByteASNs", func(t *testing.T) { testFourByteASNs(t, l.in(t)) })
+	t.Run("NumericBounds", func(t *testing.T) { testNumericBounds(t, l.in(t)) })
+	t.Run("EipAddressRules", func(t *testing.T) { testEipAddressRules(t, l.in(t)) })
+	t.Run("OpenELBSamples", func(t *testing.T) { testOpenELBSamples(t, l.in(t)) })
 }
 
 // fourByteManifest is written the way OpenELB's documentation writes a
