@@ -27,6 +27,19 @@ HELM_LDFLAGS        := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSIO
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
 	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
 
+# The real-node lab (conformance/kubenode): containerd, its shim, ctr and
+# runc, the CNI plugins (module conformance/tools/node), and kubelet,
+# kube-proxy and kube-scheduler at KUBE_VERSION (module conformance/tools/kube),
+# in .cache/bin/node. runc needs cgo and libseccomp (Debian's runc 1.1.5
+# cannot start a container on this kernel: "can't get final child's PID").
+CONTAINERD_VERSION  := v2.4.2
+RUNC_VERSION        := v1.5.3
+CNI_PLUGINS_VERSION := v1.10.0
+NODE_BIN            := $(CACHE_BIN)/node
+NODE_STAMP          := $(NODE_BIN)/.node-$(CONTAINERD_VERSION)-$(RUNC_VERSION)-$(CNI_PLUGINS_VERSION)
+KUBE_NODE_STAMP     := $(NODE_BIN)/.kube-$(KUBE_VERSION)
+CONTAINERD_TAGS     := no_btrfs no_devmapper no_zfs urfave_cli_no_docs
+
 # Images: `make image` writes bin/images/<name>.tar (docker-archive; `docker
 # load -i` / `podman load -i`). The tag matches deploy/kustomization.yaml and
 # the chart's appVersion (a conformance test checks they agree).
@@ -34,12 +47,14 @@ IMAGE_TAG  ?= v0.1.0
 IMAGE_REPO ?= openelb/
 
 # Debian packages the test layers need: FRR routers for the BGP lab,
-# arping/ndisc6 clients for layer 2, socat/curl for client traffic.
-APT_PACKAGES := iproute2 git ca-certificates frr iputils-arping ndisc6 socat curl
+# arping/ndisc6 clients for layer 2, socat/curl for client traffic, nft for
+# kube-proxy's nftables mode and libseccomp to build runc for the real nodes.
+APT_PACKAGES := iproute2 git ca-certificates frr iputils-arping ndisc6 socat curl \
+	nftables libseccomp-dev pkg-config
 
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build image chart-crds generate manifests verify tools deps test test-unit test-fuzz fuzz test-conformance bench demo clean
+.PHONY: all build image image-lab node-tools chart-crds generate manifests verify tools deps test test-unit test-fuzz fuzz test-conformance bench demo clean
 
 all: build
 
@@ -54,6 +69,11 @@ build:
 # it onto an empty base (go-containerregistry).
 image:
 	go run ./hack/ociimage -out $(BIN)/images -tag $(IMAGE_TAG) -repository-prefix $(IMAGE_REPO)
+
+# The real-node lab's own images (a pod sandbox and a test backend) in
+# bin/lab-images.
+image-lab:
+	go run ./hack/ociimage -set lab -out $(BIN)/lab-images -tag $(IMAGE_TAG) -repository-prefix $(IMAGE_REPO)
 
 ## Code generation -----------------------------------------------------------
 
@@ -82,6 +102,7 @@ verify: generate
 	cd conformance/tools/kube && go mod tidy
 	cd conformance/tools/etcd && go mod tidy
 	cd conformance/tools/helm && go mod tidy
+	cd conformance/tools/node && go mod tidy
 	@git diff --exit-code -- api deploy/crds charts/openelb/crds go.mod go.sum conformance/tools \
 		|| { echo "generated files or go.mod are stale: run 'make generate' and 'go mod tidy' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api deploy/crds)" \
@@ -111,6 +132,28 @@ $(HELM_STAMP):
 	cd conformance/tools/helm && go build -ldflags '$(HELM_LDFLAGS)' -o $(CACHE_BIN)/helm helm.sh/helm/v3/cmd/helm
 	@touch $@
 
+$(NODE_STAMP): deps
+	@mkdir -p $(NODE_BIN)/cni
+	@echo ">> building containerd $(CONTAINERD_VERSION), runc $(RUNC_VERSION), CNI plugins $(CNI_PLUGINS_VERSION) (about 3 minutes, once)"
+	cd conformance/tools/node && CGO_ENABLED=0 go build -tags '$(CONTAINERD_TAGS)' -o $(NODE_BIN)/ \
+		github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr
+	cd conformance/tools/node && CGO_ENABLED=0 go build -tags '$(CONTAINERD_TAGS) no_grpc' -o $(NODE_BIN)/ \
+		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+	cd conformance/tools/node && CGO_ENABLED=1 go build -tags seccomp -o $(NODE_BIN)/runc github.com/opencontainers/runc
+	cd conformance/tools/node && CGO_ENABLED=0 go build -o $(NODE_BIN)/cni/ \
+		github.com/containernetworking/plugins/plugins/main/bridge github.com/containernetworking/plugins/plugins/main/loopback \
+		github.com/containernetworking/plugins/plugins/ipam/host-local github.com/containernetworking/plugins/plugins/meta/portmap
+	@touch $@
+
+$(KUBE_NODE_STAMP):
+	@mkdir -p $(NODE_BIN)
+	@echo ">> building kubelet, kube-proxy, kube-scheduler $(KUBE_VERSION) (about 5 minutes on 2 cores, once)"
+	cd conformance/tools/kube && go build -o $(NODE_BIN)/ \
+		k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler
+	@touch $@
+
+node-tools: $(NODE_STAMP) $(KUBE_NODE_STAMP)
+
 tools: $(KUBE_STAMP) $(ETCD_STAMP) $(CG_STAMP) $(HELM_STAMP)
 
 # deps installs the Debian packages the tests use, only when one is missing
@@ -125,7 +168,7 @@ deps:
 
 ## Tests ---------------------------------------------------------------------
 
-test: deps tools build verify test-unit test-fuzz test-conformance
+test: deps tools node-tools build verify test-unit test-fuzz test-conformance
 
 test-unit:
 	go test -count=1 -race ./provider/... ./nodeagent/ ./nodeagent/agent/... ./nodeagent/election/... ./nodeagent/layer2/...

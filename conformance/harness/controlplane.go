@@ -37,6 +37,7 @@ const (
 	Etcd              = "etcd"
 	APIServer         = "kube-apiserver"
 	ControllerManager = "kube-controller-manager"
+	Scheduler         = "kube-scheduler"
 )
 
 // Service CIDRs configured on the API server (dual-stack, IPv4 primary).
@@ -60,6 +61,9 @@ type Options struct {
 	// ControllerManager also runs kube-controller-manager (with
 	// --cloud-provider=external) and waits until it creates ServiceAccounts.
 	ControllerManager bool
+	// Scheduler also runs kube-scheduler (from BinDir/node, built by make
+	// node-tools), for labs with real kubelets.
+	Scheduler bool
 	// LogDir receives <component>.log for each process. Default: <Dir>/logs.
 	// A caller-supplied LogDir is never removed.
 	LogDir string
@@ -77,10 +81,21 @@ type Options struct {
 	// Default: <repo root>/deploy. An older build runs with the manifests
 	// it was built for: point both at its checkout.
 	DeployDir string
+	// StaticUsers are users of the API server's token file besides the
+	// admin, e.g. a kubelet ("system:node:<name>", group "system:nodes")
+	// or kube-proxy ("system:kube-proxy"); UserKubeconfig writes a
+	// kubeconfig with one's token.
+	StaticUsers []StaticUser
 	// Keep leaves Dir (certs, kubeconfigs, logs) on disk after Stop; the
 	// etcd data dir is removed regardless. Also enabled by
 	// OPENELB_KEEP_CONTROLPLANE=1.
 	Keep bool
+}
+
+// StaticUser is a user of the token file: its name and groups.
+type StaticUser struct {
+	Name   string
+	Groups []string
 }
 
 // ControlPlane is a running etcd + kube-apiserver (+ kube-controller-manager).
@@ -107,6 +122,7 @@ type ControlPlane struct {
 	etcdDir    string // on tmpfs
 	etcdURL    string
 	adminToken string
+	userTokens map[string]string // StaticUsers by name
 	caPEM      []byte
 	saKeyFile  string
 
@@ -186,6 +202,11 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 			return nil, err
 		}
 	}
+	if opts.Scheduler {
+		if err = retryOnBindFailure(func() (*process, error) { return c.startScheduler(ctx) }); err != nil {
+			return nil, err
+		}
+	}
 	c.StartupDuration = time.Since(began)
 	return c, nil
 }
@@ -206,8 +227,17 @@ func (c *ControlPlane) writeSecrets() error {
 		return err
 	}
 	c.adminToken = hex.EncodeToString(tok)
+	lines := c.adminToken + ",admin,admin-uid,system:masters\n"
+	c.userTokens = map[string]string{}
+	for _, u := range c.opts.StaticUsers {
+		if _, err := rand.Read(tok); err != nil {
+			return err
+		}
+		c.userTokens[u.Name] = hex.EncodeToString(tok)
+		lines += fmt.Sprintf("%s,%s,%s-uid,\"%s\"\n", c.userTokens[u.Name], u.Name, u.Name, strings.Join(u.Groups, ","))
+	}
 	tokenFile := filepath.Join(c.Dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(c.adminToken+",admin,admin-uid,system:masters\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(lines), 0o600); err != nil {
 		return err
 	}
 
@@ -405,6 +435,45 @@ func (c *ControlPlane) startControllerManager(ctx context.Context) (*process, er
 	if err != nil {
 		c.dropProcess(p)
 		return p, fmt.Errorf("kube-controller-manager: %w", err)
+	}
+	return p, nil
+}
+
+// startScheduler runs kube-scheduler and waits for its /healthz.
+func (c *ControlPlane) startScheduler(ctx context.Context) (*process, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + itoa(port),
+		"--cert-dir=" + filepath.Join(c.Dir, "scheduler-certs"),
+		"--profiling=false",
+	}
+	p, err := startProcess(Scheduler, filepath.Join(c.binDir, "node", "kube-scheduler"), args, c.LogPath(Scheduler))
+	if err != nil {
+		return nil, err
+	}
+	c.addProcess(p)
+	// Its serving certificate is self-signed; /healthz is open to anyone.
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	err = waitFor(ctx, p, kcmReadyTimeout, func() error {
+		resp, err := hc.Get("https://127.0.0.1:" + itoa(port) + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/healthz: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		c.dropProcess(p)
+		return p, fmt.Errorf("kube-scheduler: %w", err)
 	}
 	return p, nil
 }

@@ -85,6 +85,23 @@ func (c *ControlPlane) NodeBoundKubeconfig(ctx context.Context, namespace, sa, n
 	return path, nil
 }
 
+// UserKubeconfig writes a kubeconfig for one of Options.StaticUsers and
+// returns its path.
+func (c *ControlPlane) UserKubeconfig(user string) (string, error) {
+	tok, ok := c.userTokens[user]
+	if !ok {
+		return "", fmt.Errorf("no static user %q (Options.StaticUsers)", user)
+	}
+	path := filepath.Join(c.Dir, "kubeconfigs", "user-"+sanitize(user)+".kubeconfig")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := writeKubeconfig(path, c.APIServerURL, c.caPEM, user, tok, "", nil); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
 // TokenConfig is the admin REST config with token as the only credential
 // (no impersonation): the API server sees the token's user.
 func (c *ControlPlane) TokenConfig(token string) *rest.Config {

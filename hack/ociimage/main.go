@@ -7,6 +7,10 @@
 //
 //	go run ./hack/ociimage -out bin/images -tag v0.1.0
 //
+// -set lab builds, the same way, the real-node lab's own images instead of
+// the shipped ones (conformance/labimages): a pod sandbox and a test
+// backend, since the lab has no registry to pull them from.
+//
 // Builds are reproducible: file times and the image's creation time come
 // from $SOURCE_DATE_EPOCH, else the commit time of HEAD, else the Unix
 // epoch.
@@ -42,6 +46,9 @@ type image struct {
 	description string
 }
 
+// sets are the image lists -set selects.
+var sets = map[string][]image{"release": images, "lab": labImages}
+
 var images = []image{
 	{
 		name:        "openelb-cloud-controller-manager",
@@ -52,6 +59,19 @@ var images = []image{
 		name:        "openelb-speaker",
 		pkg:         "./nodeagent",
 		description: "openelb node agent: announces LoadBalancer addresses over BGP",
+	},
+}
+
+var labImages = []image{
+	{
+		name:        "openelb-lab-pause",
+		pkg:         "./conformance/labimages/pause",
+		description: "The real-node lab's pod sandbox image",
+	},
+	{
+		name:        "openelb-lab-backend",
+		pkg:         "./conformance/labimages/backend",
+		description: "The real-node lab's test backend: answers with its pod, its node and the client's address",
 	},
 }
 
@@ -72,15 +92,21 @@ func main() {
 	arch := flag.String("arch", envOr("GOARCH", runtime.GOARCH), "target architecture (GOARCH)")
 	only := flag.String("only", "", "build only this image (default: all)")
 	goBin := flag.String("go", "go", "go command used to compile the binaries")
+	set := flag.String("set", "release", "which images: release (the shipped ones) or lab (the real-node lab's)")
 	flag.Parse()
 
-	if err := run(*out, *tag, *repo, *arch, *only, *goBin); err != nil {
+	list, ok := sets[*set]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "ociimage: unknown -set %q (release or lab)\n", *set)
+		os.Exit(2)
+	}
+	if err := run(list, *out, *tag, *repo, *arch, *only, *goBin); err != nil {
 		fmt.Fprintln(os.Stderr, "ociimage:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, tag, repo, arch, only, goBin string) error {
+func run(images []image, out, tag, repo, arch, only, goBin string) error {
 	root, err := moduleRoot(goBin)
 	if err != nil {
 		return err
