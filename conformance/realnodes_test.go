@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/kubenode"
+	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
 )
 
@@ -39,11 +41,22 @@ type realLab struct {
 	firstTaints map[string][]v1.Taint
 }
 
-func newRealLab(t *testing.T) *realLab {
+// realLabOptions: processCCM runs the openelb CCM as a process of the
+// test (the nodes are initialized before newRealLab returns); without it
+// the nodes stay uninitialized until the shipped manifests run it.
+// shippedImages also imports the provider's own images.
+type realLabOptions struct {
+	processCCM, shippedImages bool
+}
+
+func newRealLab(t *testing.T, opts realLabOptions) *realLab {
 	t.Helper()
 	ctx := context.Background()
-	l := newLabWith(t, harness.Options{ControllerManager: true, Scheduler: true, StaticUsers: seedlab.NodeUsers()})
-	l.ccm("ccm")
+	l := newLabWith(t, harness.Options{ControllerManager: true, Scheduler: true, StaticUsers: seedlab.NodeUsers(),
+		ExtraAPIServerFlags: seedlab.InClusterAPIServerFlags})
+	if opts.processCCM {
+		l.ccm("ccm")
+	}
 	s, err := seedlab.New(ctx, l.cp, seedlab.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +74,10 @@ func newRealLab(t *testing.T) *realLab {
 		}
 	})
 	stop := r.watchFirstTaints()
-	images := buildLabImages(t)
+	images := buildImages(t, "lab")
+	if opts.shippedImages {
+		images = append(images, buildImages(t, "release")...)
+	}
 	began := time.Now()
 	r.nodes, err = s.StartRealNodes(ctx, seedlab.RealNodesOptions{
 		Images:       images,
@@ -70,27 +86,48 @@ func newRealLab(t *testing.T) *realLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.waitInitialized()
+	if opts.processCCM {
+		r.waitInitialized()
+		t.Logf("3 real nodes up and initialized in %v", time.Since(began).Round(time.Millisecond))
+	} else {
+		r.waitRegistered()
+		t.Logf("3 real nodes up and registered in %v", time.Since(began).Round(time.Millisecond))
+	}
 	stop()
-	t.Logf("3 real nodes up and initialized in %v", time.Since(began).Round(time.Millisecond))
 	return r
 }
 
-// buildLabImages builds the lab's images (what make image-lab builds)
-// into the test's temp dir.
-func buildLabImages(t *testing.T) []string {
+// buildImages builds an image set of hack/ociimage (what make image or
+// make image-lab build) into the test's temp dir and returns the tarballs.
+func buildImages(t *testing.T, set string) []string {
 	t.Helper()
 	root, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cmd := exec.Command("go", "run", "./hack/ociimage", "-set", "lab", "-out", dir, "-tag", labImageTag)
+	cmd := exec.Command("go", "run", "./hack/ociimage", "-set", set, "-out", dir, "-tag", labImageTag)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the lab images: %v\n%s", err, out)
+		t.Fatalf("building the %s images: %v\n%s", set, err, out)
 	}
-	return []string{filepath.Join(dir, "openelb-lab-pause.tar"), filepath.Join(dir, "openelb-lab-backend.tar")}
+	tars, err := filepath.Glob(filepath.Join(dir, "*.tar"))
+	if err != nil || len(tars) == 0 {
+		t.Fatalf("no %s images in %s: %v", set, dir, err)
+	}
+	return tars
+}
+
+// waitRegistered waits until every node registered and is Ready.
+func (r *realLab) waitRegistered() {
+	r.t.Helper()
+	r.waitNodes("registered", func(n *v1.Node, ip string) bool { return nodeReady(n) })
+}
+
+func nodeReady(n *v1.Node) bool {
+	return slices.ContainsFunc(n.Status.Conditions, func(c v1.NodeCondition) bool {
+		return c.Type == v1.NodeReady && c.Status == v1.ConditionTrue
+	})
 }
 
 // watchFirstTaints records the taints of each node as first seen.
@@ -120,34 +157,36 @@ func (r *realLab) watchFirstTaints() (stop func()) {
 // provider ID and InternalIP set, the uninitialized taint gone, Ready.
 func (r *realLab) waitInitialized() {
 	r.t.Helper()
-	want := map[string]string{}
-	for _, n := range r.s.Topo.Nodes {
-		want[n.Name] = n.IP
-	}
+	r.waitNodes("initialized", func(n *v1.Node, ip string) bool {
+		internal := slices.ContainsFunc(n.Status.Addresses, func(a v1.NodeAddress) bool {
+			return a.Type == v1.NodeInternalIP && a.Address == ip
+		})
+		tainted := slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool { return t.Key == uninitializedTaint })
+		return n.Spec.ProviderID == "openelb://"+n.Name && !tainted && internal && nodeReady(n)
+	})
+}
+
+// waitNodes waits until ok holds for every node of the lab (given its
+// InternalIP).
+func (r *realLab) waitNodes(what string, ok func(n *v1.Node, ip string) bool) {
+	r.t.Helper()
 	var last string
-	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		for name, ip := range want {
-			n, err := r.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, tn := range r.s.Topo.Nodes {
+			n, err := r.cs.CoreV1().Nodes().Get(ctx, tn.Name, metav1.GetOptions{})
 			if err != nil {
 				last = err.Error()
 				return false, nil
 			}
-			ready := slices.ContainsFunc(n.Status.Conditions, func(c v1.NodeCondition) bool {
-				return c.Type == v1.NodeReady && c.Status == v1.ConditionTrue
-			})
-			internal := slices.ContainsFunc(n.Status.Addresses, func(a v1.NodeAddress) bool {
-				return a.Type == v1.NodeInternalIP && a.Address == ip
-			})
-			tainted := slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool { return t.Key == uninitializedTaint })
-			if n.Spec.ProviderID != "openelb://"+name || tainted || !internal || !ready {
-				last = fmt.Sprintf("%s: providerID %q taints %v addresses %v ready %v", name, n.Spec.ProviderID, n.Spec.Taints, n.Status.Addresses, ready)
+			if !ok(n, tn.IP) {
+				last = fmt.Sprintf("%s: providerID %q taints %v addresses %v ready %v", n.Name, n.Spec.ProviderID, n.Spec.Taints, n.Status.Addresses, nodeReady(n))
 				return false, nil
 			}
 		}
 		return true, nil
 	})
 	if err != nil {
-		r.t.Fatalf("nodes not initialized: %s", last)
+		r.t.Fatalf("nodes not %s: %s", what, last)
 	}
 }
 
@@ -192,10 +231,17 @@ func backendDeployment(ns, name string, replicas int32) *appsv1.Deployment {
 // waitPodsReady waits until n pods of app are Ready and returns them.
 func (r *realLab) waitPodsReady(ns, app string, n int) []v1.Pod {
 	r.t.Helper()
+	return r.waitPods(ns, "app="+app, n)
+}
+
+// waitPods waits until n pods matching selector are Ready and returns
+// them.
+func (r *realLab) waitPods(ns, selector string, n int) []v1.Pod {
+	r.t.Helper()
 	var pods []v1.Pod
 	var last string
 	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
-		list, err := r.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		list, err := r.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if err != nil {
 			return false, nil
 		}
@@ -214,7 +260,7 @@ func (r *realLab) waitPodsReady(ns, app string, n int) []v1.Pod {
 		return len(pods) == n, nil
 	})
 	if err != nil {
-		r.t.Fatalf("%d pods of %s/%s not ready: %s", n, ns, app, last)
+		r.t.Fatalf("%d pods %s in %s not ready: %s", n, selector, ns, last)
 	}
 	return pods
 }
@@ -229,7 +275,7 @@ func (r *realLab) waitPodsReady(ns, app string, n int) []v1.Pod {
 // Stopping the nodes leaves no process, cgroup or mount behind (checked
 // by kubenode.Close, whose error fails the test).
 func TestRealNodes(t *testing.T) {
-	r := newRealLab(t)
+	r := newRealLab(t, realLabOptions{processCCM: true})
 	ctx := context.Background()
 	for _, n := range r.s.Topo.Nodes {
 		if !slices.ContainsFunc(r.firstTaints[n.Name], func(t v1.Taint) bool { return t.Key == uninitializedTaint }) {
@@ -265,19 +311,195 @@ func TestRealNodes(t *testing.T) {
 	from := r.s.Topo.Node("master1").NS
 	served := map[string]int{}
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		out, err := r.s.Net.Exec(ctx, from, "curl", "-sS", "--max-time", "3", "http://"+created.Spec.ClusterIP+"/")
+		a, err := r.get(from, created.Spec.ClusterIP)
 		if err != nil {
 			return false, nil
 		}
-		for _, f := range strings.Fields(out) {
-			if node, ok := strings.CutPrefix(f, "node="); ok {
-				served[node]++
-			}
-		}
+		served[a.node]++
 		return len(served) == 3, nil
 	})
 	if err != nil {
 		t.Fatalf("ClusterIP %s from master1: answered by the pods of %v, want all three nodes", created.Spec.ClusterIP, served)
 	}
 	t.Logf("ClusterIP %s from master1 answered by the pods of %v", created.Spec.ClusterIP, served)
+}
+
+// answer is what the lab's backend answered: the pod and node that
+// served a request and the client address it saw.
+type answer struct{ pod, node, client string }
+
+// get sends one HTTP request (a new connection) from namespace ns to addr
+// port 80 and parses the backend's answer.
+func (r *realLab) get(ns, addr string) (answer, error) {
+	out, err := r.s.Net.Exec(context.Background(), ns, "curl", "-sS", "--max-time", "3", "http://"+addr+"/")
+	if err != nil {
+		return answer{}, err
+	}
+	var a answer
+	for _, f := range strings.Fields(out) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "pod":
+			a.pod = v
+		case "node":
+			a.node = v
+		case "client":
+			a.client = v
+		}
+	}
+	if a.node == "" {
+		return a, fmt.Errorf("not the backend's answer: %q", out)
+	}
+	return a, nil
+}
+
+// waitServed waits until a request from ns to addr is answered: the routes
+// may be in place before every kube-proxy has the Service's address.
+func (r *realLab) waitServed(ns, addr string) {
+	r.t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, last = r.get(ns, addr)
+		return last == nil, nil
+	})
+	if err != nil {
+		r.t.Fatalf("%s from %s never answered: %v", addr, ns, last)
+	}
+}
+
+// applyShipped runs `kubectl apply -k` on an overlay of deploy/ that only
+// points the images at the tags the nodes imported (deploy/ itself is not
+// edited).
+func (r *realLab) applyShipped() {
+	r.t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	dir := r.t.TempDir()
+	// kustomize takes bases by relative path only.
+	base, err := filepath.Rel(dir, filepath.Join(root, "deploy"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	overlay := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+images:
+  - name: openelb/openelb-cloud-controller-manager
+    newName: docker.io/openelb/openelb-cloud-controller-manager
+    newTag: %[2]s
+  - name: openelb/openelb-speaker
+    newName: docker.io/openelb/openelb-speaker
+    newTag: %[2]s
+`, base, labImageTag)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	if out, err := r.cp.Kubectl(context.Background(), "apply", "-k", dir); err != nil {
+		r.t.Fatalf("kubectl apply -k (overlay of deploy/): %v\n%s", err, out)
+	}
+}
+
+// TestShippedManifestsOnRealNodes runs deploy/ as it ships (an overlay only names the
+// locally imported image tags) on the real nodes: openelb-manager is
+// scheduled onto a node still tainted uninitialized, reaches the API
+// server in-cluster (Service "kubernetes" through kube-proxy) and
+// initializes every node; after the guide's labelling commands the
+// openelb-speaker DaemonSet runs, Ready, on exactly the labelled nodes,
+// under the shipped probes, capabilities and security context.
+func TestShippedManifestsOnRealNodes(t *testing.T) {
+	r := newRealLab(t, realLabOptions{shippedImages: true})
+	ctx := context.Background()
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := r.cp.Kubectl(context.Background(), "get", "pods", "-A", "-o", "wide")
+			t.Logf("--- pods ---\n%s", out)
+			out, _ = r.cp.Kubectl(context.Background(), "get", "events", "-A", "--sort-by=.lastTimestamp")
+			t.Logf("--- events ---\n%s", out)
+		}
+	})
+	r.applyShipped()
+	r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-manager", 1)
+	r.waitInitialized()
+	for _, line := range seedlab.GuideCommands {
+		if err := r.s.Kubectl(ctx, line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	speakers := r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-speaker", 2)
+	var on []string
+	for _, p := range speakers {
+		on = append(on, p.Spec.NodeName)
+	}
+	slices.Sort(on)
+	if want := []string{"master1", "worker-p002"}; !slices.Equal(on, want) {
+		t.Errorf("speakers on %v, want %v (the nodes labelled lb.kubesphere.io/v1alpha1=openelb)", on, want)
+	}
+
+	// Seed 000 with pods: the rest of the guide's configuration, a
+	// backend on every node behind a LoadBalancer Service.
+	b := &bgpLab{lab: r.lab, s: r.s, net: r.s.Net, topo: r.s.Topo}
+	if err := r.s.Configure(ctx, "172.22.0.2-172.22.0.10"); err != nil {
+		t.Fatal(err)
+	}
+	b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
+	if _, err := r.cs.AppsV1().Deployments("default").Create(ctx, backendDeployment("default", "web", 3), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitPodsReady("default", "web", 3)
+	toBackend := func(app string) svcTweak {
+		return func(s *v1.Service) {
+			s.Spec.Selector = map[string]string{"app": app}
+			s.Spec.Ports[0].TargetPort = intstr.FromInt32(8080)
+		}
+	}
+	if _, err := r.cs.CoreV1().Services("default").Create(ctx, newService("default", "web", toBackend("web")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	vip := b.waitAddress("default", "web")
+	b.waitKernel("leaf1 ECMP over its rack", b.topo.Leaf1, vip+"/32", "192.168.0.3", "192.168.0.4")
+	b.waitKernel("leaf2", b.topo.Leaf2, vip+"/32", "192.168.1.2")
+	b.waitKernel("spine ECMP over the leaves", b.topo.Spine, vip+"/32", "10.0.1.2", "10.0.2.2")
+	r.waitServed(b.topo.Client, vip)
+	served := map[string]int{}
+	for range 30 {
+		a, err := r.get(b.topo.Client, vip)
+		if err != nil {
+			t.Fatalf("client → %s: %v", vip, err)
+		}
+		served[a.node]++
+	}
+	t.Logf("client → %s (externalTrafficPolicy Cluster): 30 requests answered by the pods of %v", vip, served)
+	if len(served) != 3 {
+		t.Errorf("answered by the pods of %v, want all three nodes' pods", served)
+	}
+
+	// externalTrafficPolicy Local: a backend on worker-p001 only. Only
+	// that node is a next hop, and the pod sees the client's own address.
+	local := backendDeployment("default", "solo", 1)
+	local.Spec.Template.Spec.NodeSelector = map[string]string{v1.LabelHostname: "worker-p001"}
+	if _, err := r.cs.AppsV1().Deployments("default").Create(ctx, local, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitPodsReady("default", "solo", 1)
+	if _, err := r.cs.CoreV1().Services("default").Create(ctx, newService("default", "solo", toBackend("solo"), func(s *v1.Service) {
+		s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+	}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lvip := b.waitAddress("default", "solo")
+	b.waitKernel("leaf1: the endpoint's node only", b.topo.Leaf1, lvip+"/32", "192.168.0.4")
+	b.waitKernel("spine: leaf1 only", b.topo.Spine, lvip+"/32", "10.0.1.2")
+	r.waitServed(b.topo.Client, lvip)
+	for range 10 {
+		a, err := r.get(b.topo.Client, lvip)
+		if err != nil {
+			t.Fatalf("client → %s: %v", lvip, err)
+		}
+		if host, _, _ := strings.Cut(a.client, ":"); a.node != "worker-p001" || host != netlab.ClientIP {
+			t.Fatalf("client → %s (Local): answered by %s on %s seeing client %s, want worker-p001 seeing %s", lvip, a.pod, a.node, a.client, netlab.ClientIP)
+		}
+	}
 }

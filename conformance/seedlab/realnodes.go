@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"net/url"
 	"path/filepath"
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/kubenode"
+	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
 )
 
 // The real nodes' pod network: each node a /24 of ClusterCIDR on a bridge,
@@ -24,6 +26,12 @@ var PodCIDRs = map[string]string{
 	"worker-p001": "10.244.2.0/24",
 	"worker-p002": "10.244.3.0/24",
 }
+
+// InClusterAPIServerFlags make the API server reachable from pods: Service
+// "kubernetes" gets the management address as its endpoint (kube-proxy
+// sends 10.96.0.1:443 there) and StartRealNodes forwards that address and
+// the API server's port to it.
+var InClusterAPIServerFlags = []string{"--advertise-address=" + netlab.MgmtAddr, "--endpoint-reconciler-type=lease"}
 
 // NodeUsers are the static users the control plane must have for the
 // real nodes (harness.Options.StaticUsers): a kubelet per node and
@@ -54,6 +62,16 @@ type RealNodesOptions struct {
 // initializes them. Close stops them.
 func (l *Lab) StartRealNodes(ctx context.Context, opts RealNodesOptions) (_ map[string]*kubenode.Node, err error) {
 	binDir := filepath.Join(l.CP.BinDir(), "node")
+	// Pods reach the API server through Service "kubernetes", whose
+	// endpoint is the management address with the API server's own port
+	// (InClusterAPIServerFlags).
+	u, err := url.Parse(l.CP.APIServerURL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.Net.Forward(l.Topo.Mgmt, netlab.MgmtAddr+":"+u.Port(), u.Host); err != nil {
+		return nil, fmt.Errorf("in-cluster API forwarder: %w", err)
+	}
 	if _, err := os.Stat(filepath.Join(binDir, "kubelet")); err != nil {
 		return nil, fmt.Errorf("real-node binaries missing (make node-tools): %w", err)
 	}
