@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"net/url"
+	"os"
 	"path/filepath"
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
