@@ -286,45 +286,65 @@ func (b *faultLab) waitStale(t *testing.T, what string, as []netip.Addr, stale b
 // session (the BGP instance restarts for it) carries every route again.
 func (b *faultLab) enableGracefulRestart(t *testing.T, as []netip.Addr) {
 	t.Helper()
+	b.setGracefulRestart(t, as, true, map[string]string{"leaf2": "192.168.1.2"})
+}
+
+// setGracefulRestart turns graceful restart on (60 s restart time) or off
+// in the BgpConf and in the BgpPeers named after the routers of sessions,
+// and waits until each of those routers sees its speaker's session (router
+// name → speaker address) in the new mode and every route of as is back.
+func (b *faultLab) setGracefulRestart(t *testing.T, as []netip.Addr, on bool, sessions map[string]string) {
+	t.Helper()
 	ctx := context.Background()
+	var gr *v1alpha2.GracefulRestart
+	if on {
+		gr = &v1alpha2.GracefulRestart{Enabled: true, RestartTime: 60}
+	}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var conf v1alpha2.BgpConf
 		if err := b.crd.Get(ctx, client.ObjectKey{Name: "default"}, &conf); err != nil {
 			return err
 		}
-		conf.Spec.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true, RestartTime: 60}
+		conf.Spec.GracefulRestart = gr
 		return b.crd.Update(ctx, &conf)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var peer v1alpha2.BgpPeer
-		if err := b.crd.Get(ctx, client.ObjectKey{Name: "leaf2"}, &peer); err != nil {
-			return err
+	for router, speaker := range sessions {
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var peer v1alpha2.BgpPeer
+			if err := b.crd.Get(ctx, client.ObjectKey{Name: router}, &peer); err != nil {
+				return err
+			}
+			peer.Spec.GracefulRestart = nil
+			if on {
+				peer.Spec.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true}
+			}
+			return b.crd.Update(ctx, &peer)
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		peer.Spec.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true}
-		return b.crd.Update(ctx, &peer)
-	})
-	if err != nil {
-		t.Fatal(err)
+		r := b.topo.Router(router)
+		err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			var out map[string]struct {
+				State string `json:"bgpState"`
+				GR    struct {
+					Remote string `json:"remoteGrMode"`
+				} `json:"gracefulRestartInfo"`
+			}
+			if err := r.JSON(ctx, "show bgp neighbors "+speaker+" json", &out); err != nil {
+				return false, nil
+			}
+			return out[speaker].State == "Established" && (out[speaker].GR.Remote == "Restart") == on, nil
+		})
+		if err != nil {
+			out, _ := r.Vtysh(ctx, "show bgp neighbors "+speaker+" graceful-restart")
+			t.Fatalf("%s never saw %s's session with graceful restart %v:\n%s", router, speaker, on, out)
+		}
 	}
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		var out map[string]struct {
-			GR struct {
-				Remote string `json:"remoteGrMode"`
-			} `json:"gracefulRestartInfo"`
-		}
-		if err := b.topo.Leaf2.JSON(ctx, "show bgp neighbors 192.168.1.2 json", &out); err != nil {
-			return false, nil
-		}
-		return out["192.168.1.2"].GR.Remote == "Restart", nil
-	})
-	if err != nil {
-		out, _ := b.topo.Leaf2.Vtysh(ctx, "show bgp neighbors 192.168.1.2 graceful-restart")
-		t.Fatalf("leaf2 never saw worker-p002 announce graceful restart:\n%s", out)
-	}
-	b.waitRoutes("graceful restart enabled", as, b.routers(), 30*time.Second)
+	b.waitRoutes(fmt.Sprintf("graceful restart %v", on), as, b.routers(), 30*time.Second)
 }
 
 // testNodeDeleted deletes master1's Node: its speaker keeps running, its

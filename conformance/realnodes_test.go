@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"io"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -248,7 +250,7 @@ func (r *realLab) waitPods(ns, selector string, n int) []v1.Pod {
 		pods = pods[:0]
 		var states []string
 		for _, p := range list.Items {
-			ready := slices.ContainsFunc(p.Status.Conditions, func(c v1.PodCondition) bool {
+			ready := p.DeletionTimestamp == nil && slices.ContainsFunc(p.Status.Conditions, func(c v1.PodCondition) bool {
 				return c.Type == v1.PodReady && c.Status == v1.ConditionTrue
 			})
 			if ready {
@@ -502,4 +504,212 @@ func TestShippedManifestsOnRealNodes(t *testing.T) {
 			t.Fatalf("client → %s (Local): answered by %s on %s seeing client %s, want worker-p001 seeing %s", lvip, a.pod, a.node, a.client, netlab.ClientIP)
 		}
 	}
+
+	t.Run("RollingRestart", func(t *testing.T) { testRollingRestart(t, r, vip) })
+	t.Run("Seed001Replicas", func(t *testing.T) { testSeed001(t, r, vip) })
+}
+
+// clientLoop opens a connection from seed 000's client to addr:80 every
+// 50 ms, each an HTTP request the backend must answer, until stop; it
+// counts the connections that failed (to connect or to be answered).
+func (r *realLab) clientLoop(addr string) (stop func() (tries, failed int, failures []string)) {
+	done := make(chan struct{})
+	var mu sync.Mutex
+	var n, bad int
+	var why []string
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			err := httpOnce(r.s.Topo.Client, addr)
+			mu.Lock()
+			n++
+			if err != nil {
+				bad++
+				if len(why) < 10 {
+					why = append(why, time.Now().Format("15:04:05.000")+" "+err.Error())
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() (int, int, []string) {
+		close(done)
+		wg.Wait()
+		return n, bad, why
+	}
+}
+
+// httpOnce opens one connection from namespace ns to addr:80 and reads
+// the backend's answer to a GET.
+func httpOnce(ns, addr string) error {
+	c, err := netlab.DialTCP(ns, addr+":80", 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("GET / HTTP/1.0\r\nHost: lab\r\n\r\n")); err != nil {
+		return err
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), "node=") {
+		return fmt.Errorf("not the backend's answer: %q", b)
+	}
+	return nil
+}
+
+// testRollingRestart restarts the speaker DaemonSet (kubectl rollout
+// restart) while the client opens connections continuously: with graceful
+// restart no connection fails and no leaf or spine route of the Service
+// loses a next hop; without it, the gap is measured and logged.
+func testRollingRestart(t *testing.T, r *realLab, vip string) {
+	ctx := context.Background()
+	as := []netip.Addr{netip.MustParseAddr(vip)}
+	fl := &faultLab{lab: r.lab.in(t), s: r.s, net: r.s.Net, topo: r.s.Topo, fib: map[string]*fibGuard{}}
+	sessions := map[string]string{"leaf1": "192.168.0.3", "leaf2": "192.168.1.2"}
+	for _, router := range []*netlab.FRR{r.s.Topo.Leaf1, r.s.Topo.Leaf2, r.s.Topo.Spine} {
+		fl.fib[router.Name] = watchFIB(t, router)
+	}
+	fl.setGracefulRestart(t, as, true, sessions)
+	speakerUIDs := func() []string {
+		var uids []string
+		for _, p := range r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-speaker", 2) {
+			uids = append(uids, string(p.UID))
+		}
+		slices.Sort(uids)
+		return uids
+	}
+	restart := func() (tries, failed int, failures []string, took time.Duration) {
+		before := speakerUIDs()
+		stop := r.clientLoop(vip)
+		began := time.Now()
+		for _, line := range []string{
+			"kubectl rollout restart daemonset/openelb-speaker -n openelb-system",
+			"kubectl rollout status daemonset/openelb-speaker -n openelb-system --timeout=5m",
+		} {
+			if err := r.s.Kubectl(ctx, line); err != nil {
+				t.Fatal(err)
+			}
+		}
+		took = time.Since(began)
+		fl.settled(as)
+		tries, failed, failures = stop()
+		if after := speakerUIDs(); slices.ContainsFunc(after, func(u string) bool { return slices.Contains(before, u) }) {
+			t.Fatalf("the rollout left speaker pods %v in place (before: %v)", after, before)
+		}
+		return tries, failed, failures, took
+	}
+
+	fl.fib["leaf1"].protect(as, addrs("192.168.0.3", "192.168.0.4"))
+	fl.fib["leaf2"].protect(as, addrs("192.168.1.2"))
+	fl.fib["spine"].protect(as, addrs("10.0.1.2", "10.0.2.2"))
+	tries, failed, failures, took := restart()
+	var broken []string
+	for _, g := range fl.fib {
+		broken = append(broken, g.takeViolations()...)
+	}
+	fl.unprotectAll()
+	t.Logf("rolling restart with graceful restart: %v, %d connections, %d failed", took.Round(time.Millisecond), tries, failed)
+	if failed != 0 || len(broken) != 0 {
+		t.Errorf("with graceful restart, %d of %d connections failed (%v) and routes lost next hops: %v", failed, tries, failures, broken)
+	}
+
+	// Without graceful restart each speaker withdraws on SIGTERM: leaf1
+	// loses the route until master1's new speaker announces it again, and
+	// the spine sends everything through leaf2 meanwhile.
+	fl.setGracefulRestart(t, as, false, sessions)
+	fl.fib["leaf1"].protect(as, addrs("192.168.0.3", "192.168.0.4"))
+	tries, failed, failures, took = restart()
+	withdrawn := fl.fib["leaf1"].takeViolations()
+	fl.unprotectAll()
+	t.Logf("rolling restart without graceful restart: %v, %d connections, %d failed %v; leaf1's route changed %d times: %v",
+		took.Round(time.Millisecond), tries, failed, failures, len(withdrawn), withdrawn)
+	if len(withdrawn) == 0 {
+		t.Errorf("without graceful restart leaf1 never lost the route: the speakers did not restart")
+	}
+}
+
+// testSeed001 follows "Configure Multiple OpenELB Replicas" verbatim on
+// the running pods (its `kubectl edit` as the equivalent `kubectl patch`):
+// two manager pods on the labelled nodes, one of them leader, and the
+// Services keep their addresses while new ones still get one.
+func testSeed001(t *testing.T, r *realLab, vip string) {
+	ctx := context.Background()
+	for _, line := range []string{
+		"kubectl label --overwrite nodes master1 worker-p002 lb.kubesphere.io/v1alpha1=openelb",
+		"kubectl scale deployment openelb-manager --replicas=0 -n openelb-system",
+		`kubectl patch deployment openelb-manager -n openelb-system --type merge -p {"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/os":"linux","lb.kubesphere.io/v1alpha1":"openelb"}}}}}`,
+		"kubectl scale deployment openelb-manager --replicas=2 -n openelb-system",
+	} {
+		if err := r.s.Kubectl(ctx, line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	managers := r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-manager", 2)
+	out, err := r.cp.Kubectl(ctx, "get", "po", "-n", "openelb-system", "-o", "wide")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubectl get po -n openelb-system -o wide\n%s", out)
+	var on []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 7 && strings.HasPrefix(f[0], "openelb-manager-") {
+			if f[1] != "1/1" || f[2] != "Running" {
+				t.Errorf("manager pod %s is %s %s, want 1/1 Running", f[0], f[1], f[2])
+			}
+			on = append(on, f[6])
+		}
+	}
+	slices.Sort(on)
+	if want := []string{"master1", "worker-p002"}; !slices.Equal(on, want) {
+		t.Errorf("kubectl get po shows the managers on %v, want %v", on, want)
+	}
+	// One leader: exactly one manager's log says it acquired the Lease
+	// (once the Lease of the replica scaled away expired).
+	leaders := func() int {
+		n := 0
+		for _, p := range managers {
+			log, err := r.nodes[p.Spec.NodeName].ContainerLog(p.Namespace, p.Name, "openelb-manager")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(log, "Successfully acquired lease") {
+				n++
+			}
+		}
+		return n
+	}
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) { return leaders() > 0, nil })
+	if err != nil {
+		t.Fatal("neither manager replica became leader within a minute")
+	}
+	time.Sleep(3 * time.Second) // a second leader would show by now
+	if n := leaders(); n != 1 {
+		t.Errorf("%d of the 2 manager replicas acquired the leader Lease, want 1", n)
+	}
+	svc, err := r.cs.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := svc.Status.LoadBalancer.Ingress; len(got) != 1 || got[0].IP != vip {
+		t.Errorf("Service web has %v after the managers were replaced, want %s kept", got, vip)
+	}
+	if _, err := r.cs.CoreV1().Services("default").Create(ctx, newService("default", "after-replicas"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b := &bgpLab{lab: r.lab.in(t), s: r.s, net: r.s.Net, topo: r.s.Topo}
+	b.waitAddress("default", "after-replicas")
 }

@@ -560,3 +560,27 @@ func run(name string, args ...string) error {
 	}
 	return nil
 }
+
+// ContainerLog returns what a container of a pod on this node logged (its
+// current and earlier runs, in the kubelet's pod log directory): the API
+// server cannot reach the lab's kubelets, so `kubectl logs` does not work
+// here.
+func (n *Node) ContainerLog(namespace, pod, container string) (string, error) {
+	files, err := filepath.Glob(filepath.Join(n.cfg.Dir, "pod-logs", namespace+"_"+pod+"_*", container, "*.log"))
+	if err != nil {
+		return "", err
+	}
+	if len(files) == 0 {
+		return "", fmt.Errorf("no log of %s/%s container %s on node %s", namespace, pod, container, n.cfg.Name)
+	}
+	slices.Sort(files)
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		b.Write(data)
+	}
+	return b.String(), nil
+}
