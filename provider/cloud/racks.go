@@ -25,6 +25,10 @@ import (
 // load-balancer backends.
 const LabelExcludeFromLB = planner.ExcludeLabel
 
+// TaintToBeDeleted is the cluster autoscaler's taint on a node it is about
+// to remove: like a cordon, it takes the node out of the next hops.
+const TaintToBeDeleted = "ToBeDeletedByClusterAutoscaler"
+
 // Rack condition types. Announced summarises; each planner problem reason
 // is a condition of its own while it lasts.
 const (
@@ -243,6 +247,7 @@ func plannerNode(n *v1.Node) planner.Node {
 		Speaker:  n.Labels[v1alpha2.LabelSpeaker] == v1alpha2.LabelSpeakerValue,
 	}
 	_, pn.Excluded = n.Labels[LabelExcludeFromLB]
+	pn.Draining = n.Spec.Unschedulable || slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool { return t.Key == TaintToBeDeleted })
 	for _, c := range n.Status.Conditions {
 		if c.Type == v1.NodeReady {
 			pn.Ready = c.Status == v1.ConditionTrue

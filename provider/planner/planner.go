@@ -34,6 +34,11 @@ type Node struct {
 	Ready     bool              // NodeReady condition True
 	Excluded  bool              // labelled node.kubernetes.io/exclude-from-external-load-balancers
 	Deleting  bool              // deletionTimestamp set
+	// Draining: cordoned (spec.unschedulable, as kubectl drain does first)
+	// or tainted ToBeDeletedByClusterAutoscaler. Its next hops leave the
+	// plan before its pods are evicted, so no new flow lands on a node whose
+	// endpoints are about to go; its speaker keeps speaking for the rack.
+	Draining bool
 	Speaker   bool              // runs the speaker (lb.kubesphere.io/v1alpha1=openelb)
 }
 
@@ -183,7 +188,7 @@ func Racks(in Input) []Rack {
 		}
 		if len(rack.NextHops) == 0 && len(rack.Speakers) > 0 {
 			rack.Problems = append(rack.Problems, Problem{ReasonNoEligibleNodes, fmt.Sprintf(
-				"rack %s has speakers (%s) but no node eligible as a next hop (Ready, not labelled %s, not being deleted, with an InternalIP)",
+				"rack %s has speakers (%s) but no node eligible as a next hop (Ready, not cordoned, not labelled %s, not being deleted, with an InternalIP)",
 				rackName(name), strings.Join(rack.Speakers, ", "), ExcludeLabel)})
 		}
 		switch {
@@ -234,7 +239,7 @@ func Racks(in Input) []Rack {
 // an endpoint (the plan's endpointNodes): a node without one drops the
 // traffic instead of forwarding it.
 func eligible(n Node) bool {
-	return n.Ready && !n.Excluded && !n.Deleting
+	return n.Ready && !n.Excluded && !n.Deleting && !n.Draining
 }
 
 func comparePeerRef(a, b PeerRef) int {

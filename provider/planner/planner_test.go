@@ -111,7 +111,7 @@ func manyNodes(rack string, count int) ([]Node, []NextHop) {
 
 const (
 	noSpeakerSuffix  = " but no ready speaker (label lb.kubesphere.io/v1alpha1=openelb)"
-	noEligibleSuffix = " but no node eligible as a next hop (Ready, not labelled node.kubernetes.io/exclude-from-external-load-balancers, not being deleted, with an InternalIP)"
+	noEligibleSuffix = " but no node eligible as a next hop (Ready, not cordoned, not labelled node.kubernetes.io/exclude-from-external-load-balancers, not being deleted, with an InternalIP)"
 	notAnnouncedTail = " but none of them matches a BgpPeer, so its routers never learn the Services"
 	spansTail        = ", so its router learns next hops of several racks from different speakers"
 	unlabelled       = `"" (nodes without label openelb.kubesphere.io/rack)`
@@ -164,6 +164,19 @@ func TestRacks(t *testing.T) {
 			name: "deleting node is not a next hop",
 			in:   with(func(in *Input) { setNode(in, "worker-p001", func(n *Node) { n.Deleting = true }) }),
 			want: []Rack{leaf1MasterOnly, leaf2},
+		},
+		{
+			name: "cordoned (draining) node is not a next hop",
+			in:   with(func(in *Input) { setNode(in, "worker-p001", func(n *Node) { n.Draining = true }) }),
+			want: []Rack{leaf1MasterOnly, leaf2},
+		},
+		{
+			name: "cordoned speaker still speaks but is not a next hop",
+			in:   with(func(in *Input) { setNode(in, "master1", func(n *Node) { n.Draining = true }) }),
+			want: []Rack{
+				{Name: "leaf1", Speakers: []string{"master1"}, Peers: []PeerRef{leaf1Ref}, NextHops: []NextHop{hop("worker-p001", "192.168.0.4")}},
+				leaf2,
+			},
 		},
 		{
 			name: "ineligible non-speaker alone in its rack creates no rack",
