@@ -3,9 +3,9 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"os"
 	"io"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"

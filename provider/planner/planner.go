@@ -39,7 +39,7 @@ type Node struct {
 	// plan before its pods are evicted, so no new flow lands on a node whose
 	// endpoints are about to go; its speaker keeps speaking for the rack.
 	Draining bool
-	Speaker   bool              // runs the speaker (lb.kubesphere.io/v1alpha1=openelb)
+	Speaker  bool // runs the speaker (lb.kubesphere.io/v1alpha1=openelb)
 }
 
 // Peer is a BgpPeer reduced to what planning needs.
