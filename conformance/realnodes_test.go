@@ -20,8 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/kubenode"
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
@@ -510,6 +513,78 @@ func TestShippedManifestsOnRealNodes(t *testing.T) {
 	// After seed 001 the managers run on master1 and worker-p002, so the
 	// drain of worker-p001 measures the data path, not a manager moving.
 	t.Run("Drain", func(t *testing.T) { testDrain(t, r, vip) })
+	t.Run("MissingCapabilityFails", func(t *testing.T) { testMissingCapability(t, r) })
+}
+
+// testMissingCapability shows that the pods run with what the DaemonSet
+// grants, no more: with BgpConf listenPort 179 the shipped speakers listen
+// (NET_BIND_SERVICE); a speaker patched to drop that capability cannot
+// bind, is never Ready and so stops the rollout; rolling back restores it.
+func testMissingCapability(t *testing.T, r *realLab) {
+	ctx := context.Background()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var conf v1alpha2.BgpConf
+		if err := r.crd.Get(ctx, client.ObjectKey{Name: "default"}, &conf); err != nil {
+			return err
+		}
+		conf.Spec.ListenPort = 179
+		return r.crd.Update(ctx, &conf)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	master1 := r.s.Topo.Node("master1").NS
+	listening := func() bool {
+		out, err := r.s.Net.Exec(ctx, master1, "ss", "-Hltn", "sport = :179")
+		return err == nil && strings.TrimSpace(out) != ""
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) { return listening(), nil }); err != nil {
+		t.Fatal("the shipped speaker on master1 never listened on port 179")
+	}
+	r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-speaker", 2)
+
+	if err := r.s.Kubectl(ctx, `kubectl patch daemonset openelb-speaker -n openelb-system --type json -p [{"op":"replace","path":"/spec/template/spec/containers/0/securityContext/capabilities/add","value":["NET_RAW"]}]`); err != nil {
+		t.Fatal(err)
+	}
+	reduced := func(p v1.Pod) bool {
+		sc := p.Spec.Containers[0].SecurityContext
+		return sc != nil && sc.Capabilities != nil && !slices.Contains(sc.Capabilities.Add, "NET_BIND_SERVICE")
+	}
+	var seen *v1.Pod
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		list, err := r.cs.CoreV1().Pods("openelb-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=openelb-speaker"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list.Items {
+			if !reduced(p) || p.DeletionTimestamp != nil {
+				continue
+			}
+			if seen == nil && p.Status.Phase == v1.PodRunning {
+				seen = &p
+				t.Logf("speaker %s on %s runs without NET_BIND_SERVICE", p.Name, p.Spec.NodeName)
+			}
+			if slices.ContainsFunc(p.Status.Conditions, func(c v1.PodCondition) bool { return c.Type == v1.PodReady && c.Status == v1.ConditionTrue }) {
+				t.Fatalf("speaker %s without NET_BIND_SERVICE became Ready with listenPort 179", p.Name)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	if seen == nil {
+		t.Fatal("no speaker pod without NET_BIND_SERVICE ever ran")
+	}
+	for _, line := range []string{
+		"kubectl rollout undo daemonset/openelb-speaker -n openelb-system",
+		"kubectl rollout status daemonset/openelb-speaker -n openelb-system --timeout=3m",
+	} {
+		if err := r.s.Kubectl(ctx, line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) { return listening(), nil }); err != nil {
+		t.Fatal("after the rollback the speaker on master1 never listened on port 179 again")
+	}
 }
 
 // testDrain drains worker-p001 (kubectl drain) while the client opens
