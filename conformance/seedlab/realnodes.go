@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/kubenode"
@@ -44,7 +46,7 @@ func NodeUsers() []harness.StaticUser {
 	return users
 }
 
-func sortedNodes() []string { return []string{"master1", "worker-p001", "worker-p002"} }
+func sortedNodes() []string { return slices.Sorted(maps.Keys(PodCIDRs)) }
 
 // RealNodesOptions say what the real nodes run.
 type RealNodesOptions struct {

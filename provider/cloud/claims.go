@@ -154,15 +154,13 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 					upd.Spec.Owners[i].Ports = me.Ports
 				}
 			}
-			err = p.cluster.UpdateClaim(ctx, upd)
-			if err == nil {
-				p.alloc.Bound(a.Addr)
-				return nil
-			}
-			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			if retry, err := p.writeClaim(ctx, upd, "updating the ports of"); retry {
 				continue
+			} else if err != nil {
+				return err
 			}
-			return fmt.Errorf("updating the ports of IPClaim %s: %w", name, err)
+			p.alloc.Bound(a.Addr)
+			return nil
 		}
 		if isReservation(c) {
 			if !p.isMyReservation(c) && !adopt {
@@ -173,15 +171,13 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 			upd.Spec.Owners = []v1alpha2.ClaimOwner{me}
 			upd.Spec.SharingKey = req.Sharing.Key
 			upd.Spec.Pool = a.Pool
-			err = p.cluster.UpdateClaim(ctx, upd)
-			if err == nil {
-				p.alloc.Bound(a.Addr)
-				return nil
-			}
-			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			if retry, err := p.writeClaim(ctx, upd, "binding reserved"); retry {
 				continue
+			} else if err != nil {
+				return err
 			}
-			return fmt.Errorf("binding reserved IPClaim %s: %w", name, err)
+			p.alloc.Bound(a.Addr)
+			return nil
 		}
 		// A holder recorded for a previous incarnation of this Service (same
 		// name, other UID) is stale: this Service replaces it.
@@ -208,16 +204,24 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 			upd.Spec.SharingKey = req.Sharing.Key
 			upd.Spec.Pool = a.Pool
 		}
-		err = p.cluster.UpdateClaim(ctx, upd)
-		if err == nil {
-			return nil
+		if retry, err := p.writeClaim(ctx, upd, "updating"); !retry {
+			return err
 		}
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			continue
-		}
-		return fmt.Errorf("updating IPClaim %s: %w", name, err)
 	}
 	return fmt.Errorf("IPClaim %s kept changing under %d attempts", name, claimAttempts)
+}
+
+// writeClaim updates a claim; retry says it changed or went away since it
+// was read, so the caller reads it again.
+func (p *Provider) writeClaim(ctx context.Context, upd *v1alpha2.IPClaim, what string) (retry bool, err error) {
+	err = p.cluster.UpdateClaim(ctx, upd)
+	switch {
+	case err == nil:
+		return false, nil
+	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+		return true, nil
+	}
+	return false, fmt.Errorf("%s IPClaim %s: %w", what, upd.Name, err)
 }
 
 // checkSharingWith applies the namespace and traffic-policy sharing rules
