@@ -544,6 +544,52 @@ func TestLayer2(t *testing.T) {
 		}
 	})
 
+	t.Run("LeaderDataPathDownHandsOver", func(t *testing.T) {
+		// A stand-in for kube-proxy's health check on every node (port
+		// 10256, what the speakers probe by default): the leader's goes
+		// away, so it stops answering and another node takes over.
+		b := b.in(t)
+		health := map[string]*netlab.Proc{}
+		startHealth := func(n *netlab.L2Node) {
+			p, err := b.net.Start(n.NS, "kube-proxy-health-"+n.Name, "socat", "TCP-LISTEN:10256,fork,reuseaddr", "SYSTEM:echo HTTP/1.0 200 OK;echo;echo ok")
+			if err != nil {
+				t.Fatal(err)
+			}
+			health[n.Name] = p
+		}
+		for _, n := range b.seg.Nodes {
+			startHealth(n)
+		}
+		// The probes must have passed once before a failure counts.
+		time.Sleep(2 * time.Second)
+		old := b.holder("l2pool")
+		watch := b.watchARP(vip, 20*time.Millisecond)
+		t0 := time.Now()
+		if err := health[old.Name].Kill(); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		next, err := watch.WaitOther(wctx, t0, old.MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader := b.seg.NodeByMAC(next.MAC)
+		// Two failed probes a second apart, then the Lease is released.
+		t.Logf("%s's data-path check down → %s claims %s after %v", old.Name, leader.Name, vip, next.At.Sub(t0).Round(time.Millisecond))
+		if took := next.At.Sub(t0); took > 4*time.Second {
+			t.Errorf("handover after the leader's data path failed took %v, want ≤ 4s", took)
+		}
+		b.entry("data path down", "web", old.Name, func(e l2Entry) bool {
+			return !e.Answering && e.Reason == agent.ReasonDataPathUnhealthy && strings.Contains(e.Message, "10256")
+		})
+		startHealth(old)
+		b.waitMetric(old.Name, `openelb_layer2_is_leader{pool="l2pool"}`, 0)
+		if got := b.arpingOne(vip); got.String() != leader.MAC.String() {
+			t.Errorf("data path back: %s answers, want %s", got, leader.MAC)
+		}
+	})
+
 	t.Run("IPv6NDP", func(t *testing.T) {
 		b := b.in(t)
 		vip6 := b.l2Service("web6", "l2pool6", withFamilies(v1.IPFamilyPolicySingleStack, v1.IPv6Protocol))

@@ -513,6 +513,7 @@ func TestShippedManifestsOnRealNodes(t *testing.T) {
 	// After seed 001 the managers run on master1 and worker-p002, so the
 	// drain of worker-p001 measures the data path, not a manager moving.
 	t.Run("Drain", func(t *testing.T) { testDrain(t, r, vip) })
+	t.Run("DataPathHealth", func(t *testing.T) { testDataPathHealth(t, r, vip) })
 	t.Run("MissingCapabilityFails", func(t *testing.T) { testMissingCapability(t, r) })
 }
 
@@ -658,6 +659,75 @@ func testDrain(t *testing.T, r *realLab, vip string) {
 		t.Fatal(err)
 	}
 	b.waitKernel("leaf1 after uncordon", b.topo.Leaf1, vip+"/32", "192.168.0.3", "192.168.0.4")
+}
+
+// testDataPathHealth kills kube-proxy on worker-p001 (a node without a
+// speaker: master1's speaker announces it to leaf1): master1's probe of
+// its health check fails, worker-p001 leaves leaf1's next hops, and comes
+// back when kube-proxy runs again. Both reaction times are logged and
+// bounded; master1's LoadBalancerSpeaker says which node it left out.
+func testDataPathHealth(t *testing.T, r *realLab, vip string) {
+	ctx := context.Background()
+	b := &bgpLab{lab: r.lab.in(t), s: r.s, net: r.s.Net, topo: r.s.Topo}
+	as := []netip.Addr{netip.MustParseAddr(vip)}
+	both := func(h []netip.Addr) bool { return slices.Equal(h, addrs("192.168.0.3", "192.168.0.4")) }
+	onlyMaster := func(h []netip.Addr) bool { return slices.Equal(h, addrs("192.168.0.3")) }
+	leaf1 := watchFIB(t, b.topo.Leaf1)
+	if _, err := leaf1.await(as, 30*time.Second, both); err != nil {
+		t.Fatalf("leaf1 before: %v", err)
+	}
+	unhealthy := func() []string {
+		var sp v1alpha2.LoadBalancerSpeaker
+		if err := r.crd.Get(ctx, client.ObjectKey{Name: "master1"}, &sp); err != nil || sp.Status.DataPath == nil {
+			return []string{fmt.Sprintf("no report: %v", err)}
+		}
+		var out []string
+		for _, u := range sp.Status.DataPath.Unhealthy {
+			out = append(out, u.Node+": "+u.Message)
+		}
+		return out
+	}
+	if u := unhealthy(); len(u) != 0 {
+		t.Fatalf("master1 reports unhealthy data paths before any fault: %v", u)
+	}
+	n := r.nodes["worker-p001"]
+	stop := r.clientLoop(vip)
+	killed := time.Now()
+	if err := n.KubeProxy.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	outAt, err := leaf1.await(as, 15*time.Second, onlyMaster)
+	if err != nil {
+		t.Fatalf("leaf1 never dropped worker-p001 after its kube-proxy was killed: %v (master1 reports %v)", err, unhealthy())
+	}
+	out := outAt.Sub(killed)
+	var report []string
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		report = unhealthy()
+		return len(report) == 1 && strings.HasPrefix(report[0], "worker-p001: "), nil
+	}); err != nil {
+		t.Errorf("master1's LoadBalancerSpeaker reports unhealthy %v, want worker-p001 alone", report)
+	}
+	restarted := time.Now()
+	if err := n.StartKubeProxy(); err != nil {
+		t.Fatal(err)
+	}
+	backAt, err := leaf1.await(as, 30*time.Second, both)
+	if err != nil {
+		t.Fatalf("worker-p001 never came back to leaf1's next hops after kube-proxy restarted: %v (master1 reports %v)", err, unhealthy())
+	}
+	back := backAt.Sub(restarted)
+	time.Sleep(time.Second)
+	st := stop()
+	t.Logf("kube-proxy killed on worker-p001: out of leaf1's next hops after %v (master1 reports %v); kube-proxy restarted: back after %v; %d connections, %d not established, %d not answered %v",
+		out.Round(time.Millisecond), report, back.Round(time.Millisecond), st.tries, st.notConnected, st.notAnswered, st.failures)
+	// Two failed probes a second apart, then one apply: about 2 s.
+	if out > 4*time.Second {
+		t.Errorf("worker-p001 left leaf1's next hops %v after its kube-proxy died, want within 4 s", out)
+	}
+	if u := unhealthy(); len(u) != 0 {
+		t.Errorf("master1 still reports unhealthy data paths after recovery: %v", u)
+	}
 }
 
 // clientStats counts a client loop's connections: those that could not

@@ -77,6 +77,10 @@ func main() {
 	garpInterval := flag.Duration("layer2-gratuitous-interval", layer2.DefaultAnnounceInterval,
 		"interval between them; keep it above 1s (Linux ignores a second update of a neighbour entry within its 1s locktime)")
 	klog.InitFlags(nil)
+	dataPathPort := flag.Int("data-path-health-port", agent.DefaultDataPathPort,
+		"port of the nodes' kube-proxy health check, probed on every next hop of this node's rack and on this node: a node whose check passed once and then fails twice in a row leaves the next hops (and layer-2 answering) until it passes twice; 0: not probed")
+	dataPathPath := flag.String("data-path-health-path", agent.DefaultDataPathPath, "HTTP path of that health check")
+	dataPathInterval := flag.Duration("data-path-probe-interval", agent.DefaultDataPathInterval, "how often each node's health check is probed (each probe times out after as long)")
 	countsInterval := flag.Duration("report-counts-interval", agent.DefaultCountsInterval,
 		"least time between status writes that only change counts (advertised prefixes and paths): a burst of new Services costs one write per interval, not one per Service; session, problem and layer-2 changes are written at once")
 	profiling := flag.Bool("profiling", false, "serve Go's profiles (/debug/pprof/) on --health-address, for diagnosing CPU and memory")
@@ -115,7 +119,8 @@ func main() {
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	speaker := bgp.NewGoBGP(logger.WithName("gobgp"))
 	a, err := agent.New(cfg, agent.Options{NodeName: *nodeName, Namespace: *namespace, SecretsNamespace: *secretsNamespace, Speaker: speaker, CountsInterval: *countsInterval,
-		Layer2: agent.Layer2Options{Lease: lease, AnnounceCount: *garpCount, AnnounceInterval: *garpInterval}})
+		Layer2:   agent.Layer2Options{Lease: lease, AnnounceCount: *garpCount, AnnounceInterval: *garpInterval},
+		DataPath: agent.DataPathOptions{Port: *dataPathPort, Path: *dataPathPath, Interval: *dataPathInterval}})
 	if err != nil {
 		klog.ErrorS(err, "Cannot create the agent")
 		os.Exit(1)

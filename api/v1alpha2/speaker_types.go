@@ -82,6 +82,45 @@ type SpeakerProblem struct {
 	ServiceCount int32 `json:"serviceCount,omitempty"`
 }
 
+// SpeakerDataPath is what this speaker's probes of the nodes' kube-proxy
+// health checks found: the nodes it leaves out of its next hops.
+type SpeakerDataPath struct {
+	// Port probed on each node (kube-proxy's health check, /healthz).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// Probed is how many nodes are probed: the next hops of this node's
+	// rack and the node itself.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
+	// +optional
+	Probed int32 `json:"probed,omitempty"`
+	// Unhealthy are the probed nodes whose check passed once and fails
+	// now: left out of the next hops this speaker announces (and, for
+	// this node itself, out of layer-2 answering).
+	// +optional
+	// +listType=map
+	// +listMapKey=node
+	Unhealthy []SpeakerUnhealthyNode `json:"unhealthy,omitempty"`
+	// FailOpen is true when every next hop of the rack is unhealthy, so
+	// none is left out (withdrawing the rack would only move its traffic
+	// to racks that may be failing the same way).
+	// +optional
+	FailOpen bool `json:"failOpen,omitempty"`
+}
+
+// SpeakerUnhealthyNode is a node whose kube-proxy health check fails.
+type SpeakerUnhealthyNode struct {
+	Node string `json:"node"`
+	// Message is the failure that made it unhealthy.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Since it is unhealthy.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+}
+
 // LoadBalancerSpeakerStatus is one node's report, written by its speaker
 // only when something in it changed.
 type LoadBalancerSpeakerStatus struct {
@@ -126,6 +165,10 @@ type LoadBalancerSpeakerStatus struct {
 	// +optional
 	// +listType=atomic
 	Problems []SpeakerProblem `json:"problems,omitempty"`
+	// DataPath is what the probes of the nodes' kube-proxy found; absent
+	// when probing is off (--data-path-health-port=0).
+	// +optional
+	DataPath *SpeakerDataPath `json:"dataPath,omitempty"`
 	// ObservedRackGeneration is the generation of the node's
 	// LoadBalancerRack the advertised paths follow.
 	// +kubebuilder:validation:Minimum=0
@@ -153,6 +196,7 @@ type LoadBalancerSpeakerStatus struct {
 // +kubebuilder:printcolumn:name="Prefixes",type=integer,JSONPath=`.status.prefixes`
 // +kubebuilder:printcolumn:name="Paths",type=integer,JSONPath=`.status.paths`
 // +kubebuilder:printcolumn:name="Answering",type=string,JSONPath=`.status.layer2[?(@.answering==true)].pool`
+// +kubebuilder:printcolumn:name="Unhealthy",type=string,JSONPath=`.status.dataPath.unhealthy[*].node`
 // +kubebuilder:printcolumn:name="Updated",type=date,JSONPath=`.status.lastUpdate`
 type LoadBalancerSpeaker struct {
 	metav1.TypeMeta   `json:",inline"`

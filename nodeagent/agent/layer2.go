@@ -49,7 +49,10 @@ type layer2Manager struct {
 	leases    *election.CachedLeases
 	// statusChanged asks for a status report (the agent's requestReport).
 	statusChanged func()
-	log           klog.Logger
+	// dataPath says whether the node forwards Service traffic (see
+	// dataPath.healthy); nil: always.
+	dataPath func() (bool, string)
+	log      klog.Logger
 
 	kick chan struct{}
 	// speakers is the LoadBalancerSpeaker informer, started once a Local
@@ -167,6 +170,17 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 	targets := make(map[string]target, len(pools))
 	for name, p := range pools {
 		targets[name] = resolveTarget(p)
+	}
+	if m.dataPath != nil {
+		if ok, why := m.dataPath(); !ok {
+			// A node whose kube-proxy fails neither competes (its Lease
+			// goes to a node that forwards) nor publishes its MAC for the
+			// Local Services with an endpoint here.
+			for name, t := range targets {
+				targets[name] = target{ifname: t.ifname, problem: l2Problem{Reason: ReasonDataPathUnhealthy,
+					Message: fmt.Sprintf("this node's kube-proxy health check fails (%s); it answers for Eip %s again once it passes", why, name)}}
+			}
+		}
 	}
 
 	m.mu.Lock()

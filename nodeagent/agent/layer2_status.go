@@ -24,9 +24,11 @@ const (
 	ReasonNoInterface     = "InterfaceUnavailable"
 	ReasonOutsideSubnet   = "OutsideSubnet"
 	ReasonResponderFailed = "ResponderFailed"
-	ReasonNoLocalEndpoint = "NoLocalEndpoint"
-	ReasonRejected        = "Rejected"
-	ReasonStopped         = "Stopped"
+	// ReasonDataPathUnhealthy: the node's kube-proxy health check fails.
+	ReasonDataPathUnhealthy = "DataPathUnhealthy"
+	ReasonNoLocalEndpoint   = "NoLocalEndpoint"
+	ReasonRejected          = "Rejected"
+	ReasonStopped           = "Stopped"
 )
 
 // l2Problem says why this node cannot answer for a pool or an address.

@@ -47,6 +47,11 @@ var (
 		Help:           "Changes applied to the BGP speaker (new peers, paths or global settings), by result.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"result"})
+	metricDataPathHealthy = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace: "openelb", Subsystem: "data_path", Name: "healthy",
+		Help:           "Per probed node (the next hops of this speaker's rack, and itself): 1 while its kube-proxy health check passes, 0 while it fails after passing once (the node is left out of the next hops), absent until it first passed.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"node"})
 	registerOnce sync.Once
 )
 
@@ -55,7 +60,7 @@ var (
 func RegisterMetrics() {
 	registerOnce.Do(func() {
 		legacyregistry.MustRegister(metricSessionUp, metricAdvertised, metricUpdatesSent, metricReceived,
-			metricPrefixLimit, metricPrefixLimitExceeded, metricApplies)
+			metricPrefixLimit, metricPrefixLimitExceeded, metricApplies, metricDataPathHealthy)
 	})
 }
 

@@ -65,6 +65,9 @@ func withoutCounts(st v1alpha2.LoadBalancerSpeakerStatus) v1alpha2.LoadBalancerS
 		st.Problems[i].Services, st.Problems[i].ServiceCount = nil, 0
 		st.Problems[i].Message = ""
 	}
+	if st.DataPath != nil {
+		st.DataPath.Probed = 0
+	}
 	return st
 }
 
@@ -164,6 +167,7 @@ type reportInput struct {
 	sessions []bgp.PeerState // from the speaker
 	layer2   []v1alpha2.SpeakerLayer2
 	l2probs  []Problem
+	dataPath *v1alpha2.SpeakerDataPath
 }
 
 // buildStatus assembles the LoadBalancerSpeaker status (without
@@ -177,6 +181,7 @@ func buildStatus(in reportInput, clock sessionClock, now time.Time) v1alpha2.Loa
 		Paths:                  int32(len(st.Paths)),
 		ObservedRackGeneration: st.RackGeneration,
 		Layer2:                 in.layer2,
+		DataPath:               in.dataPath,
 	}
 	if st.Enabled {
 		out.AS, out.RouterID = st.Global.AS, st.Global.RouterID.String()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -50,6 +51,9 @@ type Options struct {
 	// CountsInterval spaces status writes that only change counts
 	// (advertised prefixes and paths); 0: DefaultCountsInterval.
 	CountsInterval time.Duration
+	// DataPath is the probe of the node's kube-proxy (see dataPath); a
+	// zero value probes nothing.
+	DataPath DataPathOptions
 }
 
 // Agent reconciles this node's speaker with the cluster.
@@ -85,6 +89,10 @@ type Agent struct {
 	lastErr     string
 	l2          *layer2Manager
 	health      *health
+	dataPath    *dataPathProber
+	// failOpen: the last reconcile kept every next hop although all fail
+	// their data-path check (guarded by mu).
+	failOpen bool
 }
 
 // New builds the agent; Run starts it.
@@ -142,6 +150,11 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 	if a.l2, err = newLayer2Manager(opts.NodeName, opts.Namespace, opts.Layer2, c, cs.CoordinationV1(), a.requestReport); err != nil {
 		return nil, err
 	}
+	a.dataPath = newDataPathProber(opts.DataPath, func() { a.kick(); a.requestReport(); a.l2.trigger() })
+	a.l2.dataPath = func() (bool, string) {
+		why, bad := a.dataPath.unhealthy()[opts.NodeName]
+		return !bad, why
+	}
 	return a, nil
 }
 
@@ -197,6 +210,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	logger.Info("Speaker agent synced; reconciling")
 	go a.reportLoop(ctx)
+	a.dataPath.start(ctx)
 	go a.l2.run(ctx, a.cache)
 	a.kick()
 	for {
@@ -271,12 +285,13 @@ type snapshot struct {
 	reconciled bool
 	problems   []Problem
 	nodeUID    types.UID
+	failOpen   bool
 }
 
 func (a *Agent) snapshot() snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return snapshot{state: a.last, reconciled: a.reconciled, problems: a.problems, nodeUID: a.nodeUID}
+	return snapshot{state: a.last, reconciled: a.reconciled, problems: a.problems, nodeUID: a.nodeUID, failOpen: a.failOpen}
 }
 
 func (a *Agent) kick() {
@@ -329,8 +344,24 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	if err := a.cache.List(ctx, &plans); err != nil {
 		return fmt.Errorf("listing LoadBalancerPlans: %w", err)
 	}
-	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), rack, ptrs(plans.Items), a.readSecret(ctx))
+	// The probes follow the rack's next hops and this node; next hops
+	// whose kube-proxy fails are left out of what is announced.
+	var selfAddr netip.Addr
+	if nodePtr != nil {
+		selfAddr, _ = nodeIPv4(nodePtr)
+	}
+	a.dataPath.setTargets(a.dataPath.probeTargets(a.opts.NodeName, selfAddr, rack))
+	unhealthy := a.dataPath.unhealthy()
+	announced, failOpen := healthyRack(rack, unhealthy)
+	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), announced, ptrs(plans.Items), a.readSecret(ctx))
 	prev := a.snapshot()
+	if failOpen != prev.failOpen {
+		if failOpen {
+			logger.Info("Every next hop of the rack fails its data-path check; announcing them all (fail open)", "unhealthy", describeUnhealthy(unhealthy))
+		} else {
+			logger.Info("Next hops whose data path is unhealthy are left out again", "unhealthy", describeUnhealthy(unhealthy))
+		}
+	}
 	apply := !a.applied || !st.sameBGP(prev.state)
 	var applyErr error
 	if apply {
@@ -349,8 +380,8 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		uid = nodePtr.UID
 	}
 	a.mu.Lock()
-	changed := !a.reconciled || a.nodeUID != uid || !sameProblems(a.problems, problems)
-	a.problems, a.nodeUID, a.reconciled = problems, uid, true
+	changed := !a.reconciled || a.nodeUID != uid || !sameProblems(a.problems, problems) || a.failOpen != failOpen
+	a.problems, a.nodeUID, a.reconciled, a.failOpen = problems, uid, true, failOpen
 	a.mu.Unlock()
 	if applyErr != nil {
 		return applyErr
@@ -449,6 +480,7 @@ func (a *Agent) report(ctx context.Context) {
 	}
 	want := speakerReport{NodeUID: snap.nodeUID, Status: buildStatus(reportInput{
 		state: snap.state, problems: snap.problems, sessions: states, layer2: l2, l2probs: l2probs,
+		dataPath: a.dataPath.status(snap.failOpen),
 	}, a.sessions, now)}
 	wrote, err := a.writer.write(ctx, want, now)
 	switch {
