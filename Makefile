@@ -54,7 +54,7 @@ APT_PACKAGES := iproute2 git ca-certificates frr iputils-arping ndisc6 socat cur
 
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build image image-lab node-tools chart-crds generate manifests verify tools deps test test-unit test-fuzz fuzz test-conformance bench demo clean
+.PHONY: all build image image-lab node-tools chart-crds generate manifests verify tools deps test test-unit test-fuzz fuzz test-conformance bench demo demo-cluster clean
 
 all: build
 
@@ -226,6 +226,11 @@ bench: deps tools build
 
 demo: deps tools build
 	go run ./conformance/cmd/demo
+
+# The same guide on real nodes: containerd, kubelet and kube-proxy in each
+# node's namespace, the provider as the pods of deploy/.
+demo-cluster: deps tools node-tools build
+	go run ./conformance/cmd/demo -cluster
 
 clean:
 	rm -rf $(BIN)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,14 +12,12 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/retry"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
@@ -31,8 +27,10 @@ import (
 	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
 )
 
-// labImageTag tags the lab's own images (hack/ociimage -set lab).
-const labImageTag = "v0.1.0"
+// previousRelease is the release an in-place upgrade starts from: its
+// deploy/ and its images are built from its commit (git tag v0.2.0; the
+// commit, not the tag, so a clone without tags works too).
+const previousRelease, previousReleaseCommit = "v0.2.0", "bb51a027a45dd87477fad246859fa5bb3920ec3d"
 
 // realLab is seed 000 with real nodes: a kubelet, containerd and
 // kube-proxy in each node's namespace (package kubenode), kube-scheduler
@@ -52,6 +50,8 @@ type realLab struct {
 // shippedImages also imports the provider's own images.
 type realLabOptions struct {
 	processCCM, shippedImages bool
+	// images are more image tarballs to import on every node.
+	images []string
 }
 
 func newRealLab(t *testing.T, opts realLabOptions) *realLab {
@@ -79,14 +79,22 @@ func newRealLab(t *testing.T, opts realLabOptions) *realLab {
 		}
 	})
 	stop := r.watchFirstTaints()
-	images := buildImages(t, "lab")
-	if opts.shippedImages {
-		images = append(images, buildImages(t, "release")...)
+	images, err := seedlab.BuildImages(ctx, "lab", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
+	if opts.shippedImages {
+		release, err := seedlab.BuildImages(ctx, "release", t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, release...)
+	}
+	images = append(images, opts.images...)
 	began := time.Now()
 	r.nodes, err = s.StartRealNodes(ctx, seedlab.RealNodesOptions{
 		Images:       images,
-		SandboxImage: "docker.io/openelb/openelb-lab-pause:" + labImageTag,
+		SandboxImage: seedlab.SandboxImage,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,27 +108,6 @@ func newRealLab(t *testing.T, opts realLabOptions) *realLab {
 	}
 	stop()
 	return r
-}
-
-// buildImages builds an image set of hack/ociimage (what make image or
-// make image-lab build) into the test's temp dir and returns the tarballs.
-func buildImages(t *testing.T, set string) []string {
-	t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cmd := exec.Command("go", "run", "./hack/ociimage", "-set", set, "-out", dir, "-tag", labImageTag)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the %s images: %v\n%s", set, err, out)
-	}
-	tars, err := filepath.Glob(filepath.Join(dir, "*.tar"))
-	if err != nil || len(tars) == 0 {
-		t.Fatalf("no %s images in %s: %v", set, dir, err)
-	}
-	return tars
 }
 
 // waitRegistered waits until every node registered and is Ready.
@@ -197,42 +184,6 @@ func (r *realLab) waitNodes(what string, ok func(n *v1.Node, ip string) bool) {
 
 const uninitializedTaint = "node.cloudprovider.kubernetes.io/uninitialized"
 
-// backendDeployment runs the lab's backend, one replica per node.
-func backendDeployment(ns, name string, replicas int32) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	fieldEnv := func(env, path string) v1.EnvVar {
-		return v1.EnvVar{Name: env, ValueFrom: &v1.EnvVarSource{FieldRef: &v1.ObjectFieldSelector{FieldPath: path}}}
-	}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(replicas),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: v1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: v1.PodSpec{
-					Affinity: &v1.Affinity{PodAntiAffinity: &v1.PodAntiAffinity{
-						RequiredDuringSchedulingIgnoredDuringExecution: []v1.PodAffinityTerm{{
-							LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
-							TopologyKey:   v1.LabelHostname,
-						}},
-					}},
-					Containers: []v1.Container{{
-						Name: "backend", Image: "docker.io/openelb/openelb-lab-backend:" + labImageTag,
-						ImagePullPolicy: v1.PullNever,
-						Env:             []v1.EnvVar{fieldEnv("POD_NAME", "metadata.name"), fieldEnv("NODE_NAME", "spec.nodeName")},
-						Ports:           []v1.ContainerPort{{ContainerPort: 8080}},
-						ReadinessProbe: &v1.Probe{
-							ProbeHandler:  v1.ProbeHandler{HTTPGet: &v1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}},
-							PeriodSeconds: 1,
-						},
-					}},
-				},
-			},
-		},
-	}
-}
-
 // waitPodsReady waits until n pods of app are Ready and returns them.
 func (r *realLab) waitPodsReady(ns, app string, n int) []v1.Pod {
 	r.t.Helper()
@@ -289,7 +240,7 @@ func TestRealNodes(t *testing.T) {
 	}
 
 	const ns = "default"
-	if _, err := r.cs.AppsV1().Deployments(ns).Create(ctx, backendDeployment(ns, "web", 3), metav1.CreateOptions{}); err != nil {
+	if _, err := r.cs.AppsV1().Deployments(ns).Create(ctx, seedlab.BackendDeployment(ns, "web", 3), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pods := r.waitPodsReady(ns, "web", 3)
@@ -381,29 +332,15 @@ func (r *realLab) applyShipped() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	dir := r.t.TempDir()
-	// kustomize takes bases by relative path only.
-	base, err := filepath.Rel(dir, filepath.Join(root, "deploy"))
-	if err != nil {
+	r.applyOverlay(filepath.Join(root, "deploy"), seedlab.ImageTag)
+}
+
+// applyOverlay runs kubectl apply -k on an overlay of the deploy/
+// directory at deployDir that only names the images' tag.
+func (r *realLab) applyOverlay(deployDir, tag string) {
+	r.t.Helper()
+	if err := r.s.ApplyDeploy(context.Background(), r.t.TempDir(), deployDir, tag); err != nil {
 		r.t.Fatal(err)
-	}
-	overlay := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - %s
-images:
-  - name: openelb/openelb-cloud-controller-manager
-    newName: docker.io/openelb/openelb-cloud-controller-manager
-    newTag: %[2]s
-  - name: openelb/openelb-speaker
-    newName: docker.io/openelb/openelb-speaker
-    newTag: %[2]s
-`, base, labImageTag)
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
-		r.t.Fatal(err)
-	}
-	if out, err := r.cp.Kubectl(context.Background(), "apply", "-k", dir); err != nil {
-		r.t.Fatalf("kubectl apply -k (overlay of deploy/): %v\n%s", err, out)
 	}
 }
 
@@ -416,74 +353,14 @@ images:
 // under the shipped probes, capabilities and security context.
 func TestShippedManifestsOnRealNodes(t *testing.T) {
 	r := newRealLab(t, realLabOptions{shippedImages: true})
-	ctx := context.Background()
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := r.cp.Kubectl(context.Background(), "get", "pods", "-A", "-o", "wide")
-			t.Logf("--- pods ---\n%s", out)
-			out, _ = r.cp.Kubectl(context.Background(), "get", "events", "-A", "--sort-by=.lastTimestamp")
-			t.Logf("--- events ---\n%s", out)
-		}
-	})
+	r.dumpOnFailure()
 	r.applyShipped()
-	r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-manager", 1)
-	r.waitInitialized()
-	for _, line := range seedlab.GuideCommands {
-		if err := r.s.Kubectl(ctx, line); err != nil {
-			t.Fatal(err)
-		}
-	}
-	speakers := r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-speaker", 2)
-	var on []string
-	for _, p := range speakers {
-		on = append(on, p.Spec.NodeName)
-	}
-	slices.Sort(on)
-	if want := []string{"master1", "worker-p002"}; !slices.Equal(on, want) {
-		t.Errorf("speakers on %v, want %v (the nodes labelled lb.kubesphere.io/v1alpha1=openelb)", on, want)
-	}
-
-	// Seed 000 with pods: the rest of the guide's configuration, a
-	// backend on every node behind a LoadBalancer Service.
-	b := &bgpLab{lab: r.lab, s: r.s, net: r.s.Net, topo: r.s.Topo}
-	if err := r.s.Configure(ctx, "172.22.0.2-172.22.0.10"); err != nil {
-		t.Fatal(err)
-	}
-	b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
-	if _, err := r.cs.AppsV1().Deployments("default").Create(ctx, backendDeployment("default", "web", 3), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r.waitPodsReady("default", "web", 3)
-	toBackend := func(app string) svcTweak {
-		return func(s *v1.Service) {
-			s.Spec.Selector = map[string]string{"app": app}
-			s.Spec.Ports[0].TargetPort = intstr.FromInt32(8080)
-		}
-	}
-	if _, err := r.cs.CoreV1().Services("default").Create(ctx, newService("default", "web", toBackend("web")), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	vip := b.waitAddress("default", "web")
-	b.waitKernel("leaf1 ECMP over its rack", b.topo.Leaf1, vip+"/32", "192.168.0.3", "192.168.0.4")
-	b.waitKernel("leaf2", b.topo.Leaf2, vip+"/32", "192.168.1.2")
-	b.waitKernel("spine ECMP over the leaves", b.topo.Spine, vip+"/32", "10.0.1.2", "10.0.2.2")
-	r.waitServed(b.topo.Client, vip)
-	served := map[string]int{}
-	for range 30 {
-		a, err := r.get(b.topo.Client, vip)
-		if err != nil {
-			t.Fatalf("client → %s: %v", vip, err)
-		}
-		served[a.node]++
-	}
-	t.Logf("client → %s (externalTrafficPolicy Cluster): 30 requests answered by the pods of %v", vip, served)
-	if len(served) != 3 {
-		t.Errorf("answered by the pods of %v, want all three nodes' pods", served)
-	}
+	b, vip := r.seed000OnPods()
+	ctx := context.Background()
 
 	// externalTrafficPolicy Local: a backend on worker-p001 only. Only
 	// that node is a next hop, and the pod sees the client's own address.
-	local := backendDeployment("default", "solo", 1)
+	local := seedlab.BackendDeployment("default", "solo", 1)
 	local.Spec.Template.Spec.NodeSelector = map[string]string{v1.LabelHostname: "worker-p001"}
 	if _, err := r.cs.AppsV1().Deployments("default").Create(ctx, local, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -515,6 +392,88 @@ func TestShippedManifestsOnRealNodes(t *testing.T) {
 	t.Run("Drain", func(t *testing.T) { testDrain(t, r, vip) })
 	t.Run("DataPathHealth", func(t *testing.T) { testDataPathHealth(t, r, vip) })
 	t.Run("MissingCapabilityFails", func(t *testing.T) { testMissingCapability(t, r) })
+}
+
+// dumpOnFailure logs every pod and event when the test fails.
+func (r *realLab) dumpOnFailure() {
+	r.t.Cleanup(func() {
+		if r.t.Failed() {
+			out, _ := r.cp.Kubectl(context.Background(), "get", "pods", "-A", "-o", "wide")
+			r.t.Logf("--- pods ---\n%s", out)
+			out, _ = r.cp.Kubectl(context.Background(), "get", "events", "-A", "--sort-by=.lastTimestamp")
+			r.t.Logf("--- events ---\n%s", out)
+		}
+	})
+}
+
+// seed000OnPods follows seed 000 once the manifests are applied: the
+// manager initializes the nodes, the guide's commands label them and the
+// speakers run on the labelled ones, then the rest of the guide's
+// configuration and a backend Deployment (3 pods) behind the LoadBalancer
+// Service default/web, answered from the client through leaf, node,
+// kube-proxy and pod on all three nodes. It returns the lab and web's
+// address.
+func (r *realLab) seed000OnPods() (*bgpLab, string) {
+	t := r.t
+	t.Helper()
+	ctx := context.Background()
+	r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-manager", 1)
+	r.waitInitialized()
+	for _, line := range seedlab.GuideCommands {
+		if err := r.s.Kubectl(ctx, line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	speakers := r.waitPods("openelb-system", "app.kubernetes.io/name=openelb-speaker", 2)
+	var on []string
+	for _, p := range speakers {
+		on = append(on, p.Spec.NodeName)
+	}
+	slices.Sort(on)
+	if want := []string{"master1", "worker-p002"}; !slices.Equal(on, want) {
+		t.Errorf("speakers on %v, want %v (the nodes labelled lb.kubesphere.io/v1alpha1=openelb)", on, want)
+	}
+
+	// Seed 000 with pods: the rest of the guide's configuration, a
+	// backend on every node behind a LoadBalancer Service.
+	b := &bgpLab{lab: r.lab, s: r.s, net: r.s.Net, topo: r.s.Topo}
+	if err := r.s.Configure(ctx, "172.22.0.2-172.22.0.10"); err != nil {
+		t.Fatal(err)
+	}
+	b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
+	if _, err := r.cs.AppsV1().Deployments("default").Create(ctx, seedlab.BackendDeployment("default", "web", 3), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitPodsReady("default", "web", 3)
+	if _, err := r.cs.CoreV1().Services("default").Create(ctx, newService("default", "web", toBackend("web")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	vip := b.waitAddress("default", "web")
+	b.waitKernel("leaf1 ECMP over its rack", b.topo.Leaf1, vip+"/32", "192.168.0.3", "192.168.0.4")
+	b.waitKernel("leaf2", b.topo.Leaf2, vip+"/32", "192.168.1.2")
+	b.waitKernel("spine ECMP over the leaves", b.topo.Spine, vip+"/32", "10.0.1.2", "10.0.2.2")
+	r.waitServed(b.topo.Client, vip)
+	served := map[string]int{}
+	for range 30 {
+		a, err := r.get(b.topo.Client, vip)
+		if err != nil {
+			t.Fatalf("client → %s: %v", vip, err)
+		}
+		served[a.node]++
+	}
+	t.Logf("client → %s (externalTrafficPolicy Cluster): 30 requests answered by the pods of %v", vip, served)
+	if len(served) != 3 {
+		t.Errorf("answered by the pods of %v, want all three nodes' pods", served)
+	}
+	return b, vip
+}
+
+// toBackend points a Service at the pods of a backendDeployment.
+func toBackend(app string) svcTweak {
+	return func(s *v1.Service) {
+		s.Spec.Selector = map[string]string{"app": app}
+		s.Spec.Ports[0].TargetPort = intstr.FromInt32(8080)
+	}
 }
 
 // testMissingCapability shows that the pods run with what the DaemonSet

@@ -5,7 +5,8 @@
 // the guide's commands, creates a LoadBalancer Service, prints its address,
 // the routes the leaves and the spine learned, and which node answered each
 // of several requests from a client behind the spine; then it tears
-// everything down (or keeps it with -wait).
+// everything down (or keeps it with -wait). With -cluster (make
+// demo-cluster) the nodes are real (see runCluster).
 package main
 
 import (
@@ -31,6 +32,7 @@ import (
 
 func main() {
 	keep := flag.Bool("wait", false, "keep the lab running until Ctrl-C")
+	cluster := flag.Bool("cluster", false, "run the guide on real nodes (kubelet, containerd, kube-proxy) with the provider as the pods of deploy/ (make demo-cluster)")
 	requests := flag.Int("requests", 12, "requests sent from the client")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -39,6 +41,10 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	run := run
+	if *cluster {
+		run = runCluster
+	}
 	if err := run(ctx, *keep, *requests); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
@@ -149,30 +155,8 @@ func run(ctx context.Context, keep bool, requests int) error {
 	fmt.Printf("Service default/nginx has address %s\n", ip)
 
 	step("waiting for the routes: leaf1 via master1+worker-p001, leaf2 via worker-p002, spine via both leaves")
-	prefix := ip + "/32"
-	want := map[*netlab.FRR]int{lab.Topo.Leaf1: 2, lab.Topo.Leaf2: 1, lab.Topo.Spine: 2}
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		for r, n := range want {
-			hops, err := lab.Net.KernelNextHops(ctx, r.NS, prefix)
-			if err != nil || len(hops) != n {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		return fmt.Errorf("routes did not converge: %w", err)
-	}
-	for _, r := range []*netlab.FRR{lab.Topo.Leaf1, lab.Topo.Leaf2, lab.Topo.Spine} {
-		out, err := r.Vtysh(ctx, "show bgp ipv4 unicast "+prefix)
-		if err != nil {
-			return err
-		}
-		fib, err := lab.Net.Exec(ctx, r.NS, "ip", "route", "show", prefix)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("\n--- %s: BGP table ---\n%s--- %s: kernel route ---\n%s", r.Name, out, r.Name, fib)
+	if err := printRoutes(ctx, lab, ip); err != nil {
+		return err
 	}
 
 	step("%d requests from the client (%s) to %s:8080; each node answers with its name", requests, netlab.ClientIP, ip)
@@ -248,6 +232,38 @@ func waitSpeakersReport(ctx context.Context, lab *seedlab.Lab, paths map[string]
 	})
 	if err != nil {
 		return fmt.Errorf("speaker status did not converge (%s): %w", last, err)
+	}
+	return nil
+}
+
+// printRoutes waits until leaf1 routes ip over its two nodes, leaf2 over
+// its one and the spine over both leaves, then prints each router's BGP
+// table entry and kernel route.
+func printRoutes(ctx context.Context, lab *seedlab.Lab, ip string) error {
+	prefix := ip + "/32"
+	want := map[*netlab.FRR]int{lab.Topo.Leaf1: 2, lab.Topo.Leaf2: 1, lab.Topo.Spine: 2}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for r, n := range want {
+			hops, err := lab.Net.KernelNextHops(ctx, r.NS, prefix)
+			if err != nil || len(hops) != n {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("routes did not converge: %w", err)
+	}
+	for _, r := range []*netlab.FRR{lab.Topo.Leaf1, lab.Topo.Leaf2, lab.Topo.Spine} {
+		out, err := r.Vtysh(ctx, "show bgp ipv4 unicast "+prefix)
+		if err != nil {
+			return err
+		}
+		fib, err := lab.Net.Exec(ctx, r.NS, "ip", "route", "show", prefix)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n--- %s: BGP table ---\n%s--- %s: kernel route ---\n%s", r.Name, out, r.Name, fib)
 	}
 	return nil
 }
