@@ -163,6 +163,31 @@ func (b *l2Lab) holder(pool string) *netlab.L2Node {
 	return b.seg.Node(h)
 }
 
+// handover applies fault to the node answering for l2pool and waits until
+// another node claims vip, within bound; it returns both nodes.
+func (b *l2Lab) handover(vip netip.Addr, fault string, bound time.Duration, apply func(old *netlab.L2Node) error) (old, leader *netlab.L2Node) {
+	b.t.Helper()
+	old = b.holder("l2pool")
+	watch := b.watchARP(vip, 20*time.Millisecond)
+	t0 := time.Now()
+	if err := apply(old); err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next, err := watch.WaitOther(ctx, t0, old.MAC)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	leader = b.seg.NodeByMAC(next.MAC)
+	took := next.At.Sub(t0)
+	b.t.Logf("%s's %s → %s claims %s after %v", old.Name, fault, leader.Name, vip, took.Round(time.Millisecond))
+	if took > bound {
+		b.t.Errorf("handover after the leader's %s took %v, want ≤ %v", fault, took, bound)
+	}
+	return old, leader
+}
+
 // arpingOne runs arping from the client until it gets replies, and fails
 // unless every reply carries the same MAC; it returns that MAC.
 func (b *l2Lab) arpingOne(ip netip.Addr) net.HardwareAddr {
@@ -511,24 +536,10 @@ func TestLayer2(t *testing.T) {
 
 	t.Run("LeaderInterfaceDownHandsOver", func(t *testing.T) {
 		b := b.in(t)
-		old := b.holder("l2pool")
-		watch := b.watchARP(vip, 20*time.Millisecond)
-		t0 := time.Now()
-		if err := b.net.IP(old.NS, "link", "set", netlab.L2Interface, "down"); err != nil {
-			t.Fatal(err)
-		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		next, err := watch.WaitOther(wctx, t0, old.MAC)
-		if err != nil {
-			t.Fatal(err)
-		}
-		leader := b.seg.NodeByMAC(next.MAC)
 		// The speaker checks its interfaces every second, then releases.
-		t.Logf("%s's eth0 down → %s claims %s after %v", old.Name, leader.Name, vip, next.At.Sub(t0).Round(time.Millisecond))
-		if took := next.At.Sub(t0); took > 3*time.Second {
-			t.Errorf("handover after the leader's interface went down took %v, want ≤ 3s", took)
-		}
+		old, leader := b.handover(vip, "eth0 down", 3*time.Second, func(old *netlab.L2Node) error {
+			return b.net.IP(old.NS, "link", "set", netlab.L2Interface, "down")
+		})
 		b.entry("interface down", "web", old.Name, func(e l2Entry) bool {
 			return !e.Answering && e.Reason == agent.ReasonNoInterface && strings.Contains(e.Message, "down")
 		})
@@ -562,24 +573,10 @@ func TestLayer2(t *testing.T) {
 		}
 		// The probes must have passed once before a failure counts.
 		time.Sleep(2 * time.Second)
-		old := b.holder("l2pool")
-		watch := b.watchARP(vip, 20*time.Millisecond)
-		t0 := time.Now()
-		if err := health[old.Name].Kill(); err != nil {
-			t.Fatal(err)
-		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		next, err := watch.WaitOther(wctx, t0, old.MAC)
-		if err != nil {
-			t.Fatal(err)
-		}
-		leader := b.seg.NodeByMAC(next.MAC)
 		// Two failed probes a second apart, then the Lease is released.
-		t.Logf("%s's data-path check down → %s claims %s after %v", old.Name, leader.Name, vip, next.At.Sub(t0).Round(time.Millisecond))
-		if took := next.At.Sub(t0); took > 4*time.Second {
-			t.Errorf("handover after the leader's data path failed took %v, want ≤ 4s", took)
-		}
+		old, leader := b.handover(vip, "data-path check down", 4*time.Second, func(old *netlab.L2Node) error {
+			return health[old.Name].Kill()
+		})
 		b.entry("data path down", "web", old.Name, func(e l2Entry) bool {
 			return !e.Answering && e.Reason == agent.ReasonDataPathUnhealthy && strings.Contains(e.Message, "10256")
 		})

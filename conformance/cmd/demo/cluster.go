@@ -75,12 +75,7 @@ func runCluster(ctx context.Context, keep bool, requests int) error {
 		_ = cp.Stop()
 	}()
 	fmt.Printf("control plane up in %s; export KUBECONFIG=%s\n", cp.StartupDuration.Round(time.Millisecond), cp.Kubeconfig)
-	kubectl := func(args ...string) error {
-		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
-		out, err := cp.Kubectl(ctx, args...)
-		fmt.Print(out)
-		return err
-	}
+	kubectl := printingKubectl(ctx, cp)
 
 	step("building the guide's network: FRR spine, leaf1, leaf2; nodes master1, worker-p001 (leaf1), worker-p002 (leaf2); a client behind the spine")
 	lab, err := seedlab.New(ctx, cp, seedlab.Options{})
@@ -135,16 +130,7 @@ func runCluster(ctx context.Context, keep bool, requests int) error {
 		return err
 	}
 
-	step("the guide's commands, verbatim")
-	for _, line := range seedlab.GuideCommands {
-		fmt.Println("$ " + line)
-		if err := lab.Kubectl(ctx, line); err != nil {
-			return err
-		}
-	}
-	line := "kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1"
-	fmt.Println("$ " + line + "   # not in the guide: every node of a rack needs the label")
-	if err := lab.Kubectl(ctx, line); err != nil {
+	if err := guideCommands(ctx, lab); err != nil {
 		return err
 	}
 	if err := waitPods(ctx, cp, "openelb-system", "app.kubernetes.io/name=openelb-speaker", 2); err != nil {

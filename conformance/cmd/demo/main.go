@@ -93,26 +93,8 @@ func run(ctx context.Context, keep bool, requests int) error {
 	if err := lab.RegisterNodes(ctx); err != nil {
 		return err
 	}
-	kubectl := func(args ...string) error {
-		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
-		out, err := cp.Kubectl(ctx, args...)
-		fmt.Print(out)
-		return err
-	}
-
-	step("the guide's commands, verbatim")
-	for _, line := range seedlab.GuideCommands {
-		fmt.Println("$ " + line)
-		if err := lab.Kubectl(ctx, line); err != nil {
-			return err
-		}
-	}
-	// The guide labels only the speakers' racks; a node without a rack
-	// label is in no rack and its address is never announced (the plan
-	// says so). Label worker-p001 too so leaf1 learns both its nodes.
-	line := "kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1"
-	fmt.Println("$ " + line + "   # not in the guide: every node of a rack needs the label")
-	if err := lab.Kubectl(ctx, line); err != nil {
+	kubectl := printingKubectl(ctx, cp)
+	if err := guideCommands(ctx, lab); err != nil {
 		return err
 	}
 
@@ -266,4 +248,32 @@ func printRoutes(ctx context.Context, lab *seedlab.Lab, ip string) error {
 		fmt.Printf("\n--- %s: BGP table ---\n%s--- %s: kernel route ---\n%s", r.Name, out, r.Name, fib)
 	}
 	return nil
+}
+
+// printingKubectl runs kubectl against cp, printing the command and its
+// output.
+func printingKubectl(ctx context.Context, cp *harness.ControlPlane) func(args ...string) error {
+	return func(args ...string) error {
+		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
+		out, err := cp.Kubectl(ctx, args...)
+		fmt.Print(out)
+		return err
+	}
+}
+
+// guideCommands runs the guide's labelling commands, printed, and labels
+// worker-p001's rack too: the guide labels only the speakers' racks, and a
+// node without a rack label is in no rack, so its address is never
+// announced (the plan says so).
+func guideCommands(ctx context.Context, lab *seedlab.Lab) error {
+	step("the guide's commands, verbatim")
+	for _, line := range seedlab.GuideCommands {
+		fmt.Println("$ " + line)
+		if err := lab.Kubectl(ctx, line); err != nil {
+			return err
+		}
+	}
+	line := "kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1"
+	fmt.Println("$ " + line + "   # not in the guide: every node of a rack needs the label")
+	return lab.Kubectl(ctx, line)
 }
