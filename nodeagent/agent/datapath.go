@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -238,16 +240,16 @@ func (p *dataPathProber) probeLoop(ctx context.Context, node string, t *probeTar
 }
 
 // probe asks a health check once.
-func (p *dataPathProber) probe(ctx context.Context, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+func (p *dataPathProber) probe(ctx context.Context, target string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return err
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		// The URL is in the report already; keep the cause short.
-		if ue, ok := err.(interface{ Unwrap() error }); ok && ue.Unwrap() != nil {
-			err = ue.Unwrap()
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
 		}
 		return err
 	}

@@ -140,11 +140,7 @@ func runCluster(ctx context.Context, keep bool, requests int) error {
 		return err
 	}
 
-	step("BgpConf (AS per rack), one BgpPeer per leaf selected by nodeSelector, the address pool")
-	if err := lab.Configure(ctx, "172.22.0.2-172.22.0.254"); err != nil {
-		return err
-	}
-	if err := kubectl("get", "bgpconf,bgppeer,eip"); err != nil {
+	if err := configure(ctx, lab, kubectl); err != nil {
 		return err
 	}
 

@@ -98,11 +98,7 @@ func run(ctx context.Context, keep bool, requests int) error {
 		return err
 	}
 
-	step("BgpConf (AS per rack), one BgpPeer per leaf selected by nodeSelector, the address pool")
-	if err := lab.Configure(ctx, "172.22.0.2-172.22.0.254"); err != nil {
-		return err
-	}
-	if err := kubectl("get", "bgpconf,bgppeer,eip"); err != nil {
+	if err := configure(ctx, lab, kubectl); err != nil {
 		return err
 	}
 
@@ -276,4 +272,13 @@ func guideCommands(ctx context.Context, lab *seedlab.Lab) error {
 	line := "kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1"
 	fmt.Println("$ " + line + "   # not in the guide: every node of a rack needs the label")
 	return lab.Kubectl(ctx, line)
+}
+
+// configure creates the guide's BgpConf, BgpPeers and pool, and shows them.
+func configure(ctx context.Context, lab *seedlab.Lab, kubectl func(args ...string) error) error {
+	step("BgpConf (AS per rack), one BgpPeer per leaf selected by nodeSelector, the address pool")
+	if err := lab.Configure(ctx, "172.22.0.2-172.22.0.254"); err != nil {
+		return err
+	}
+	return kubectl("get", "bgpconf,bgppeer,eip")
 }
