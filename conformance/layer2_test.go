@@ -6,6 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -558,11 +561,16 @@ func TestLayer2(t *testing.T) {
 	t.Run("LeaderDataPathDownHandsOver", func(t *testing.T) {
 		// A stand-in for kube-proxy's health check on every node (port
 		// 10256, what the speakers probe by default): the leader's goes
-		// away, so it stops answering and another node takes over.
+		// away, so it stops answering and another node takes over. The
+		// stand-in is the lab's backend, a real HTTP server: it runs until
+		// the lab ends, so the later subtests must see every check pass
+		// (a socat one-liner that answered before reading the request made
+		// probes fail with EOF now and then, and leaders hand over).
 		b := b.in(t)
+		backend := buildLabBackend(t)
 		health := map[string]*netlab.Proc{}
 		startHealth := func(n *netlab.L2Node) {
-			p, err := b.net.Start(n.NS, "kube-proxy-health-"+n.Name, "socat", "TCP-LISTEN:10256,fork,reuseaddr", "SYSTEM:echo HTTP/1.0 200 OK;echo;echo ok")
+			p, err := b.net.Start(n.NS, "kube-proxy-health-"+n.Name, "env", "PORT=10256", "NODE_NAME="+n.Name, backend)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -740,4 +748,22 @@ func TestLayer2(t *testing.T) {
 			t.Errorf("%s answered by %s, not by the pool's leader", ip, mac)
 		}
 	})
+}
+
+// buildLabBackend compiles the lab's test backend (labimages/backend) for
+// the host into the test's temporary directory and returns its path.
+func buildLabBackend(t *testing.T) string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "backend")
+	cmd := exec.Command("go", "build", "-o", out, "./conformance/labimages/backend")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the lab backend: %v\n%s", err, b)
+	}
+	return out
 }
