@@ -30,6 +30,7 @@ func TestSchema(t *testing.T) {
 	t.Run("FourByteASNs", func(t *testing.T) { testFourByteASNs(t, l.in(t)) })
 	t.Run("NumericBounds", func(t *testing.T) { testNumericBounds(t, l.in(t)) })
 	t.Run("EipAddressRules", func(t *testing.T) { testEipAddressRules(t, l.in(t)) })
+	t.Run("EipBGPAttributeRules", func(t *testing.T) { testEipBGPAttributeRules(t, l.in(t)) })
 	t.Run("OpenELBSamples", func(t *testing.T) { testOpenELBSamples(t, l.in(t)) })
 }
 
@@ -179,6 +180,8 @@ var bounds = []bound{
 	{kind: "BgpPeer", path: "status.nodesPeerStatus.node1.peerState.advertisedPaths", max: maxInt32},
 
 	{kind: "Eip", path: "spec.priority", min: math.MinInt32, max: maxInt32},
+	{kind: "Eip", path: "spec.bgp.localPref", max: maxUint32},
+	{kind: "Eip", path: "spec.bgp.asPathPrepend", max: v1alpha2.MaxASPathPrepend},
 	{kind: "Eip", path: "status.usage", unbounded: true},
 	{kind: "Eip", path: "status.poolSize", unbounded: true},
 	{kind: "Eip", path: "status.observedGeneration", unbounded: true},
@@ -220,7 +223,7 @@ func baseObject(kind, name string) *unstructured.Unstructured {
 			"status": map[string]any{"nodesPeerStatus": map[string]any{"node1": map[string]any{"peerState": map[string]any{"sessionState": "idle"}}}},
 		}
 	case "Eip":
-		content = map[string]any{"spec": map[string]any{"address": "192.0.2.10"}, "status": map[string]any{"ready": true}}
+		content = map[string]any{"spec": map[string]any{"address": "192.0.2.10", "bgp": map[string]any{}}, "status": map[string]any{"ready": true}}
 	case "IPClaim":
 		content = map[string]any{"spec": map[string]any{
 			"address": "192.0.2.20",
@@ -436,6 +439,56 @@ func testEipAddressRules(t *testing.T, l *lab) {
 			t.Errorf("spec.address %q refused: %v", c.address, err)
 		case !c.ok && !namesField(err, "spec.address"):
 			t.Errorf("spec.address %q: want it refused naming spec.address, got %v", c.address, err)
+		}
+	}
+}
+
+// testEipBGPAttributeRules: the schema accepts exactly the communities the
+// speakers parse (v1alpha2.ParseCommunity, ParseLargeCommunity), naming
+// the field it refuses.
+func testEipBGPAttributeRules(t *testing.T, l *lab) {
+	ctx := context.Background()
+	for i, c := range []struct {
+		field string
+		value string
+	}{
+		{"communities", "65000:100"},
+		{"communities", "0:0"},
+		{"communities", "65535:65535"},
+		{"communities", "no-export"},
+		{"communities", "graceful-shutdown"},
+		{"communities", "local-as"},
+		{"communities", "65536:1"},
+		{"communities", "1:65536"},
+		{"communities", "65000"},
+		{"communities", "No-Export"},
+		{"communities", "65000:100:1"},
+		{"largeCommunities", "65000:1:2"},
+		{"largeCommunities", "4294967294:4294967295:4294967295"},
+		{"largeCommunities", "4294967295:1:2"},
+		{"largeCommunities", "4294967296:1:2"},
+		{"largeCommunities", "65000:1"},
+		{"largeCommunities", "no-export"},
+	} {
+		var parseErr error
+		if c.field == "communities" {
+			_, parseErr = v1alpha2.ParseCommunity(c.value)
+			// The Go parser is lenient on case; the schema is not, so a
+			// stored value is always in the documented spelling.
+			if c.value == "No-Export" {
+				parseErr = errors.New("capitals")
+			}
+		} else {
+			_, parseErr = v1alpha2.ParseLargeCommunity(c.value)
+		}
+		u := baseObject("Eip", fmt.Sprintf("bgp-%d", i))
+		u.Object["spec"].(map[string]any)["bgp"] = map[string]any{c.field: []any{c.value}}
+		err := l.crd.Create(ctx, u)
+		switch {
+		case parseErr == nil && err != nil:
+			t.Errorf("spec.bgp.%s [%q] refused: %v", c.field, c.value, err)
+		case parseErr != nil && !namesField(err, "spec.bgp."+c.field):
+			t.Errorf("spec.bgp.%s [%q] (speaker: %v): want it refused naming spec.bgp.%s, got %v", c.field, c.value, parseErr, c.field, err)
 		}
 	}
 }

@@ -98,6 +98,14 @@ type EipSpec struct {
 	//
 	// +optional
 	AllowAnyNamespace bool `json:"allowAnyNamespace,omitempty"`
+
+	// BGP sets the path attributes (communities, large communities, local
+	// preference, AS-path prepend) the pool's addresses are announced
+	// with; a Service overrides each by annotation. Ignored for layer2
+	// pools (the Eip's Unsupported condition says so).
+	//
+	// +optional
+	BGP *EipBGP `json:"bgp,omitempty"`
 }
 
 // EipStatus reports what the pool holds. It is written by the CCM leader.

@@ -19,6 +19,18 @@ type PlanAddress struct {
 	// Interface is the pool's layer-2 interface (layer2 only).
 	// +optional
 	Interface string `json:"interface,omitempty"`
+	// Prefix is what is announced for the address (bgp only) when it is
+	// not the address itself: the covering prefix of the pool's
+	// spec.bgp.aggregationLength(V6). Unset: the address (/32, /128).
+	// +optional
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="prefix must be a CIDR"
+	Prefix string `json:"prefix,omitempty"`
+	// BGP is the path attributes the address is announced with (bgp only):
+	// the pool's spec.bgp with the Service's annotations applied. Unset:
+	// none.
+	// +optional
+	BGP *BGPAttributes `json:"bgp,omitempty"`
 }
 
 // LoadBalancerPlanSpec is written by the CCM leader: the Service's addresses
@@ -31,6 +43,7 @@ type LoadBalancerPlanSpec struct {
 	ServiceUID types.UID `json:"serviceUID"`
 	// Addresses of the Service, one per IP family.
 	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=2
 	Addresses []PlanAddress `json:"addresses"`
 	// ExternalTrafficPolicy of the Service (Cluster or Local).
 	// +optional

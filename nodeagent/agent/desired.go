@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"reflect"
@@ -105,7 +107,7 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 		st.RackGeneration = rack.Generation
 		st.Announcing = slices.Contains(rack.Spec.Speakers, node.Name)
 	}
-	paths := rackPaths(node.Name, rack, plans, nil)
+	paths, pathProblems := rackPaths(node.Name, rack, plans, nil)
 	// The Services a configuration problem affects: those this node
 	// would announce were the configuration right. Listed only when there
 	// is a problem: a name per Service is memory a healthy speaker of
@@ -197,6 +199,7 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 	})
 
 	st.Paths = paths
+	problems = append(problems, pathProblems...)
 	for i, p := range st.Paths {
 		if i == 0 || p.Prefix != st.Paths[i-1].Prefix {
 			st.Prefixes++
@@ -215,17 +218,29 @@ type rackHop struct {
 // announce (plans that make it announce none are left out).
 func planPathCounts(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan) map[string]int {
 	counts := map[string]int{}
-	rackPaths(node, rack, plans, func(p *v1alpha2.LoadBalancerPlan, n int) { counts[p.Namespace+"/"+p.Name] = n })
+	_, _ = rackPaths(node, rack, plans, func(p *v1alpha2.LoadBalancerPlan, n int) { counts[p.Namespace+"/"+p.Name] = n })
 	return counts
 }
 
+// Reasons of the problems of plans.
+const (
+	// ReasonInvalidBGPAttributes: a plan's BGP attributes hold a value the
+	// speaker cannot announce (the CCM never writes one; a hand-edited
+	// plan may): that value is left out.
+	ReasonInvalidBGPAttributes = "InvalidBGPAttributes"
+	// ReasonBGPAttributesConflict: Services sharing an address ask for
+	// different BGP attributes; one path per next hop can carry only one
+	// set, the one whose text form sorts first.
+	ReasonBGPAttributesConflict = "BGPAttributesConflict"
+)
+
 // rackPaths are the paths this node announces when it is a speaker of the
 // rack (none otherwise, and none without the rack object), sorted and
-// without duplicates; count, when set, is told how many each plan
-// contributed.
-func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan, count func(*v1alpha2.LoadBalancerPlan, int)) []bgp.Path {
+// without duplicates, with the problems of the plans' attributes; count,
+// when set, is told how many each plan contributed.
+func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan, count func(*v1alpha2.LoadBalancerPlan, int)) ([]bgp.Path, []Problem) {
 	if rack == nil || !slices.Contains(rack.Spec.Speakers, node) {
-		return nil
+		return nil, nil
 	}
 	var hops []rackHop
 	for _, nh := range rack.Spec.NextHops {
@@ -236,9 +251,10 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 		}
 	}
 	if len(hops) == 0 {
-		return nil
+		return nil, nil
 	}
 	var paths []bgp.Path
+	var problems []Problem
 	for _, plan := range plans {
 		local := plan.Spec.ExternalTrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal)
 		var endpoints map[string]bool
@@ -258,12 +274,23 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 				continue
 			}
 			ip = ip.Unmap()
-			prefix := netip.PrefixFrom(ip, ip.BitLen())
+			attrs, errs := pathAttrs(a.BGP)
+			if len(errs) > 0 {
+				problems = append(problems, Problem{Object: "LoadBalancerPlan/" + plan.Namespace + "/" + plan.Name,
+					Reason: ReasonInvalidBGPAttributes, Message: fmt.Sprintf("address %s: %s (left out)", ip, errors.Join(errs...)),
+					Services: []string{plan.Namespace + "/" + plan.Name}})
+			}
+			prefix, err := announcedPrefix(a, ip)
+			if err != nil {
+				problems = append(problems, Problem{Object: "LoadBalancerPlan/" + plan.Namespace + "/" + plan.Name,
+					Reason: ReasonInvalidBGPAttributes, Services: []string{plan.Namespace + "/" + plan.Name},
+					Message: fmt.Sprintf("address %s: %v (announced as %s instead)", ip, err, prefix)})
+			}
 			for _, h := range hops {
 				if h.addr.Is4() != ip.Is4() || (local && !endpoints[h.node]) {
 					continue
 				}
-				paths = append(paths, bgp.Path{Prefix: prefix, NextHop: h.addr})
+				paths = append(paths, bgp.Path{Prefix: prefix, NextHop: h.addr, Attrs: attrs})
 				n++
 			}
 		}
@@ -272,15 +299,134 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 		}
 	}
 	// Sorted, then duplicates (a shared address) dropped in place: no set
-	// of 40,000 paths on every reconcile.
-	slices.SortFunc(paths, bgp.ComparePaths)
+	// of 40,000 paths on every reconcile. Services sharing an address
+	// with different attributes are reported.
+	slices.SortFunc(paths, func(a, b bgp.Path) int {
+		if c := bgp.ComparePaths(a, b); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Attrs.String(), b.Attrs.String())
+	})
+	var conflicts []netip.Prefix
+	for i := 1; i < len(paths); i++ {
+		if bgp.ComparePaths(paths[i-1], paths[i]) == 0 && paths[i-1].Attrs != paths[i].Attrs {
+			if p := paths[i].Prefix; len(conflicts) == 0 || conflicts[len(conflicts)-1] != p {
+				conflicts = append(conflicts, p)
+			}
+		}
+	}
+	if len(conflicts) > 0 {
+		problems = append(problems, conflictProblems(plans, conflicts)...)
+	}
 	// The speaker keeps this slice as what it advertises: copied when the
 	// appends left much spare capacity, which would be held with it.
-	paths = slices.Compact(paths)
+	paths = slices.CompactFunc(paths, func(a, b bgp.Path) bool { return bgp.ComparePaths(a, b) == 0 })
 	if cap(paths) > len(paths)+len(paths)/8 {
 		paths = slices.Clone(paths)
 	}
-	return paths
+	return paths, problems
+}
+
+// announcedPrefix is what is announced for ip, an address of a: its
+// aggregate when the plan names one, otherwise ip itself; an aggregate
+// that does not cover ip is an error (and ip itself is returned).
+func announcedPrefix(a v1alpha2.PlanAddress, ip netip.Addr) (netip.Prefix, error) {
+	host := netip.PrefixFrom(ip, ip.BitLen())
+	if a.Prefix == "" {
+		return host, nil
+	}
+	agg, err := netip.ParsePrefix(a.Prefix)
+	if err != nil || !agg.Contains(ip) || agg.Bits() == 0 || agg != agg.Masked() {
+		return host, fmt.Errorf("prefix %q is not a prefix covering it", a.Prefix)
+	}
+	return agg, nil
+}
+
+// conflictProblems names, for each prefix announced with different
+// attributes, the Services announcing it (found again here: conflicts are
+// rare, and remembering every prefix's Services would cost a healthy
+// speaker memory).
+func conflictProblems(plans []*v1alpha2.LoadBalancerPlan, conflicts []netip.Prefix) []Problem {
+	owners := make(map[netip.Prefix][]string, len(conflicts))
+	for _, plan := range plans {
+		for _, a := range plan.Spec.Addresses {
+			ip, err := netip.ParseAddr(a.IP)
+			if a.Protocol != v1alpha2.ProtocolBGP || err != nil {
+				continue
+			}
+			p, _ := announcedPrefix(a, ip.Unmap())
+			if slices.Contains(conflicts, p) {
+				owners[p] = append(owners[p], plan.Namespace+"/"+plan.Name)
+			}
+		}
+	}
+	var out []Problem
+	for _, p := range conflicts {
+		svcs := slices.Compact(slices.Sorted(slices.Values(owners[p])))
+		if len(svcs) == 0 {
+			continue
+		}
+		what := "address " + p.Addr().String()
+		if p.Bits() != p.Addr().BitLen() {
+			what = "aggregate " + p.String()
+		}
+		out = append(out, Problem{Object: "LoadBalancerPlan/" + svcs[0], Reason: ReasonBGPAttributesConflict, Services: svcs,
+			Message: fmt.Sprintf("Services sharing %s (%s) ask for different BGP attributes; it is announced with those whose text form sorts first (give them the same annotations)",
+				what, strings.Join(svcs, ", "))})
+	}
+	return out
+}
+
+// pathAttrs turns a plan address's attributes into the speaker's,
+// leaving out (and returning an error for) each value it cannot announce.
+func pathAttrs(a *v1alpha2.BGPAttributes) (bgp.Attrs, []error) {
+	if a == nil {
+		return bgp.Attrs{}, nil
+	}
+	var out bgp.Attributes
+	var errs []error
+	for _, c := range a.Communities {
+		v, err := v1alpha2.ParseCommunity(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp.communities: %w", err))
+			continue
+		}
+		out.Communities = append(out.Communities, v)
+	}
+	for _, c := range a.LargeCommunities {
+		v, err := v1alpha2.ParseLargeCommunity(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp.largeCommunities: %w", err))
+			continue
+		}
+		out.LargeCommunities = append(out.LargeCommunities, v)
+	}
+	if lp := a.LocalPref; lp != nil {
+		if *lp < 0 || *lp > math.MaxUint32 {
+			errs = append(errs, fmt.Errorf("bgp.localPref %d is out of range (0..4294967295)", *lp))
+		} else {
+			out.LocalPref, out.HasLocalPref = uint32(*lp), true
+		}
+	}
+	if n := a.ASPathPrepend; n != 0 {
+		if n < 0 || n > bgp.MaxPrepend {
+			errs = append(errs, fmt.Errorf("bgp.asPathPrepend %d is out of range (0..%d)", n, bgp.MaxPrepend))
+		} else {
+			out.Prepend = uint8(n)
+		}
+	}
+	for _, peer := range slices.Sorted(maps.Keys(a.ASPathPrependPeers)) {
+		n := a.ASPathPrependPeers[peer]
+		if n < 0 || n > bgp.MaxPrepend || peer == "" || strings.ContainsAny(peer, ":, =") {
+			errs = append(errs, fmt.Errorf("bgp.asPathPrependPeers[%s] %d: not a BgpPeer name with a count 0..%d", peer, n, bgp.MaxPrepend))
+			continue
+		}
+		if out.PrependPeers == nil {
+			out.PrependPeers = map[string]uint8{}
+		}
+		out.PrependPeers[peer] = uint8(n)
+	}
+	return bgp.Intern(out), errs
 }
 
 func nodeIPv4(n *v1.Node) (netip.Addr, bool) {

@@ -457,3 +457,88 @@ func TestDesiredRestartTime(t *testing.T) {
 		}
 	}
 }
+
+// TestDesiredPathAttributes: a plan address's attributes ride on each of
+// its paths; a bad value is left out and reported on the plan; Services
+// sharing an address with different attributes are reported, and the
+// attributes that sort first are announced.
+func TestDesiredPathAttributes(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	lp := int64(200)
+	plan := func(name, ip string, a *v1alpha2.BGPAttributes) *v1alpha2.LoadBalancerPlan {
+		return &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: v1alpha2.LoadBalancerPlanSpec{Addresses: []v1alpha2.PlanAddress{{IP: ip, Pool: "eip", Protocol: "bgp", BGP: a}}}}
+	}
+	plans := []*v1alpha2.LoadBalancerPlan{
+		plan("web", "172.22.0.2", &v1alpha2.BGPAttributes{Communities: []string{"no-export", "65000:100"}, LargeCommunities: []string{"65000:1:2"}, LocalPref: &lp, ASPathPrepend: 2}),
+		plan("bad", "172.22.0.3", &v1alpha2.BGPAttributes{Communities: []string{"65000:100", "99999:1"}, ASPathPrepend: 11}),
+		plan("share-a", "172.22.0.4", &v1alpha2.BGPAttributes{ASPathPrepend: 2}),
+		plan("share-b", "172.22.0.4", &v1alpha2.BGPAttributes{ASPathPrepend: 1}),
+	}
+	got, problems := Desired(node, conf(), nil, seedLeaf1, plans, nil)
+	web := bgp.Intern(bgp.Attributes{Communities: []uint32{0xFFFFFF01, 65000<<16 | 100}, LargeCommunities: [][3]uint32{{65000, 1, 2}},
+		LocalPref: 200, HasLocalPref: true, Prepend: 2})
+	bad := bgp.Intern(bgp.Attributes{Communities: []uint32{65000<<16 | 100}})
+	shared := bgp.Intern(bgp.Attributes{Prepend: 1}) // "prepend=1" sorts before "prepend=2"
+	with := func(p bgp.Path, a bgp.Attrs) bgp.Path { p.Attrs = a; return p }
+	want := []bgp.Path{
+		with(path("172.22.0.2/32", "192.168.0.3"), web), with(path("172.22.0.2/32", "192.168.0.4"), web),
+		with(path("172.22.0.3/32", "192.168.0.3"), bad), with(path("172.22.0.3/32", "192.168.0.4"), bad),
+		with(path("172.22.0.4/32", "192.168.0.3"), shared), with(path("172.22.0.4/32", "192.168.0.4"), shared),
+	}
+	opts := []cmp.Option{cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})}
+	if diff := cmp.Diff(want, got.Paths, opts...); diff != "" {
+		t.Errorf("paths (-want +got):\n%s", diff)
+	}
+	byReason := map[string]Problem{}
+	for _, p := range problems {
+		byReason[p.Reason] = p
+	}
+	if p := byReason[ReasonInvalidBGPAttributes]; p.Object != "LoadBalancerPlan/default/bad" ||
+		!strings.Contains(p.Message, "99999:1") || !strings.Contains(p.Message, "asPathPrepend 11") {
+		t.Errorf("invalid attributes problem = %+v", p)
+	}
+	if p := byReason[ReasonBGPAttributesConflict]; !slices.Equal(p.Services, []string{"default/share-a", "default/share-b"}) ||
+		!strings.Contains(p.Message, "172.22.0.4") {
+		t.Errorf("conflict problem = %+v", p)
+	}
+	if len(problems) != 2 {
+		t.Errorf("problems = %+v, want 2", problems)
+	}
+}
+
+// TestDesiredAggregates: addresses whose plan names an aggregate announce
+// it once per next hop, however many Services hold an address in it; an
+// aggregate that does not cover its address is reported and the address
+// announced as itself.
+func TestDesiredAggregates(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	plan := func(name, ip, prefix string) *v1alpha2.LoadBalancerPlan {
+		return &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: v1alpha2.LoadBalancerPlanSpec{Addresses: []v1alpha2.PlanAddress{{IP: ip, Pool: "eip", Protocol: "bgp", Prefix: prefix}}}}
+	}
+	plans := []*v1alpha2.LoadBalancerPlan{
+		plan("a", "172.22.0.2", "172.22.0.0/24"),
+		plan("b", "172.22.0.7", "172.22.0.0/24"),
+		plan("wrong", "172.22.1.9", "172.22.0.0/24"),
+		plan("local", "172.22.0.9", ""),
+	}
+	got, problems := Desired(node, conf(), nil, seedLeaf1, plans, nil)
+	want := []bgp.Path{
+		path("172.22.0.0/24", "192.168.0.3"), path("172.22.0.0/24", "192.168.0.4"),
+		path("172.22.0.9/32", "192.168.0.3"), path("172.22.0.9/32", "192.168.0.4"),
+		path("172.22.1.9/32", "192.168.0.3"), path("172.22.1.9/32", "192.168.0.4"),
+	}
+	if diff := cmp.Diff(want, got.Paths, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+		t.Errorf("paths (-want +got):\n%s", diff)
+	}
+	if got.Prefixes != 3 {
+		t.Errorf("prefixes = %d, want 3", got.Prefixes)
+	}
+	if len(problems) != 1 || problems[0].Object != "LoadBalancerPlan/default/wrong" || problems[0].Reason != ReasonInvalidBGPAttributes {
+		t.Errorf("problems = %+v, want the uncovered address of default/wrong", problems)
+	}
+	if n := planPathCounts(node.Name, seedLeaf1, plans); n["default/a"] != 2 || n["default/b"] != 2 {
+		t.Errorf("plan path counts = %v: each Service of the aggregate counts its paths", n)
+	}
+}

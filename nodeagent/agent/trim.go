@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"encoding/json"
+	"sync"
 	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,6 +33,27 @@ func intern(s string) string {
 	return unique.Make(s).Value()
 }
 
+// sharedAttributes holds one copy of each distinct set of BGP attributes
+// the plans carry (a pool's Services all carry its set): 10,000 plans then
+// point at a handful of objects. Sets are few (one per pool and per
+// Service override) and never freed, which costs less than a copy per
+// plan.
+var sharedAttributes sync.Map // string (JSON) -> *v1alpha2.BGPAttributes
+
+// internAttributes returns the shared copy of a (nil for nil). The agent
+// never modifies what the cache holds.
+func internAttributes(a *v1alpha2.BGPAttributes) *v1alpha2.BGPAttributes {
+	if a == nil {
+		return nil
+	}
+	key, err := json.Marshal(a)
+	if err != nil {
+		return a
+	}
+	v, _ := sharedAttributes.LoadOrStore(string(key), a.DeepCopy())
+	return v.(*v1alpha2.BGPAttributes)
+}
+
 // trimPlan keeps of a LoadBalancerPlan its identity (namespace, name,
 // resourceVersion) and its spec: the status is the CCM's conditions, which
 // the speaker never reads, and it never writes plans.
@@ -49,7 +72,8 @@ func trimPlan(obj any) (any, error) {
 	if len(p.Spec.Addresses) > 0 {
 		out.Spec.Addresses = make([]v1alpha2.PlanAddress, len(p.Spec.Addresses))
 		for i, a := range p.Spec.Addresses {
-			out.Spec.Addresses[i] = v1alpha2.PlanAddress{IP: a.IP, Pool: intern(a.Pool), Protocol: intern(a.Protocol), Interface: intern(a.Interface)}
+			out.Spec.Addresses[i] = v1alpha2.PlanAddress{IP: a.IP, Pool: intern(a.Pool), Protocol: intern(a.Protocol), Interface: intern(a.Interface),
+				Prefix: intern(a.Prefix), BGP: internAttributes(a.BGP)}
 		}
 	}
 	if len(p.Spec.EndpointNodes) > 0 {

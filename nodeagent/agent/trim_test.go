@@ -24,7 +24,8 @@ func TestTrimPlan(t *testing.T) {
 		Spec: v1alpha2.LoadBalancerPlanSpec{
 			ServiceUID: "svc-uid",
 			Addresses: []v1alpha2.PlanAddress{
-				{IP: "172.22.0.2", Pool: "eip", Protocol: v1alpha2.ProtocolBGP},
+				{IP: "172.22.0.2", Pool: "eip", Protocol: v1alpha2.ProtocolBGP, Prefix: "172.22.0.0/24",
+					BGP: &v1alpha2.BGPAttributes{Communities: []string{"no-export"}, ASPathPrepend: 2, ASPathPrependPeers: map[string]int32{"leaf2": 1}}},
 				{IP: "192.168.50.100", Pool: "l2", Protocol: v1alpha2.ProtocolLayer2, Interface: "eth0"},
 			},
 			ExternalTrafficPolicy: "Local",
@@ -47,6 +48,11 @@ func TestTrimPlan(t *testing.T) {
 	again, _ := transform(got)
 	if diff := cmp.Diff(got, again); diff != "" {
 		t.Errorf("not idempotent (-once +twice):\n%s", diff)
+	}
+	// Plans with equal attributes share one copy.
+	other, _ := transform(full.DeepCopy())
+	if a, b := got.(*v1alpha2.LoadBalancerPlan).Spec.Addresses[0].BGP, other.(*v1alpha2.LoadBalancerPlan).Spec.Addresses[0].BGP; a != b {
+		t.Errorf("equal BGP attributes of two plans are two copies")
 	}
 	// A plan without addresses or endpoints keeps them nil.
 	bare, _ := transform(&v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "bare"}})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -43,7 +44,9 @@ type GoBGP struct {
 	// limitHolds are the neighbors held down for exceeding their prefix
 	// limit, and their retries (see prefixlimit.go).
 	limitHolds map[netip.Addr]*limitHold
-	stopWatch  context.CancelFunc // ends the session watch of srv
+	// peerTags are the configured peers' per-peer prepend tags (attrpolicy.go).
+	peerTags  map[netip.Addr]uint32
+	stopWatch context.CancelFunc // ends the session watch of srv
 
 	// limitRetryMin and limitRetryMax bound the backoff of the prefix
 	// limit retries (constant after NewGoBGP; tests shorten them).
@@ -114,14 +117,23 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		if err := s.leaveNextHopSelfLocked(ctx, addr); err != nil {
 			errs = append(errs, err)
 		}
+		if err := s.removePeerPrependLocked(ctx, addr); err != nil {
+			errs = append(errs, &PeerError{Name: old.Name, Address: addr, Err: err})
+		}
 	}
 	for _, addr := range sortedKeys(wantPeers) {
 		if _, ok := s.peers[addr]; ok {
 			continue
 		}
 		p := wantPeers[addr]
+		if err := s.addPeerPrependLocked(ctx, p); err != nil {
+			errs = append(errs, &PeerError{Name: p.Name, Address: addr, Err: err})
+			_ = s.removePeerPrependLocked(ctx, addr)
+			continue
+		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p, g)}); err != nil {
 			errs = append(errs, &PeerError{Name: p.Name, Address: addr, Err: fmt.Errorf("GoBGP refused the neighbor: %w", err)})
+			_ = s.removePeerPrependLocked(ctx, addr)
 			continue
 		}
 		s.peers[addr] = p
@@ -197,12 +209,28 @@ func sortedPaths(paths []Path) ([]Path, error) {
 	for _, p := range paths {
 		out = append(out, p.normalize())
 	}
-	slices.SortFunc(out, ComparePaths)
-	return slices.Clip(slices.Compact(out)), nil
+	return slices.Clip(CompactPaths(out)), nil
+}
+
+// CompactPaths sorts paths by ComparePaths and keeps one path per prefix
+// and next hop: of paths that differ only in their attributes, the one
+// whose attributes sort first (by their text form), so every speaker and
+// every Apply picks the same. It works in place.
+func CompactPaths(paths []Path) []Path {
+	slices.SortFunc(paths, func(a, b Path) int {
+		if c := ComparePaths(a, b); c != 0 {
+			return c
+		}
+		return compareAttrs(a.Attrs, b.Attrs)
+	})
+	return slices.CompactFunc(paths, func(a, b Path) bool { return ComparePaths(a, b) == 0 })
 }
 
 // diffPaths merges two sorted, duplicate-free path lists: what only have
-// holds (to withdraw) and what only want holds (to add).
+// holds (to withdraw) and what only want holds (to add). A path of both
+// whose attributes changed is only in onlyWant: re-adding it replaces the
+// old one (same prefix, next hop and path identifier), so the router sees
+// one UPDATE and never a withdrawal in between.
 func diffPaths(have, want []Path) (onlyHave, onlyWant []Path) {
 	i, j := 0, 0
 	for i < len(have) && j < len(want) {
@@ -214,6 +242,9 @@ func diffPaths(have, want []Path) (onlyHave, onlyWant []Path) {
 			onlyWant = append(onlyWant, want[j])
 			j++
 		default:
+			if have[i].Attrs != want[j].Attrs {
+				onlyWant = append(onlyWant, want[j])
+			}
 			i++
 			j++
 		}
@@ -262,6 +293,7 @@ func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
 	s.paths = nil
 	s.nextHopSelf = map[netip.Addr]bool{}
 	s.limitHolds = map[netip.Addr]*limitHold{}
+	s.peerTags = map[netip.Addr]uint32{}
 	return nil
 }
 
@@ -326,7 +358,7 @@ func (s *GoBGP) stopLocked(ctx context.Context, graceful bool) error {
 	for addr := range s.limitHolds {
 		s.releaseLimitHoldLocked(addr)
 	}
-	s.srv, s.peers, s.paths, s.nextHopSelf, s.limitHolds, s.stopWatch = nil, nil, nil, nil, nil, nil
+	s.srv, s.peers, s.paths, s.nextHopSelf, s.limitHolds, s.peerTags, s.stopWatch = nil, nil, nil, nil, nil, nil, nil
 	if graceful {
 		// StopBgp skips the NOTIFICATION only for neighbors that negotiated
 		// graceful restart; the others drop the routes, which is correct
@@ -566,7 +598,36 @@ func toAPIUtilPath(p Path) (*apiutil.Path, error) {
 		}
 		attrs = append(attrs, mp)
 	}
+	attrs = append(attrs, optionalAttrs(p.Attrs.Attributes())...)
 	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs, RemoteID: pathID(p)}, nil
+}
+
+// optionalAttrs are the path attributes of a, the prepend as its marker
+// (attrpolicy.go).
+func optionalAttrs(a Attributes) []bgp.PathAttributeInterface {
+	var out []bgp.PathAttributeInterface
+	if len(a.Communities) > 0 {
+		out = append(out, bgp.NewPathAttributeCommunities(a.Communities))
+	}
+	large := make([]*bgp.LargeCommunity, 0, len(a.LargeCommunities)+1)
+	for _, c := range a.LargeCommunities {
+		large = append(large, bgp.NewLargeCommunity(c[0], c[1], c[2]))
+	}
+	if a.Prepend > 0 {
+		m := prependMarker(a.Prepend)
+		large = append(large, bgp.NewLargeCommunity(m[0], m[1], m[2]))
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.PrependPeers)) {
+		m := peerPrependMarker(name, a.PrependPeers[name])
+		large = append(large, bgp.NewLargeCommunity(m[0], m[1], m[2]))
+	}
+	if len(large) > 0 {
+		out = append(out, bgp.NewPathAttributeLargeCommunities(large))
+	}
+	if a.HasLocalPref {
+		out = append(out, bgp.NewPathAttributeLocalPref(a.LocalPref))
+	}
+	return out
 }
 
 func seconds(d time.Duration) uint64 {

@@ -38,6 +38,7 @@ type router struct {
 	srv  *server.BgpServer
 	addr netip.Addr
 	port uint16
+	as   uint32
 }
 
 // startRouter starts a plain GoBGP server standing in for a leaf router:
@@ -56,11 +57,17 @@ func startRouterWithPassword(t *testing.T, addr string, addPathReceive bool, pas
 // router with a differently configured one the speaker reconnects to.
 func startRouterAt(t *testing.T, addr string, port uint16, addPathReceive bool, password string) *router {
 	t.Helper()
+	return startRouterAS(t, addr, port, routerAS, addPathReceive, password)
+}
+
+// startRouterAS starts a router of AS as: speakerAS makes it an iBGP peer.
+func startRouterAS(t *testing.T, addr string, port uint16, as uint32, addPathReceive bool, password string) *router {
+	t.Helper()
 	ctx := context.Background()
 	srv := server.NewBgpServer()
 	go srv.Serve()
 	err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
-		Asn:             routerAS,
+		Asn:             as,
 		RouterId:        addr,
 		ListenPort:      int32(port),
 		ListenAddresses: []string{addr},
@@ -85,14 +92,14 @@ func startRouterAt(t *testing.T, addr string, port uint16, addPathReceive bool, 
 	if err != nil {
 		t.Fatalf("adding speaker as neighbor of router: %v", err)
 	}
-	return &router{srv: srv, addr: netip.MustParseAddr(addr), port: port}
+	return &router{srv: srv, addr: netip.MustParseAddr(addr), port: port, as: as}
 }
 
 func (r *router) peer(name string) Peer {
 	return Peer{
 		Name:         name,
 		Address:      r.addr,
-		AS:           routerAS,
+		AS:           r.as,
 		Port:         r.port,
 		HoldTime:     9 * time.Second,
 		Keepalive:    3 * time.Second,
@@ -554,7 +561,8 @@ func TestInvalidConfig(t *testing.T) {
 		"no AS":          {g: Global{RouterID: netip.MustParseAddr("10.0.0.1")}},
 		"IPv6 router ID": {g: Global{AS: 1, RouterID: netip.MustParseAddr("fd00::1")}},
 		"mixed families": {g: testGlobal, paths: []Path{{Prefix: vip, NextHop: netip.MustParseAddr("fd00::1")}}},
-		"not a host":     {g: testGlobal, paths: []Path{{Prefix: netip.MustParsePrefix("172.22.0.0/24"), NextHop: netip.MustParseAddr("192.168.0.3")}}},
+		"default route":  {g: testGlobal, paths: []Path{{Prefix: netip.MustParsePrefix("0.0.0.0/0"), NextHop: netip.MustParseAddr("192.168.0.3")}}},
+		"prepend > 10":   {g: testGlobal, paths: []Path{{Prefix: vip, NextHop: netip.MustParseAddr("192.168.0.3"), Attrs: Intern(Attributes{Prepend: 11})}}},
 	} {
 		if err := s.Apply(ctx, tc.g, tc.peers, tc.paths); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%s: Apply error = %v, want ErrInvalidConfig", name, err)

@@ -77,9 +77,11 @@ func nextHopSelfSet(peer netip.Addr) string {
 }
 
 // installExportNextHopSelf creates the (sentinel-only) neighbor-sets and the
-// global export policy that rewrites the next hop for their members.
+// global export policy that rewrites the next hop for their members, then
+// carries out the attribute markers (attrpolicy.go).
 func installExportNextHopSelf(ctx context.Context, srv *server.BgpServer) error {
 	pol := &api.Policy{Name: exportPolicyName}
+
 	for _, f := range nextHopSelfFamilies {
 		err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
 			DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR,
@@ -98,12 +100,20 @@ func installExportNextHopSelf(ctx context.Context, srv *server.BgpServer) error 
 			Actions: &api.Actions{Nexthop: &api.NexthopAction{Self: true}},
 		})
 	}
+	attrs, err := attributeStatements(ctx, srv)
+	if err != nil {
+		return err
+	}
+	pol.Statements = append(pol.Statements, attrs...)
 	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
 		return fmt.Errorf("adding export policy: %w", err)
 	}
-	err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+	if err := installPeerPolicy(ctx, srv); err != nil {
+		return err
+	}
+	err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Direction:     api.PolicyDirection_POLICY_DIRECTION_EXPORT,
-		Policies:      []*api.Policy{{Name: exportPolicyName}},
+		Policies:      []*api.Policy{{Name: peerPolicyName}, {Name: exportPolicyName}},
 		DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT,
 	}})
 	if err != nil {

@@ -30,8 +30,11 @@ func TestSortedPathsAndDiff(t *testing.T) {
 	if messy[0] != p("10.0.0.2/32", "::ffff:192.168.0.1") {
 		t.Error("sortedPaths modified its argument")
 	}
-	if _, err := sortedPaths([]Path{p("10.0.0.0/24", "192.168.0.1")}); err == nil {
-		t.Error("a /24 was accepted")
+	if _, err := sortedPaths([]Path{p("0.0.0.0/0", "192.168.0.1")}); err == nil {
+		t.Error("a default route was accepted")
+	}
+	if got, err := sortedPaths([]Path{p("10.0.0.7/24", "192.168.0.1")}); err != nil || got[0].Prefix.String() != "10.0.0.0/24" {
+		t.Errorf("an aggregate: %v, %v; want it masked", got, err)
 	}
 
 	have := []Path{clean[0], clean[2]}

@@ -54,10 +54,14 @@ type Peer struct {
 	MaxPrefixes uint32
 }
 
-// Path is one advertisement: Prefix reachable via NextHop.
+// Path is one advertisement: Prefix reachable via NextHop, with Attrs.
+// Prefix and NextHop identify it: a path whose Attrs change is re-sent
+// (an implicit withdraw of the old one at the router), never withdrawn
+// first.
 type Path struct {
-	Prefix  netip.Prefix // /32 or /128
+	Prefix  netip.Prefix // /32 or /128, or a pool's aggregate
 	NextHop netip.Addr
+	Attrs   Attrs
 }
 
 // PeerState is the observed state of one configured neighbor.
@@ -279,12 +283,15 @@ func (p Path) validate() error {
 		// which the speaker does not negotiate.
 		return errInvalid("path %v via %v: prefix and next hop families differ", p.Prefix, p.NextHop)
 	}
-	if p.Prefix.Bits() != p.Prefix.Addr().BitLen() {
-		return errInvalid("path %v: only host prefixes (/32, /128) are advertised", p.Prefix)
+	if p.Prefix.Bits() == 0 {
+		return errInvalid("path %v: a default route is never advertised", p.Prefix)
+	}
+	if err := p.Attrs.Attributes().validate(); err != nil {
+		return errInvalid("path %v via %v: %s", p.Prefix, p.NextHop, err)
 	}
 	return nil
 }
 
 func (p Path) normalize() Path {
-	return Path{Prefix: p.Prefix.Masked(), NextHop: p.NextHop.Unmap()}
+	return Path{Prefix: p.Prefix.Masked(), NextHop: p.NextHop.Unmap(), Attrs: p.Attrs}
 }

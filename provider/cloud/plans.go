@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -19,6 +20,22 @@ import (
 // ReasonNoLocalEndpoints is the plan condition of an externalTrafficPolicy
 // Local Service without a ready endpoint: nothing announces it.
 const ReasonNoLocalEndpoints = "NoLocalEndpoints"
+
+// ReasonInvalidBGPAttributes is the plan condition of a Service whose BGP
+// attribute annotations (or whose pool's spec.bgp) hold a value the
+// speakers cannot announce: that value is left out, the rest announced.
+const ReasonInvalidBGPAttributes = "InvalidBGPAttributes"
+
+// serviceBGPAttributes are what a Service's addresses of pool pl are
+// announced with: the pool's spec.bgp with the Service's annotations
+// applied (v1alpha2.ServiceBGPAttributes).
+func serviceBGPAttributes(pl *pool, svc *v1.Service) (*v1alpha2.BGPAttributes, []error) {
+	var base *v1alpha2.BGPAttributes
+	if pl != nil && pl.eip.Spec.BGP != nil {
+		base = &pl.eip.Spec.BGP.BGPAttributes
+	}
+	return v1alpha2.ServiceBGPAttributes(base, svc.Annotations)
+}
 
 // planWorker writes LoadBalancerPlans off the allocation path: a Service
 // gets its address as soon as the API server records the claim, and the
@@ -154,6 +171,7 @@ func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service) (*v1alpha2.
 			ExternalTrafficPolicy: string(svc.Spec.ExternalTrafficPolicy),
 		},
 	}
+	var attrProblems []string
 	for _, a := range addrs {
 		pa := v1alpha2.PlanAddress{IP: a.String(), Pool: pools[a.String()]}
 		if pl := set.get(pa.Pool); pl != nil {
@@ -162,9 +180,31 @@ func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service) (*v1alpha2.
 				pa.Interface = pl.eip.Spec.Interface
 			}
 		}
+		if pa.Protocol == v1alpha2.ProtocolBGP {
+			// An aggregate is shared by the pool's Cluster Services; a
+			// Local Service's next hops are its own (see EipBGP).
+			if pl := set.get(pa.Pool); pl != nil && svc.Spec.ExternalTrafficPolicy != v1.ServiceExternalTrafficPolicyLocal {
+				if agg, ok := pl.eip.Spec.BGP.AggregatePrefix(a); ok {
+					pa.Prefix = agg.String()
+				}
+			}
+			attrs, errs := serviceBGPAttributes(set.get(pa.Pool), svc)
+			pa.BGP = attrs
+			for _, err := range errs {
+				attrProblems = append(attrProblems, err.Error())
+			}
+		}
 		plan.Spec.Addresses = append(plan.Spec.Addresses, pa)
 	}
 	var problems []planner.Problem
+	if len(attrProblems) > 0 {
+		slices.Sort(attrProblems)
+		attrProblems = slices.Compact(attrProblems)
+		msg := strings.Join(attrProblems, "; ")
+		klog.FromContext(ctx).Info("Service's BGP attributes partly invalid: announced with the valid ones", "service", key, "problems", msg)
+		problems = append(problems, planner.Problem{Reason: ReasonInvalidBGPAttributes,
+			Message: msg + " (each bad value is left out: the pool's value of that attribute, or none, is announced instead)"})
+	}
 	if svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
 		nodes, err := p.endpointNodes(ctx, svc)
 		if err != nil {

@@ -21,6 +21,10 @@ import (
 	"github.com/openelb/cloud-provider-openelb/provider/ipam"
 )
 
+// conditionInvalidBGP is the Eip condition of a spec.bgp value the
+// speakers cannot announce (stored before the schema refused it).
+const conditionInvalidBGP = ReasonInvalidBGPAttributes
+
 // maxUsedEntries caps Eip.status.used so a large pool's status stays far
 // below etcd's object size limit; IPClaims always hold the full list.
 const maxUsedEntries = 1000
@@ -376,13 +380,38 @@ func (p *Provider) eipStatus(pl *pool) v1alpha2.EipStatus {
 		st.Ready = true
 		set("Ready", metav1.ConditionTrue, "Serving", "pool serves allocations")
 	}
+	// Fields accepted and without effect: one Unsupported condition, its
+	// reason the first of them, its message all of them.
+	var unsupported [][2]string
+	if e.EffectiveProtocol() == v1alpha2.ProtocolVIP {
+		unsupported = append(unsupported, [2]string{"UnsupportedProtocol", pl.problem})
+	}
 	if e.Spec.UsingKnownIPs {
-		set("Unsupported", metav1.ConditionTrue, "UsingKnownIPs", "spec.usingKnownIPs is accepted for OpenELB compatibility and has no effect: addresses are not probed before use")
-	} else if e.EffectiveProtocol() != v1alpha2.ProtocolVIP {
+		unsupported = append(unsupported, [2]string{"UsingKnownIPs", "spec.usingKnownIPs is accepted for OpenELB compatibility and has no effect: addresses are not probed before use"})
+	}
+	if b := e.Spec.BGP; e.EffectiveProtocol() == v1alpha2.ProtocolLayer2 && b != nil && !(b.IsZero() && b.AggregationLength == 0 && b.AggregationLengthV6 == 0) {
+		unsupported = append(unsupported, [2]string{"BGPOnLayer2", "spec.bgp has no effect on a layer2 pool: its addresses are answered by ARP/NDP, not announced over BGP"})
+	}
+	if len(unsupported) > 0 {
+		msgs := make([]string, len(unsupported))
+		for i, u := range unsupported {
+			msgs[i] = u[1]
+		}
+		set("Unsupported", metav1.ConditionTrue, unsupported[0][0], strings.Join(msgs, "; "))
+	} else {
 		meta.RemoveStatusCondition(&conds, "Unsupported")
 	}
-	if e.EffectiveProtocol() == v1alpha2.ProtocolVIP {
-		set("Unsupported", metav1.ConditionTrue, "UnsupportedProtocol", pl.problem)
+	var bad []string
+	if e.Spec.BGP != nil {
+		for _, err := range e.Spec.BGP.Validate("spec.bgp") { // attributes and aggregation lengths
+			bad = append(bad, err.Error())
+		}
+	}
+	if len(bad) > 0 {
+		set(conditionInvalidBGP, metav1.ConditionTrue, conditionInvalidBGP,
+			strings.Join(bad, "; ")+" (left out: the pool's addresses are announced without these values)")
+	} else {
+		meta.RemoveStatusCondition(&conds, conditionInvalidBGP)
 	}
 	if len(conds) > 0 {
 		st.Conditions = conds

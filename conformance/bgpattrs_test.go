@@ -1,0 +1,272 @@
+package conformance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
+	"github.com/openelb/cloud-provider-openelb/conformance/seedlab"
+	"github.com/openelb/cloud-provider-openelb/provider/cloud"
+)
+
+// routerPath is one path of a prefix as an FRR router holds it.
+type routerPath struct {
+	Peer        string
+	ASPath      string
+	Communities string
+	Large       string
+	LocalPref   *uint32
+}
+
+func (p routerPath) String() string {
+	lp := "-"
+	if p.LocalPref != nil {
+		lp = fmt.Sprint(*p.LocalPref)
+	}
+	return fmt.Sprintf("{from %s aspath %q communities %q large %q localpref %s}", p.Peer, p.ASPath, p.Communities, p.Large, lp)
+}
+
+// routerPaths reads every path of prefix in r's BGP table.
+func routerPaths(ctx context.Context, r *netlab.FRR, prefix string) ([]routerPath, error) {
+	var out struct {
+		Paths []struct {
+			ASPath struct {
+				String string `json:"string"`
+				Length int    `json:"length"`
+			} `json:"aspath"`
+			Community struct {
+				String string `json:"string"`
+			} `json:"community"`
+			LargeCommunity struct {
+				String string `json:"string"`
+			} `json:"largeCommunity"`
+			LocPrf *uint32 `json:"locPrf"`
+			Peer   struct {
+				PeerID string `json:"peerId"`
+			} `json:"peer"`
+		} `json:"paths"`
+	}
+	if err := r.JSON(ctx, "show bgp ipv4 unicast "+prefix+" json", &out); err != nil {
+		return nil, err
+	}
+	var paths []routerPath
+	for _, p := range out.Paths {
+		asPath := p.ASPath.String
+		if p.ASPath.Length == 0 {
+			asPath = "" // FRR writes "Local" for an empty AS path
+		}
+		paths = append(paths, routerPath{Peer: p.Peer.PeerID, ASPath: asPath, Communities: p.Community.String,
+			Large: p.LargeCommunity.String, LocalPref: p.LocPrf})
+	}
+	return paths, nil
+}
+
+// waitRouterPaths waits until every path r holds for prefix from peer
+// satisfies ok (and there is one).
+func (b *bgpLab) waitRouterPaths(what string, r *netlab.FRR, prefix, peer string, ok func(routerPath) bool) {
+	b.t.Helper()
+	var got []routerPath
+	var lastErr error
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		paths, err := routerPaths(ctx, r, prefix)
+		if err != nil {
+			lastErr = err
+			return false, nil
+		}
+		got = got[:0]
+		for _, p := range paths {
+			if p.Peer == peer {
+				got = append(got, p)
+			}
+		}
+		if len(got) == 0 {
+			return false, nil
+		}
+		for _, p := range got {
+			if !ok(p) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		b.t.Fatalf("%s: %s holds %v for %s from %s (last error: %v)", what, r.Name, got, prefix, peer, lastErr)
+	}
+	b.t.Logf("%s: %s holds %v", what, r.Name, got)
+}
+
+// TestBGPAttributes: a pool's communities, large communities, LOCAL_PREF
+// and AS-path prepend reach real FRR leaves as network engineers expect
+// (LOCAL_PREF on the iBGP session only, the prepend on the eBGP one only,
+// no-export honoured: the spine never learns the route), a Service's
+// annotations override them, the plan shows what is announced, and a bad
+// annotation is a plan condition while the address stays announced with
+// the pool's values.
+func TestBGPAttributes(t *testing.T) {
+	b := newBGPLab(t, seedlab.Options{})
+	ctx := context.Background()
+	b.configureSeed()
+	// Rack leaf2 speaks iBGP to its leaf: the speakers of rack leaf2 take
+	// leaf2's AS, and leaf2 takes worker-p002 as an internal neighbor.
+	patch := fmt.Sprintf(`{"spec":{"asPerRack":{"leaf2":%d}}}`, netlab.Leaf2AS)
+	if err := b.crd.Patch(ctx, &v1alpha2.BgpConf{ObjectMeta: v1.ObjectMeta{Name: "default"}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.topo.Leaf2.Configure(ctx, fmt.Sprintf("router bgp %d", netlab.Leaf2AS), "no neighbor 192.168.1.2",
+		"neighbor 192.168.1.2 remote-as internal", "neighbor 192.168.1.2 timers 3 9", "neighbor 192.168.1.2 timers connect 1"); err != nil {
+		t.Fatal(err)
+	}
+	pool := `{"spec":{"bgp":{"communities":["65000:100","no-export"],"largeCommunities":["65000:1:2"],"localPref":250,"asPathPrepend":2}}}`
+	if err := b.crd.Patch(ctx, &v1alpha2.Eip{ObjectMeta: v1.ObjectMeta{Name: "eip-sample-pool"}}, client.RawPatch(types.MergePatchType, []byte(pool))); err != nil {
+		t.Fatal(err)
+	}
+	b.startSpeaker("master1")
+	b.startSpeaker("worker-p002")
+	b.waitSession("eBGP speaker up", b.topo.Leaf1, "192.168.0.3", true)
+	b.waitSession("iBGP speaker up", b.topo.Leaf2, "192.168.1.2", true)
+	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), v1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.waitAddress("default", "nginx"); got != seedVIP {
+		t.Fatalf("Service got %s, want %s", got, seedVIP)
+	}
+
+	ebgpAS := "65001 65001 65001" // the speaker's AS, then prepended twice
+	b.waitRouterPaths("pool attributes, eBGP", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+		return p.Communities == "65000:100 no-export" && p.Large == "65000:1:2" && p.ASPath == ebgpAS && p.LocalPref == nil
+	})
+	b.waitRouterPaths("pool attributes, iBGP", b.topo.Leaf2, seedPrefix, "192.168.1.2", func(p routerPath) bool {
+		return p.Communities == "65000:100 no-export" && p.Large == "65000:1:2" && p.ASPath == "" && p.LocalPref != nil && *p.LocalPref == 250
+	})
+	// no-export: neither leaf passes the route to the spine (another AS).
+	for range 10 {
+		paths, err := routerPaths(ctx, b.topo.Spine, seedPrefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(paths) > 0 {
+			t.Fatalf("no-export: the spine learned %s: %v", seedPrefix, paths)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.waitPlanBGP("pool attributes", "nginx", func(a *v1alpha2.BGPAttributes) bool {
+		return a != nil && strings.Join(a.Communities, ",") == "65000:100,no-export" && a.ASPathPrepend == 2 && a.LocalPref != nil && *a.LocalPref == 250
+	})
+
+	// The Service's annotations replace each attribute.
+	b.annotateService("nginx", map[string]any{
+		v1alpha2.AnnotationBGPCommunities: "65000:300", v1alpha2.AnnotationBGPLargeCommunities: "",
+		v1alpha2.AnnotationBGPLocalPref: "300", v1alpha2.AnnotationBGPASPathPrepend: "0,leaf1=1",
+	})
+	b.waitRouterPaths("Service annotations, eBGP (leaf1's own prepend count)", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+		return p.Communities == "65000:300" && p.Large == "" && p.ASPath == "65001 65001"
+	})
+	b.waitRouterPaths("Service annotations, iBGP", b.topo.Leaf2, seedPrefix, "192.168.1.2", func(p routerPath) bool {
+		return p.Communities == "65000:300" && p.LocalPref != nil && *p.LocalPref == 300
+	})
+	// Without no-export the spine learns it again, and the prepend steers
+	// it: leaf1's path (65101 65001 65001) is longer than leaf2's (65102,
+	// its iBGP speaker's route carries no AS), so the spine routes through
+	// leaf2 only.
+	b.waitKernel("spine once exported: leaf2 only, leaf1's path is prepended", b.topo.Spine, seedPrefix, "10.0.2.2")
+	b.waitRouterPaths("spine: leaf1's path carries the prepend", b.topo.Spine, seedPrefix, "10.0.1.2", func(p routerPath) bool {
+		return p.ASPath == "65101 65001 65001"
+	})
+
+	// A bad annotation: a plan condition naming it; the pool's value of
+	// that attribute is announced instead.
+	b.annotateService("nginx", map[string]any{v1alpha2.AnnotationBGPCommunities: "65000:300,bogus"})
+	b.waitPlanCondition("nginx", cloud.ReasonInvalidBGPAttributes, v1alpha2.AnnotationBGPCommunities)
+	b.waitRouterPaths("bad annotation: the pool's communities", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+		return p.Communities == "65000:100 no-export" && p.ASPath == "65001 65001"
+	})
+	b.annotateService("nginx", map[string]any{v1alpha2.AnnotationBGPCommunities: nil})
+	b.waitPlanCondition("nginx", cloud.ReasonInvalidBGPAttributes, "")
+
+	// Aggregation: the pool's /24 instead of each address; the /32 goes.
+	agg := `{"spec":{"bgp":{"aggregationLength":24}}}`
+	if err := b.crd.Patch(ctx, &v1alpha2.Eip{ObjectMeta: v1.ObjectMeta{Name: "eip-sample-pool"}}, client.RawPatch(types.MergePatchType, []byte(agg))); err != nil {
+		t.Fatal(err)
+	}
+	b.waitPaths("aggregate announced", b.topo.Leaf1, "172.22.0.0/24", "192.168.0.3")
+	b.waitPaths("host route withdrawn", b.topo.Leaf1, seedPrefix)
+	b.waitRouterPaths("the aggregate carries the Service's attributes", b.topo.Leaf1, "172.22.0.0/24", "192.168.0.3", func(p routerPath) bool {
+		return p.Communities == "65000:100 no-export" && p.ASPath == "65001 65001"
+	})
+	var plan v1alpha2.LoadBalancerPlan
+	if err := b.crd.Get(ctx, client.ObjectKey{Namespace: "default", Name: "nginx"}, &plan); err != nil {
+		t.Fatal(err)
+	}
+	if p := plan.Spec.Addresses[0].Prefix; p != "172.22.0.0/24" {
+		t.Errorf("plan shows prefix %q, want 172.22.0.0/24", p)
+	}
+	// The last Service of the aggregate gone, the aggregate goes.
+	if err := b.cs.CoreV1().Services("default").Delete(ctx, "nginx", v1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitPaths("aggregate withdrawn with its last Service", b.topo.Leaf1, "172.22.0.0/24")
+}
+
+// annotateService merge-patches annotations of default/name (nil removes).
+func (b *bgpLab) annotateService(name string, ann map[string]any) {
+	b.t.Helper()
+	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
+	raw, err := json.Marshal(patch)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if _, err := b.cs.CoreV1().Services("default").Patch(context.Background(), name, types.MergePatchType, raw, v1.PatchOptions{}); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// waitPlanBGP waits until the first address of default/name's plan has
+// attributes ok accepts.
+func (b *bgpLab) waitPlanBGP(what, name string, ok func(*v1alpha2.BGPAttributes) bool) {
+	b.t.Helper()
+	var got *v1alpha2.BGPAttributes
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var plan v1alpha2.LoadBalancerPlan
+		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, &plan); err != nil || len(plan.Spec.Addresses) == 0 {
+			return false, nil
+		}
+		got = plan.Spec.Addresses[0].BGP
+		return ok(got), nil
+	})
+	if err != nil {
+		b.t.Fatalf("%s: plan default/%s shows %+v", what, name, got)
+	}
+}
+
+// waitPlanCondition waits until default/name's plan has condition typ
+// True with a message containing want, or (want "") no such condition.
+func (b *bgpLab) waitPlanCondition(name, typ, want string) {
+	b.t.Helper()
+	var conds []v1.Condition
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var plan v1alpha2.LoadBalancerPlan
+		if err := b.crd.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, &plan); err != nil {
+			return false, nil
+		}
+		conds = plan.Status.Conditions
+		for _, c := range conds {
+			if c.Type == typ {
+				return want != "" && c.Status == v1.ConditionTrue && strings.Contains(c.Message, want), nil
+			}
+		}
+		return want == "", nil
+	})
+	if err != nil {
+		b.t.Fatalf("plan default/%s: conditions %+v, want %s containing %q", name, conds, typ, want)
+	}
+}

@@ -1,0 +1,222 @@
+package bgp
+
+// AS-path prepend by export policy.
+//
+// Per peer. A prepend toward one peer (Attributes.PrependPeers) is the
+// marker MarkerAdmin:markerPeerBase+N:T, T a hash of the peer's name. For
+// each configured peer the speaker adds, before the neighbor itself, a
+// neighbor-set holding its address and one statement per N (0..MaxPrepend)
+// to a policy evaluated before the export policy: "neighbor is this peer
+// and the path carries MarkerAdmin:markerPeerBase+N:T" prepends N times and
+// removes the all-peers marker, so the all-peers statement does not apply
+// on top. They go when the neighbor goes. Two peer names with the same
+// hash cannot both have per-peer prepends: the second is refused (a
+// PeerError), never confused with the first.
+//
+// A path's communities, large communities and LOCAL_PREF are attributes of
+// the path itself. A prepend is not: the AS path of a locally originated
+// path is empty, GoBGP prepends the speaker's AS toward eBGP peers only,
+// and an iBGP router must never see its own AS in a path (it would drop
+// the route as a loop). So the path carries a marker, the large community
+// MarkerAdmin:markerPrepend:N, and the global export policy (evaluated
+// per peer, after GoBGP has prepended the speaker's AS for eBGP peers) has
+// one statement per N that prepends the leftmost AS N more times: toward
+// an eBGP peer that is the speaker's AS; toward an iBGP peer the AS path is
+// empty and GoBGP's "last-as" prepend leaves it so. A last statement strips
+// every marker, so no router ever receives one. All of it is installed once
+// with the instance: nothing to update when attributes change.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"net/netip"
+	"strconv"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// MarkerAdmin is the large-community global administrator of the speaker's
+// markers (4294967295, a reserved AS number, RFC 7300): never a real
+// network's, and never sent.
+const MarkerAdmin = math.MaxUint32
+
+// markerPrepend is the first local part of a prepend marker; the second is
+// the count.
+const markerPrepend = 1
+
+// markerPeerBase+N is the first local part of a per-peer prepend marker
+// (N times); the second is the peer's tag.
+const markerPeerBase = 100
+
+// peerPolicyName is the policy of the per-peer statements, assigned
+// before exportPolicyName.
+const peerPolicyName = "openelb-speaker-peers"
+
+// peerTag identifies a peer by name in markers.
+func peerTag(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32()
+}
+
+func peerPrependMarker(name string, n uint8) [3]uint32 {
+	return [3]uint32{MarkerAdmin, markerPeerBase + uint32(n), peerTag(name)}
+}
+
+func peerSetName(tag uint32) string { return fmt.Sprintf("openelb-peer-%08x", tag) }
+
+func peerCountSetName(tag uint32, n int) string { return fmt.Sprintf("openelb-peer-%08x-%d", tag, n) }
+
+// peerStatementName names the statement for prepending n times toward the
+// peer of tag.
+func peerStatementName(tag uint32, n int) string {
+	return peerPolicyName + "-" + peerCountSetName(tag, n)
+}
+
+// installPeerPolicy creates the (sentinel-only) per-peer policy; peers add
+// their statements to it.
+func installPeerPolicy(ctx context.Context, srv *server.BgpServer) error {
+	// A policy is never empty: a statement that matches nothing (the
+	// unspecified address is never a neighbor) keeps it valid.
+	if err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: peerPolicyName + "-none", List: []string{"0.0.0.0/32"},
+	}}); err != nil {
+		return fmt.Errorf("adding neighbor-set %s-none: %w", peerPolicyName, err)
+	}
+	pol := &api.Policy{Name: peerPolicyName, Statements: []*api.Statement{{
+		Name:       peerPolicyName + "-none",
+		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerPolicyName + "-none"}},
+	}}}
+	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+		return fmt.Errorf("adding policy %s: %w", peerPolicyName, err)
+	}
+	return nil
+}
+
+// addPeerPrependLocked installs the per-peer statements of p (before p is
+// added as a neighbor, so its first UPDATE already goes through them).
+func (s *GoBGP) addPeerPrependLocked(ctx context.Context, p Peer) error {
+	tag := peerTag(p.Name)
+	for addr, other := range s.peerTags {
+		if other == tag && addr != p.Address {
+			return fmt.Errorf("per-peer AS-path prepend: the name %q hashes like that of the peer at %s; rename one of them", p.Name, addr)
+		}
+	}
+	if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: peerSetName(tag), List: []string{netip.PrefixFrom(p.Address, p.Address.BitLen()).String()},
+	}}); err != nil {
+		return fmt.Errorf("adding neighbor-set %s: %w", peerSetName(tag), err)
+	}
+	pol := &api.Policy{Name: peerPolicyName}
+	removeAll := fmt.Sprintf(`^%d:%d:[0-9]+$`, uint32(MarkerAdmin), markerPrepend)
+	for n := 0; n <= MaxPrepend; n++ {
+		m := peerPrependMarker(p.Name, uint8(n))
+		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerCountSetName(tag, n),
+			List: []string{fmt.Sprintf("%d:%d:%d", m[0], m[1], m[2])},
+		}}); err != nil {
+			return fmt.Errorf("adding large-community-set %s: %w", peerCountSetName(tag, n), err)
+		}
+		actions := &api.Actions{LargeCommunity: &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: []string{removeAll}}}
+		if n > 0 {
+			actions.AsPrepend = &api.AsPrependAction{UseLeftMost: true, Repeat: uint32(n)}
+		}
+		pol.Statements = append(pol.Statements, &api.Statement{
+			Name: peerStatementName(tag, n),
+			Conditions: &api.Conditions{
+				NeighborSet:       &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerSetName(tag)},
+				LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerCountSetName(tag, n)},
+			},
+			Actions: actions,
+		})
+	}
+	if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+		return fmt.Errorf("adding the per-peer statements of %s: %w", p.Name, err)
+	}
+	s.peerTags[p.Address] = tag
+	return nil
+}
+
+// removePeerPrependLocked removes what addPeerPrependLocked installed for
+// the peer at addr (after the neighbor is gone).
+func (s *GoBGP) removePeerPrependLocked(ctx context.Context, addr netip.Addr) error {
+	tag, ok := s.peerTags[addr]
+	if !ok {
+		return nil
+	}
+	pol := &api.Policy{Name: peerPolicyName}
+	for n := 0; n <= MaxPrepend; n++ {
+		pol.Statements = append(pol.Statements, &api.Statement{Name: peerStatementName(tag, n)})
+	}
+	var errs []error
+	if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: pol}); err != nil {
+		errs = append(errs, fmt.Errorf("removing the per-peer statements of %s: %w", addr, err))
+	}
+	for n := 0; n <= MaxPrepend; n++ {
+		// GoBGP keeps a statement removed from a policy; gone, so the
+		// peer can come back.
+		_ = s.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: &api.Statement{Name: peerStatementName(tag, n)}, All: true})
+		if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerCountSetName(tag, n)}, All: true}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: peerSetName(tag)}, All: true}); err != nil {
+		errs = append(errs, err)
+	}
+	delete(s.peerTags, addr)
+	return errors.Join(errs...)
+}
+
+func prependMarker(n uint8) [3]uint32 { return [3]uint32{MarkerAdmin, markerPrepend, uint32(n)} }
+
+const markerSetName = "openelb-markers"
+
+func prependSetName(n int) string { return "openelb-prepend-" + strconv.Itoa(n) }
+
+// attributeStatements creates the marker sets and returns the export
+// statements that carry out the markers, in order.
+func attributeStatements(ctx context.Context, srv *server.BgpServer) ([]*api.Statement, error) {
+	var out []*api.Statement
+	for n := 1; n <= MaxPrepend; n++ {
+		m := prependMarker(uint8(n))
+		err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY,
+			Name:        prependSetName(n),
+			List:        []string{fmt.Sprintf("%d:%d:%d", m[0], m[1], m[2])},
+		}})
+		if err != nil {
+			return nil, fmt.Errorf("adding large-community-set %s: %w", prependSetName(n), err)
+		}
+		out = append(out, &api.Statement{
+			Name:       exportPolicyName + "-" + prependSetName(n),
+			Conditions: &api.Conditions{LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: prependSetName(n)}},
+			Actions:    &api.Actions{AsPrepend: &api.AsPrependAction{UseLeftMost: true, Repeat: uint32(n)}},
+		})
+	}
+	// Conditioned on carrying a marker, so unmarked paths are not copied
+	// for every peer (an action clones the path it changes).
+	markers := fmt.Sprintf(`^%d:[0-9]+:[0-9]+$`, uint32(MarkerAdmin))
+	err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY,
+		Name:        markerSetName,
+		List:        []string{markers},
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("adding large-community-set %s: %w", markerSetName, err)
+	}
+	out = append(out, &api.Statement{
+		Name:       exportPolicyName + "-strip-markers",
+		Conditions: &api.Conditions{LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: markerSetName}},
+		Actions: &api.Actions{LargeCommunity: &api.CommunityAction{
+			Type:        api.CommunityAction_TYPE_REMOVE,
+			Communities: []string{markers},
+		}},
+	})
+	return out, nil
+}
