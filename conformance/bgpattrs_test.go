@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,82 @@ func (b *bgpLab) waitPlanCondition(name, typ, want string) {
 	})
 	if err != nil {
 		b.t.Fatalf("plan default/%s: conditions %+v, want %s containing %q", name, conds, typ, want)
+	}
+}
+
+// TestBGPSelectors: a pool's node selector limits the next hops to the
+// matching nodes (a rack without one announces nothing for it, and its
+// rack object reports no problem), following node labels live through
+// the rack objects, which carry only the labels a selector reads; a
+// Service's peer selector limits the routers that learn its address.
+func TestBGPSelectors(t *testing.T) {
+	b := newBGPLab(t, seedlab.Options{})
+	ctx := context.Background()
+	b.configureSeed()
+	b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
+	b.kubectl("kubectl label nodes master1 edge=true")
+	b.kubectl("kubectl label bgppeers leaf2 tier=edge")
+	sel := `{"spec":{"bgp":{"nodeSelector":{"matchLabels":{"edge":"true"}}}}}`
+	if err := b.crd.Patch(ctx, &v1alpha2.Eip{ObjectMeta: v1.ObjectMeta{Name: "eip-sample-pool"}}, client.RawPatch(types.MergePatchType, []byte(sel))); err != nil {
+		t.Fatal(err)
+	}
+	b.startSpeaker("master1")
+	b.startSpeaker("worker-p002")
+	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), v1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.waitAddress("default", "nginx"); got != seedVIP {
+		t.Fatalf("Service got %s, want %s", got, seedVIP)
+	}
+	// Both nodes are next hops of rack leaf1 (and the speaker has seen
+	// it: it announces the rack's other Services' paths from it)...
+	var rack v1alpha2.LoadBalancerRack
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := b.crd.Get(ctx, client.ObjectKey{Name: "leaf1"}, &rack); err != nil {
+			return false, nil
+		}
+		return len(rack.Spec.NextHops) == 2, nil
+	})
+	if err != nil {
+		t.Fatalf("rack leaf1 next hops %+v, want master1 and worker-p001", rack.Spec.NextHops)
+	}
+	b.waitAnnouncedRack("master1", rack.Generation)
+	// ...and only master1 carries the address.
+	b.waitPaths("node selector: master1 only in rack leaf1", b.topo.Leaf1, seedPrefix, "192.168.0.3")
+	b.waitPaths("node selector: no node of rack leaf2", b.topo.Leaf2, seedPrefix)
+	b.waitRackCondition("leaf2", cloud.ConditionAnnounced, v1.ConditionTrue, "")
+	for _, h := range rack.Spec.NextHops {
+		if want := map[string]string{"edge": "true"}; h.Node == "master1" && !maps.Equal(h.Labels, want) {
+			t.Errorf("rack leaf1 next hop master1 carries labels %v, want only the selector's key: %v", h.Labels, want)
+		} else if h.Node == "worker-p001" && len(h.Labels) != 0 {
+			t.Errorf("rack leaf1 next hop worker-p001 carries labels %v, want none", h.Labels)
+		}
+	}
+
+	b.kubectl("kubectl label nodes worker-p002 edge=true")
+	b.waitPaths("worker-p002 labelled: rack leaf2 announces it", b.topo.Leaf2, seedPrefix, "192.168.1.2")
+
+	b.annotateService("nginx", map[string]any{v1alpha2.AnnotationBGPPeerSelector: "tier=edge"})
+	b.waitPaths("peer selector: leaf1 (no tier=edge) loses it", b.topo.Leaf1, seedPrefix)
+	b.waitPaths("peer selector: leaf2 keeps it", b.topo.Leaf2, seedPrefix, "192.168.1.2")
+	b.annotateService("nginx", map[string]any{v1alpha2.AnnotationBGPPeerSelector: nil})
+	b.waitPaths("annotation removed: leaf1 learns it again", b.topo.Leaf1, seedPrefix, "192.168.0.3")
+}
+
+// waitAnnouncedRack waits until node's speaker reports it follows its
+// rack object at generation gen or later.
+func (b *bgpLab) waitAnnouncedRack(node string, gen int64) {
+	b.t.Helper()
+	var got int64
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var sp v1alpha2.LoadBalancerSpeaker
+		if err := b.crd.Get(ctx, client.ObjectKey{Name: node}, &sp); err != nil {
+			return false, nil
+		}
+		got = sp.Status.ObservedRackGeneration
+		return got >= gen, nil
+	})
+	if err != nil {
+		b.t.Fatalf("speaker %s follows rack generation %d, want %d", node, got, gen)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Well-known communities (RFC 1997, 3765, 7999, 8326, 9494, 7611).
@@ -98,7 +100,31 @@ func (a *BGPAttributes) Validate(prefix string) []error {
 			errs = append(errs, fmt.Errorf("%s.asPathPrependPeers[%s] %d is out of range (0..%d)", prefix, peer, n, MaxASPathPrepend))
 		}
 	}
+	for _, sel := range []struct {
+		field string
+		s     *metav1.LabelSelector
+	}{{"peerSelector", a.PeerSelector}, {"nodeSelector", a.NodeSelector}} {
+		if sel.s == nil {
+			continue
+		}
+		if _, err := metav1.LabelSelectorAsSelector(sel.s); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %w", prefix, sel.field, err))
+		}
+	}
 	return errs
+}
+
+// SelectorKeys are the label keys a selector reads (nil for nil).
+func SelectorKeys(s *metav1.LabelSelector) []string {
+	if s == nil {
+		return nil
+	}
+	keys := slices.Collect(maps.Keys(s.MatchLabels))
+	for _, e := range s.MatchExpressions {
+		keys = append(keys, e.Key)
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 // ParseASPathPrepend reads the prepend annotation: a count for every eBGP
@@ -183,7 +209,8 @@ func (b *EipBGP) AggregatePrefix(addr netip.Addr) (netip.Prefix, bool) {
 
 // IsZero says whether no attribute is set.
 func (a *BGPAttributes) IsZero() bool {
-	return a == nil || (len(a.Communities) == 0 && len(a.LargeCommunities) == 0 && a.LocalPref == nil && a.ASPathPrepend == 0 && len(a.ASPathPrependPeers) == 0)
+	return a == nil || (len(a.Communities) == 0 && len(a.LargeCommunities) == 0 && a.LocalPref == nil && a.ASPathPrepend == 0 &&
+		len(a.ASPathPrependPeers) == 0 && a.PeerSelector == nil && a.NodeSelector == nil)
 }
 
 // Service annotations overriding a pool's BGP attributes (BGPAttributes),
@@ -194,6 +221,10 @@ const (
 	AnnotationBGPLargeCommunities = "openelb.kubesphere.io/bgp-large-communities"
 	AnnotationBGPLocalPref        = "openelb.kubesphere.io/bgp-local-pref"
 	AnnotationBGPASPathPrepend    = "openelb.kubesphere.io/bgp-as-path-prepend"
+	// AnnotationBGPPeerSelector and AnnotationBGPNodeSelector are label
+	// selectors in kubectl's syntax ("tier=edge,zone in (a,b)").
+	AnnotationBGPPeerSelector = "openelb.kubesphere.io/bgp-peer-selector"
+	AnnotationBGPNodeSelector = "openelb.kubesphere.io/bgp-node-selector"
 )
 
 // ServiceBGPAttributes is pool (nil: none) with a Service's annotations
@@ -241,6 +272,33 @@ func ServiceBGPAttributes(pool *BGPAttributes, annotations map[string]string) (*
 			out.LocalPref = &lp
 		}
 	}
+	selector := func(key string, dst **metav1.LabelSelector) {
+		v, ok := annotations[key]
+		if !ok {
+			return
+		}
+		if strings.TrimSpace(v) == "" {
+			*dst = nil
+			return
+		}
+		sel, err := metav1.ParseToLabelSelector(v)
+		if err == nil {
+			_, err = metav1.LabelSelectorAsSelector(sel)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("annotation %s: %q is not a label selector: %w", key, v, err))
+			return
+		}
+		if len(sel.MatchLabels) == 0 {
+			sel.MatchLabels = nil
+		}
+		if len(sel.MatchExpressions) == 0 {
+			sel.MatchExpressions = nil
+		}
+		*dst = sel
+	}
+	selector(AnnotationBGPPeerSelector, &out.PeerSelector)
+	selector(AnnotationBGPNodeSelector, &out.NodeSelector)
 	if v, ok := annotations[AnnotationBGPASPathPrepend]; ok {
 		if all, peers, err := ParseASPathPrepend(v); err != nil {
 			errs = append(errs, fmt.Errorf("annotation %s: %w", AnnotationBGPASPathPrepend, err))
@@ -277,6 +335,16 @@ func dropInvalid(a BGPAttributes) BGPAttributes {
 		maps.DeleteFunc(a.ASPathPrependPeers, func(_ string, n int32) bool { return n < 0 || n > MaxASPathPrepend })
 		if len(a.ASPathPrependPeers) == 0 {
 			a.ASPathPrependPeers = nil
+		}
+	}
+	if a.PeerSelector != nil {
+		if _, err := metav1.LabelSelectorAsSelector(a.PeerSelector); err != nil {
+			a.PeerSelector = nil
+		}
+	}
+	if a.NodeSelector != nil {
+		if _, err := metav1.LabelSelectorAsSelector(a.NodeSelector); err != nil {
+			a.NodeSelector = nil
 		}
 	}
 	if len(a.Communities) == 0 {

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestParseCommunity(t *testing.T) {
@@ -60,6 +62,10 @@ func TestServiceBGPAttributes(t *testing.T) {
 			AnnotationBGPCommunities: "65000:100,bogus", AnnotationBGPLocalPref: "-1", AnnotationBGPASPathPrepend: "11",
 		}, want: pool, errsAt: []string{AnnotationBGPCommunities, AnnotationBGPLocalPref, AnnotationBGPASPathPrepend}},
 		{name: "annotations without a pool", ann: map[string]string{AnnotationBGPASPathPrepend: "2"}, want: &BGPAttributes{ASPathPrepend: 2}},
+		{name: "selectors", ann: map[string]string{AnnotationBGPPeerSelector: "tier=edge", AnnotationBGPNodeSelector: "zone in (a,b)"},
+			want: &BGPAttributes{PeerSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "edge"}},
+				NodeSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpIn, Values: []string{"a", "b"}}}}}},
+		{name: "a bad selector is reported", ann: map[string]string{AnnotationBGPNodeSelector: "zone in a"}, errsAt: []string{AnnotationBGPNodeSelector}},
 		{name: "a stored pool value the speakers refuse is left out", pool: &BGPAttributes{Communities: []string{"65000:100", "70000:1"}, ASPathPrepend: 40},
 			want: &BGPAttributes{Communities: []string{"65000:100"}}, errsAt: []string{"pool.communities[1]", "pool.asPathPrepend"}},
 	} {

@@ -1,5 +1,9 @@
 package v1alpha2
 
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
 // BGPAttributes are the optional path attributes a BGP address is announced
 // with. On an Eip (spec.bgp) they apply to every address of the pool; a
 // Service overrides each of them by annotation (AnnotationBGPCommunities
@@ -63,6 +67,22 @@ type BGPAttributes struct {
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k] >= 0 && self[k] <= 10)",message="asPathPrependPeers: each count must be 0..10"
 	ASPathPrependPeers map[string]int32 `json:"asPathPrependPeers,omitempty"`
+
+	// PeerSelector limits which BgpPeers receive the addresses: those
+	// whose labels match. Unset: every BgpPeer of the announcing
+	// speakers.
+	//
+	// +optional
+	PeerSelector *metav1.LabelSelector `json:"peerSelector,omitempty"`
+
+	// NodeSelector limits which nodes carry the addresses' traffic: only
+	// next hops whose node labels match are announced (the speakers of a
+	// rack announce on behalf of its nodes, so a rack with no matching
+	// node does not announce the addresses at all, and that is not a
+	// problem). Unset: every eligible node.
+	//
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 }
 
 // MaxASPathPrepend bounds BGPAttributes.ASPathPrepend.

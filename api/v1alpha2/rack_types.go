@@ -23,6 +23,12 @@ type RackNextHop struct {
 	// those of its own family.
 	// +listType=atomic
 	Addresses []string `json:"addresses"`
+	// Labels are the node's labels that a BGP node selector reads (an
+	// Eip's spec.bgp.nodeSelector or a Service's
+	// openelb.kubesphere.io/bgp-node-selector), and only those: a change
+	// of any other label writes nothing.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // LoadBalancerRackSpec is written by the CCM leader from the Nodes and the

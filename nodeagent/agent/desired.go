@@ -107,7 +107,6 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 		st.RackGeneration = rack.Generation
 		st.Announcing = slices.Contains(rack.Spec.Speakers, node.Name)
 	}
-	paths, pathProblems := rackPaths(node.Name, rack, plans, nil)
 	// The Services a configuration problem affects: those this node
 	// would announce were the configuration right. Listed only when there
 	// is a problem: a name per Service is memory a healthy speaker of
@@ -198,6 +197,14 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 		return false
 	})
 
+	// The peers a peer selector reads: those this node configured.
+	peerLabels := make(map[string]labels.Set, len(st.Peers))
+	for _, bp := range peers {
+		if slices.ContainsFunc(st.Peers, func(p bgp.Peer) bool { return p.Name == bp.Name }) {
+			peerLabels[bp.Name] = bp.Labels
+		}
+	}
+	paths, pathProblems := rackPaths(node.Name, rack, plans, peerLabels, nil)
 	st.Paths = paths
 	problems = append(problems, pathProblems...)
 	for i, p := range st.Paths {
@@ -210,15 +217,16 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 
 // rackHop is one next hop of the rack, parsed once for all plans.
 type rackHop struct {
-	node string
-	addr netip.Addr
+	node   string
+	addr   netip.Addr
+	labels labels.Set // the node's labels that node selectors read
 }
 
 // planPathCounts counts, per plan (namespace/name), the paths it makes node
 // announce (plans that make it announce none are left out).
 func planPathCounts(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan) map[string]int {
 	counts := map[string]int{}
-	_, _ = rackPaths(node, rack, plans, func(p *v1alpha2.LoadBalancerPlan, n int) { counts[p.Namespace+"/"+p.Name] = n })
+	_, _ = rackPaths(node, rack, plans, nil, func(p *v1alpha2.LoadBalancerPlan, n int) { counts[p.Namespace+"/"+p.Name] = n })
 	return counts
 }
 
@@ -238,7 +246,8 @@ const (
 // rack (none otherwise, and none without the rack object), sorted and
 // without duplicates, with the problems of the plans' attributes; count,
 // when set, is told how many each plan contributed.
-func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan, count func(*v1alpha2.LoadBalancerPlan, int)) ([]bgp.Path, []Problem) {
+func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.LoadBalancerPlan, peers map[string]labels.Set,
+	count func(*v1alpha2.LoadBalancerPlan, int)) ([]bgp.Path, []Problem) {
 	if rack == nil || !slices.Contains(rack.Spec.Speakers, node) {
 		return nil, nil
 	}
@@ -246,7 +255,7 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 	for _, nh := range rack.Spec.NextHops {
 		for _, a := range nh.Addresses {
 			if ip, err := netip.ParseAddr(a); err == nil {
-				hops = append(hops, rackHop{node: nh.Node, addr: ip.Unmap()})
+				hops = append(hops, rackHop{node: nh.Node, addr: ip.Unmap(), labels: nh.Labels})
 			}
 		}
 	}
@@ -255,6 +264,7 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 	}
 	var paths []bgp.Path
 	var problems []Problem
+	resolved := attrCache{}
 	for _, plan := range plans {
 		local := plan.Spec.ExternalTrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal)
 		var endpoints map[string]bool
@@ -274,7 +284,8 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 				continue
 			}
 			ip = ip.Unmap()
-			attrs, errs := pathAttrs(a.BGP)
+			res := resolved.of(a.BGP, peers)
+			attrs, errs := res.attrs, res.errs
 			if len(errs) > 0 {
 				problems = append(problems, Problem{Object: "LoadBalancerPlan/" + plan.Namespace + "/" + plan.Name,
 					Reason: ReasonInvalidBGPAttributes, Message: fmt.Sprintf("address %s: %s (left out)", ip, errors.Join(errs...)),
@@ -287,7 +298,7 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 					Message: fmt.Sprintf("address %s: %v (announced as %s instead)", ip, err, prefix)})
 			}
 			for _, h := range hops {
-				if h.addr.Is4() != ip.Is4() || (local && !endpoints[h.node]) {
+				if h.addr.Is4() != ip.Is4() || (local && !endpoints[h.node]) || (res.nodes != nil && !res.nodes.Matches(h.labels)) {
 					continue
 				}
 				paths = append(paths, bgp.Path{Prefix: prefix, NextHop: h.addr, Attrs: attrs})
@@ -377,14 +388,64 @@ func conflictProblems(plans []*v1alpha2.LoadBalancerPlan, conflicts []netip.Pref
 	return out
 }
 
+// resolvedAttrs is a plan address's attributes as the speaker uses them.
+type resolvedAttrs struct {
+	attrs bgp.Attrs
+	errs  []error
+	nodes labels.Selector // nil: every next hop
+}
+
+// attrCache resolves each distinct attributes object once per
+// computation: the cache shares one object among the plans that carry
+// equal attributes (trimPlan), so 10,000 plans of one pool resolve once.
+type attrCache map[*v1alpha2.BGPAttributes]resolvedAttrs
+
+func (c attrCache) of(a *v1alpha2.BGPAttributes, peers map[string]labels.Set) resolvedAttrs {
+	if a == nil {
+		return resolvedAttrs{}
+	}
+	if r, ok := c[a]; ok {
+		return r
+	}
+	var r resolvedAttrs
+	r.attrs, r.errs = pathAttrs(a, peers)
+	if a.NodeSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(a.NodeSelector)
+		if err != nil {
+			// Matching nothing would withdraw the address everywhere;
+			// the CCM never writes such a selector, so this is a
+			// hand-edited plan: reported, and every next hop kept.
+			r.errs = append(r.errs, fmt.Errorf("bgp.nodeSelector: %w (every next hop announced)", err))
+		} else {
+			r.nodes = sel
+		}
+	}
+	c[a] = r
+	return r
+}
+
 // pathAttrs turns a plan address's attributes into the speaker's,
 // leaving out (and returning an error for) each value it cannot announce.
-func pathAttrs(a *v1alpha2.BGPAttributes) (bgp.Attrs, []error) {
+// A peer selector becomes the names of the peers (of peers, this node's)
+// that must not receive the paths.
+func pathAttrs(a *v1alpha2.BGPAttributes, peers map[string]labels.Set) (bgp.Attrs, []error) {
 	if a == nil {
 		return bgp.Attrs{}, nil
 	}
 	var out bgp.Attributes
 	var errs []error
+	if a.PeerSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(a.PeerSelector)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bgp.peerSelector: %w (every peer receives the address)", err))
+		} else {
+			for _, name := range slices.Sorted(maps.Keys(peers)) {
+				if !sel.Matches(peers[name]) {
+					out.DenyPeers = append(out.DenyPeers, name)
+				}
+			}
+		}
+	}
 	for _, c := range a.Communities {
 		v, err := v1alpha2.ParseCommunity(c)
 		if err != nil {

@@ -542,3 +542,44 @@ func TestDesiredAggregates(t *testing.T) {
 		t.Errorf("plan path counts = %v: each Service of the aggregate counts its paths", n)
 	}
 }
+
+// TestDesiredSelectors: a node selector keeps the next hops whose labels
+// (as the rack object carries them) match, and a rack without one
+// announces nothing for that address, without a problem; a peer selector
+// marks the paths for the configured peers it does not match.
+func TestDesiredSelectors(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	rack := rackObj("leaf1", 3, []string{"master1"}, "master1=192.168.0.3", "worker-p001=192.168.0.4")
+	rack.Spec.NextHops[1].Labels = map[string]string{"edge": "true"}
+	peers := []*v1alpha2.BgpPeer{seedPeer("leaf1", "192.168.0.2", "leaf1"), seedPeer("leaf1-b", "192.168.0.9", "leaf1")}
+	peers[0].Labels = map[string]string{"tier": "core"}
+	sel := func(s string) *metav1.LabelSelector {
+		ls, err := metav1.ParseToLabelSelector(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ls
+	}
+	plan := func(name, ip string, a *v1alpha2.BGPAttributes) *v1alpha2.LoadBalancerPlan {
+		return &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: v1alpha2.LoadBalancerPlanSpec{Addresses: []v1alpha2.PlanAddress{{IP: ip, Pool: "eip", Protocol: "bgp", BGP: a}}}}
+	}
+	plans := []*v1alpha2.LoadBalancerPlan{
+		plan("edge", "172.22.0.2", &v1alpha2.BGPAttributes{NodeSelector: sel("edge=true")}),
+		plan("nowhere", "172.22.0.3", &v1alpha2.BGPAttributes{NodeSelector: sel("edge=false")}),
+		plan("core", "172.22.0.4", &v1alpha2.BGPAttributes{PeerSelector: sel("tier=core")}),
+	}
+	got, problems := Desired(node, conf(), peers, rack, plans, nil)
+	if len(problems) > 0 {
+		t.Fatalf("problems: %+v", problems)
+	}
+	notB := bgp.Intern(bgp.Attributes{DenyPeers: []string{"leaf1-b"}})
+	with := func(p bgp.Path, a bgp.Attrs) bgp.Path { p.Attrs = a; return p }
+	want := []bgp.Path{
+		path("172.22.0.2/32", "192.168.0.4"),
+		with(path("172.22.0.4/32", "192.168.0.3"), notB), with(path("172.22.0.4/32", "192.168.0.4"), notB),
+	}
+	if diff := cmp.Diff(want, got.Paths, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+		t.Errorf("paths (-want +got):\n%s", diff)
+	}
+}

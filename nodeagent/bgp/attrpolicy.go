@@ -2,7 +2,9 @@ package bgp
 
 // AS-path prepend by export policy.
 //
-// Per peer. A prepend toward one peer (Attributes.PrependPeers) is the
+// Per peer. A path a peer must not receive (Attributes.DenyPeers: a peer
+// selector) carries MarkerAdmin:markerDeny:T, and the first statement of
+// that peer rejects it. A prepend toward one peer (Attributes.PrependPeers) is the
 // marker MarkerAdmin:markerPeerBase+N:T, T a hash of the peer's name. For
 // each configured peer the speaker adds, before the neighbor itself, a
 // neighbor-set holding its address and one statement per N (0..MaxPrepend)
@@ -52,6 +54,12 @@ const markerPrepend = 1
 // (N times); the second is the peer's tag.
 const markerPeerBase = 100
 
+// markerDeny is the first local part of a "not to this peer" marker; the
+// second is the peer's tag.
+const markerDeny = 200
+
+func denyMarker(name string) [3]uint32 { return [3]uint32{MarkerAdmin, markerDeny, peerTag(name)} }
+
 // peerPolicyName is the policy of the per-peer statements, assigned
 // before exportPolicyName.
 const peerPolicyName = "openelb-speaker-peers"
@@ -68,6 +76,8 @@ func peerPrependMarker(name string, n uint8) [3]uint32 {
 }
 
 func peerSetName(tag uint32) string { return fmt.Sprintf("openelb-peer-%08x", tag) }
+
+func peerDenySetName(tag uint32) string { return fmt.Sprintf("openelb-peer-%08x-deny", tag) }
 
 func peerCountSetName(tag uint32, n int) string { return fmt.Sprintf("openelb-peer-%08x-%d", tag, n) }
 
@@ -112,6 +122,22 @@ func (s *GoBGP) addPeerPrependLocked(ctx context.Context, p Peer) error {
 		return fmt.Errorf("adding neighbor-set %s: %w", peerSetName(tag), err)
 	}
 	pol := &api.Policy{Name: peerPolicyName}
+	// First: paths this peer must not receive (a peer or node selector).
+	deny := denyMarker(p.Name)
+	if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerDenySetName(tag),
+		List: []string{fmt.Sprintf("%d:%d:%d", deny[0], deny[1], deny[2])},
+	}}); err != nil {
+		return fmt.Errorf("adding large-community-set %s: %w", peerDenySetName(tag), err)
+	}
+	pol.Statements = append(pol.Statements, &api.Statement{
+		Name: peerPolicyName + "-" + peerDenySetName(tag),
+		Conditions: &api.Conditions{
+			NeighborSet:       &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerSetName(tag)},
+			LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerDenySetName(tag)},
+		},
+		Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
+	})
 	removeAll := fmt.Sprintf(`^%d:%d:[0-9]+$`, uint32(MarkerAdmin), markerPrepend)
 	for n := 0; n <= MaxPrepend; n++ {
 		m := peerPrependMarker(p.Name, uint8(n))
@@ -148,7 +174,7 @@ func (s *GoBGP) removePeerPrependLocked(ctx context.Context, addr netip.Addr) er
 	if !ok {
 		return nil
 	}
-	pol := &api.Policy{Name: peerPolicyName}
+	pol := &api.Policy{Name: peerPolicyName, Statements: []*api.Statement{{Name: peerPolicyName + "-" + peerDenySetName(tag)}}}
 	for n := 0; n <= MaxPrepend; n++ {
 		pol.Statements = append(pol.Statements, &api.Statement{Name: peerStatementName(tag, n)})
 	}
@@ -164,6 +190,11 @@ func (s *GoBGP) removePeerPrependLocked(ctx context.Context, addr netip.Addr) er
 			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerCountSetName(tag, n)}, All: true}); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	_ = s.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: &api.Statement{Name: peerPolicyName + "-" + peerDenySetName(tag)}, All: true})
+	if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerDenySetName(tag)}, All: true}); err != nil {
+		errs = append(errs, err)
 	}
 	if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
 		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: peerSetName(tag)}, All: true}); err != nil {

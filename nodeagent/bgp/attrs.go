@@ -25,6 +25,9 @@ type Attributes struct {
 	Prepend uint8
 	// PrependPeers overrides Prepend toward the peers it names (Peer.Name).
 	PrependPeers map[string]uint8
+	// DenyPeers are the peers (Peer.Name) that must not receive the path
+	// (an export policy statement per peer rejects it: attrpolicy.go).
+	DenyPeers []string
 }
 
 // MaxPrepend bounds Attributes.Prepend: the export policy has one
@@ -85,7 +88,7 @@ func compareAttrs(a, b Attrs) int {
 }
 
 func (a Attributes) empty() bool {
-	return len(a.Communities) == 0 && len(a.LargeCommunities) == 0 && !a.HasLocalPref && a.Prepend == 0 && len(a.PrependPeers) == 0
+	return len(a.Communities) == 0 && len(a.LargeCommunities) == 0 && !a.HasLocalPref && a.Prepend == 0 && len(a.PrependPeers) == 0 && len(a.DenyPeers) == 0
 }
 
 func (a Attributes) canonical() Attributes {
@@ -104,6 +107,10 @@ func (a Attributes) canonical() Attributes {
 	}
 	if len(a.PrependPeers) == 0 {
 		a.PrependPeers = nil
+	}
+	a.DenyPeers = slices.Compact(slices.Sorted(slices.Values(a.DenyPeers)))
+	if len(a.DenyPeers) == 0 {
+		a.DenyPeers = nil
 	}
 	return a
 }
@@ -136,6 +143,9 @@ func (a Attributes) encode() string {
 			ps = append(ps, name+":"+strconv.Itoa(int(a.PrependPeers[name])))
 		}
 		parts = append(parts, "prepend-peers="+strings.Join(ps, ","))
+	}
+	if len(a.DenyPeers) > 0 {
+		parts = append(parts, "deny-peers="+strings.Join(a.DenyPeers, ","))
 	}
 	return strings.Join(parts, " ")
 }
@@ -193,6 +203,8 @@ func decodeAttributes(s string) (Attributes, error) {
 				}
 				a.PrependPeers[name] = uint8(n)
 			}
+		case "deny-peers":
+			a.DenyPeers = strings.Split(v, ",")
 		default:
 			return a, fmt.Errorf("unknown part %q", part)
 		}
@@ -211,6 +223,11 @@ func (a Attributes) validate() error {
 		}
 		if name == "" || strings.ContainsAny(name, ":, =") {
 			return errInvalid("AS-path prepend toward %q: not a peer name", name)
+		}
+	}
+	for _, name := range a.DenyPeers {
+		if name == "" || strings.ContainsAny(name, ":, =") {
+			return errInvalid("peer %q excluded: not a peer name", name)
 		}
 	}
 	for _, c := range a.LargeCommunities {

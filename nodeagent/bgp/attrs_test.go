@@ -171,7 +171,8 @@ func TestPathAttributesReachRouters(t *testing.T) {
 
 // TestPerPeerPrepend: a per-peer count replaces the all-peers one toward
 // that peer only; a peer removed and added again gets its statements
-// back; a count of 0 for a peer means none toward it.
+// back; a count of 0 for a peer means none toward it; a path denied to a
+// peer is withdrawn from it only.
 func TestPerPeerPrepend(t *testing.T) {
 	ctx := context.Background()
 	r1 := startRouter(t, "127.0.0.1", true)
@@ -208,4 +209,18 @@ func TestPerPeerPrepend(t *testing.T) {
 	}
 	asPath("r1: new all-peers count", r1, speakerAS, speakerAS, speakerAS)
 	asPath("r2: 0, none", r2, speakerAS)
+
+	// A peer the path must not reach loses it (and only that peer).
+	if err := s.Apply(ctx, testGlobal, peers, with(Attributes{DenyPeers: []string{"r2"}})); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	eventually(t, 10*time.Second, "r2 withdrawn", func() (bool, string) {
+		got := receivedPaths(t, r2, vip)
+		return len(got) == 0, fmt.Sprint(got)
+	})
+	asPath("r1 keeps the path", r1, speakerAS)
+	if err := s.Apply(ctx, testGlobal, peers, with(Attributes{})); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	asPath("r2 gets it back", r2, speakerAS)
 }

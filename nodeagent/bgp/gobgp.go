@@ -91,6 +91,10 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 	// Withdraw first so a prefix that moved next hops is never advertised
 	// with both the stale and the new next hop longer than necessary.
 	withdraw, add := diffPaths(s.paths, wantPaths)
+	var excluded []string
+	if len(add) > 0 {
+		excluded = excludedPeersChanged(s.paths, wantPaths)
+	}
 	var failed []Path // withdrawals that failed: still held
 	if len(withdraw) > 0 {
 		var err error
@@ -144,6 +148,22 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		var err error
 		if notAdded, err = s.addPaths(add); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	// A path replaced by one a peer must not receive is not withdrawn from
+	// that peer by GoBGP (it only filters what it sends next): a soft reset
+	// out re-sends that peer its paths through the export policy, which
+	// withdraws what it now rejects. It costs one full re-send to that peer,
+	// only when a peer selector's outcome changed.
+	for _, name := range excluded {
+		for addr, p := range s.peers {
+			if p.Name != name {
+				continue
+			}
+			if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true,
+				Direction: api.ResetPeerRequest_DIRECTION_OUT}); err != nil {
+				s.log.V(1).Info("Soft reset out failed (the session is probably down; it gets the right paths when it comes up)", "peer", name, "err", err)
+			}
 		}
 	}
 	// What GoBGP holds now: the wanted paths, less those it refused, plus
@@ -210,6 +230,40 @@ func sortedPaths(paths []Path) ([]Path, error) {
 		out = append(out, p.normalize())
 	}
 	return slices.Clip(CompactPaths(out)), nil
+}
+
+// excludedPeersChanged lists the peers (by name) that paths of both lists
+// (sorted, duplicate-free) stop or start excluding (DenyPeers).
+func excludedPeersChanged(have, want []Path) []string {
+	changed := map[string]bool{}
+	seen := map[[2]Attrs]bool{}
+	i, j := 0, 0
+	for i < len(have) && j < len(want) {
+		switch c := ComparePaths(have[i], want[j]); {
+		case c < 0:
+			i++
+		case c > 0:
+			j++
+		default:
+			if pair := [2]Attrs{have[i].Attrs, want[j].Attrs}; pair[0] != pair[1] && !seen[pair] {
+				seen[pair] = true
+				a, b := pair[0].Attributes().DenyPeers, pair[1].Attributes().DenyPeers
+				for _, n := range a {
+					if !slices.Contains(b, n) {
+						changed[n] = true
+					}
+				}
+				for _, n := range b {
+					if !slices.Contains(a, n) {
+						changed[n] = true
+					}
+				}
+			}
+			i++
+			j++
+		}
+	}
+	return slices.Sorted(maps.Keys(changed))
 }
 
 // CompactPaths sorts paths by ComparePaths and keeps one path per prefix
@@ -619,6 +673,10 @@ func optionalAttrs(a Attributes) []bgp.PathAttributeInterface {
 	}
 	for _, name := range slices.Sorted(maps.Keys(a.PrependPeers)) {
 		m := peerPrependMarker(name, a.PrependPeers[name])
+		large = append(large, bgp.NewLargeCommunity(m[0], m[1], m[2]))
+	}
+	for _, name := range a.DenyPeers {
+		m := denyMarker(name)
 		large = append(large, bgp.NewLargeCommunity(m[0], m[1], m[2]))
 	}
 	if len(large) > 0 {

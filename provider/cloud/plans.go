@@ -84,6 +84,18 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 			return err
 		}
 	}
+	// The racks carry the node labels the Service's node selector reads.
+	var keys []string
+	if desired != nil {
+		for _, a := range desired.Spec.Addresses {
+			if a.BGP != nil {
+				keys = append(keys, v1alpha2.SelectorKeys(a.BGP.NodeSelector)...)
+			}
+		}
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
+	}
+	p.noteSelectorKeys(key, keys)
 	switch {
 	case desired == nil && existing == nil:
 		p.rememberPlan(key, nil)

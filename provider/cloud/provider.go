@@ -78,6 +78,11 @@ type Provider struct {
 	// every status heartbeat.
 	nodeSeen map[string]string
 
+	// selectorKeys counts, per node label key, the pools and Services whose
+	// BGP node selector reads it; selectorKeysOf is each one's keys
+	// (noteSelectorKeys).
+	selectorKeys   map[string]int
+	selectorKeysOf map[string][]string
 	// racksDirty asks rackLoop for a pass over the racks.
 	racksDirty  chan struct{}
 	statusDirty chan struct{}
@@ -126,6 +131,7 @@ func New(opts Options) (*Provider, error) {
 		poolsDirty:   make(chan struct{}, 1),
 		nodeSeen:     map[string]string{},
 		racksDirty:   make(chan struct{}, 1),
+		selectorKeys: map[string]int{}, selectorKeysOf: map[string][]string{},
 		statusDirty:  make(chan struct{}, 1),
 		identity:     opts.Identity,
 		after:        map[ipam.ServiceKey]*afterStatus{},

@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -100,8 +101,9 @@ func (p *Provider) syncRacks(ctx context.Context) error {
 	}
 	var errs []error
 	want := map[string]bool{}
+	keys := p.selectorKeysSnapshot()
 	for _, r := range planner.Racks(in) {
-		desired := rackObject(r)
+		desired := rackObject(r, keys)
 		want[desired.Name] = true
 		if err := p.writeRack(ctx, byName[desired.Name], desired, r); err != nil {
 			errs = append(errs, fmt.Errorf("rack %q: %w", r.Name, err))
@@ -152,8 +154,9 @@ func (p *Provider) writeRack(ctx context.Context, cur, desired *v1alpha2.LoadBal
 	return p.cluster.PatchRackConditions(ctx, cur, conds)
 }
 
-// rackObject is the LoadBalancerRack for a planned rack.
-func rackObject(r planner.Rack) *v1alpha2.LoadBalancerRack {
+// rackObject is the LoadBalancerRack for a planned rack; its next hops
+// carry the node labels of keys only (those the BGP node selectors read).
+func rackObject(r planner.Rack, keys map[string]int) *v1alpha2.LoadBalancerRack {
 	obj := &v1alpha2.LoadBalancerRack{
 		ObjectMeta: metav1.ObjectMeta{Name: v1alpha2.RackObjectName(r.Name)},
 		Spec: v1alpha2.LoadBalancerRackSpec{
@@ -169,9 +172,58 @@ func rackObject(r planner.Rack) *v1alpha2.LoadBalancerRack {
 		for _, a := range nh.Addresses {
 			hop.Addresses = append(hop.Addresses, a.String())
 		}
+		for k, v := range nh.Labels {
+			if keys[k] > 0 {
+				if hop.Labels == nil {
+					hop.Labels = map[string]string{}
+				}
+				hop.Labels[k] = v
+			}
+		}
 		obj.Spec.NextHops = append(obj.Spec.NextHops, hop)
 	}
 	return obj
+}
+
+// noteSelectorKeys records the node label keys a Service's (or, with
+// key "eip/<name>", a pool's) BGP node selector reads; a change of the
+// set of keys read by anyone queues a rack pass, so the racks carry
+// exactly those labels.
+func (p *Provider) noteSelectorKeys(owner string, keys []string) {
+	p.mu.Lock()
+	old := p.selectorKeysOf[owner]
+	if slices.Equal(old, keys) {
+		p.mu.Unlock()
+		return
+	}
+	changed := false
+	for _, k := range old {
+		if p.selectorKeys[k]--; p.selectorKeys[k] <= 0 {
+			delete(p.selectorKeys, k)
+			changed = true
+		}
+	}
+	for _, k := range keys {
+		if p.selectorKeys[k]++; p.selectorKeys[k] == 1 {
+			changed = true
+		}
+	}
+	if len(keys) == 0 {
+		delete(p.selectorKeysOf, owner)
+	} else {
+		p.selectorKeysOf[owner] = keys
+	}
+	p.mu.Unlock()
+	if changed {
+		signal(p.racksDirty)
+	}
+}
+
+// selectorKeysSnapshot copies the keys read by node selectors.
+func (p *Provider) selectorKeysSnapshot() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.selectorKeys)
 }
 
 // rackConditions: one condition per problem reason, True while it lasts,

@@ -67,6 +67,8 @@ type PeerRef struct {
 type NextHop struct {
 	Node      string
 	Addresses []netip.Addr // sorted
+	// Labels of the node (shared with Node.Labels: read only).
+	Labels map[string]string
 }
 
 // Problem is something an operator should fix; Message names the objects.
@@ -134,7 +136,7 @@ func Racks(in Input) []Rack {
 		}
 		slices.SortFunc(addrs, netip.Addr.Compare)
 		r := rackOf(n.Rack)
-		r.hops = append(r.hops, NextHop{Node: n.Name, Addresses: slices.Compact(addrs)})
+		r.hops = append(r.hops, NextHop{Node: n.Name, Addresses: slices.Compact(addrs), Labels: n.Labels})
 	}
 
 	names := make([]string, 0, len(racks))

@@ -642,8 +642,20 @@ func TestRacks(t *testing.T) {
 			if len(got) == 0 {
 				got = nil // nil and empty both mean no rack
 			}
-			if diff := cmp.Diff(tt.want, got, addrCmp); diff != "" {
+			// Labels are the nodes' own (checked below).
+			if diff := cmp.Diff(tt.want, got, addrCmp, cmpopts.IgnoreFields(NextHop{}, "Labels")); diff != "" {
 				t.Errorf("Racks() mismatch (-want +got):\n%s", diff)
+			}
+			labelsOf := map[string]map[string]string{}
+			for _, n := range tt.in.Nodes {
+				labelsOf[n.Name] = n.Labels
+			}
+			for _, r := range got {
+				for _, h := range r.NextHops {
+					if !maps.Equal(h.Labels, labelsOf[h.Node]) {
+						t.Errorf("next hop %s carries labels %v, its node has %v", h.Node, h.Labels, labelsOf[h.Node])
+					}
+				}
 			}
 		})
 	}
@@ -838,7 +850,7 @@ func TestRacksInvariants(t *testing.T) {
 				wantSpeakers[n.Rack] = append(wantSpeakers[n.Rack], n.Name)
 			}
 			if a := eligibleAddrs(n); len(a) > 0 {
-				wantHops[n.Rack] = append(wantHops[n.Rack], NextHop{Node: n.Name, Addresses: a})
+				wantHops[n.Rack] = append(wantHops[n.Rack], NextHop{Node: n.Name, Addresses: a, Labels: n.Labels})
 			}
 		}
 		present := map[string]bool{}
