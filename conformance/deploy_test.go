@@ -198,6 +198,11 @@ func TestDeploy(t *testing.T) {
 			client.RawPatch(types.ApplyPatchType, status), client.FieldOwner("openelb-speaker/master1"), client.ForceOwnership); err != nil {
 			t.Errorf("speaker: server-side apply of BgpPeer leaf1 status: %v", err)
 		}
+		// The conditions are the CCM's (speaker-admission.yaml).
+		fake := []byte(`{"status":{"conditions":[{"type":"Unsupported","status":"False","reason":"Forged","message":"m","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}`)
+		if err := c.Status().Patch(ctx, &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: "leaf1"}}, client.RawPatch(types.MergePatchType, fake)); !apierrors.IsForbidden(err) {
+			t.Errorf("speaker: writing BgpPeer leaf1 status.conditions: want Forbidden, got %v", err)
+		}
 		if _, err := cs.CoreV1().Secrets("openelb-bgp-secrets").Get(ctx, "bgp-leaf2", metav1.GetOptions{}); err != nil {
 			t.Errorf("speaker: reading the BgpPeer password Secret in openelb-bgp-secrets: %v", err)
 		}
@@ -223,7 +228,8 @@ func TestDeploy(t *testing.T) {
 			"get nodes", "update nodes", "patch nodes", "patch nodes --subresource=status",
 			"list namespaces", "list endpointslices.discovery.k8s.io --all-namespaces",
 			"list eips.network.kubesphere.io", "update eips.network.kubesphere.io --subresource=status",
-			"list bgppeers.network.kubesphere.io",
+			"list bgppeers.network.kubesphere.io", "list bgpconfs.network.kubesphere.io",
+			"patch bgppeers.network.kubesphere.io --subresource=status", "patch bgpconfs.network.kubesphere.io --subresource=status",
 			"create ipclaims.network.kubesphere.io", "update ipclaims.network.kubesphere.io", "delete ipclaims.network.kubesphere.io",
 			"create loadbalancerplans.network.kubesphere.io -n default", "delete loadbalancerplans.network.kubesphere.io -n team-a",
 			"patch loadbalancerplans.network.kubesphere.io --subresource=status -n default",
@@ -238,7 +244,7 @@ func TestDeploy(t *testing.T) {
 			"update services -n default", "patch services -n default", "delete services -n default",
 			"get secrets -n openelb-system", "list secrets --all-namespaces",
 			"delete nodes", "update eips.network.kubesphere.io", "delete eips.network.kubesphere.io",
-			"update bgppeers.network.kubesphere.io", "patch bgppeers.network.kubesphere.io --subresource=status",
+			"update bgppeers.network.kubesphere.io", "patch bgppeers.network.kubesphere.io", "patch bgpconfs.network.kubesphere.io",
 			"patch loadbalancerspeakers.network.kubesphere.io",
 			"create leases.coordination.k8s.io -n kube-system",
 			"get configmaps/kube-proxy -n kube-system", "list configmaps -n kube-system",

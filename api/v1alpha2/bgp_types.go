@@ -126,6 +126,12 @@ type BgpConfStatus struct {
 	// own key.
 	// +optional
 	NodesConfStatus map[string]NodeConfStatus `json:"nodesConfStatus,omitempty"`
+	// Conditions, written by the CCM: Unsupported when a field is set that
+	// the speakers do not carry out (its message names each, and why).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // BgpConf is the global BGP configuration of the speakers.
@@ -419,6 +425,12 @@ type NodePeerStatus struct {
 type BgpPeerStatus struct {
 	// +optional
 	NodesPeerStatus map[string]NodePeerStatus `json:"nodesPeerStatus,omitempty"`
+	// Conditions, written by the CCM: Unsupported when a field is set that
+	// the speakers do not carry out (its message names each, and why).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // BgpPeer is a BGP neighbor (a leaf router) of the speakers.

@@ -84,7 +84,7 @@ type State struct {
 // sameBGP says whether two states make the BGP speaker do the same thing,
 // so a change of what is only reported never re-applies.
 func (s State) sameBGP(o State) bool {
-	return s.Enabled == o.Enabled && s.Global == o.Global &&
+	return s.Enabled == o.Enabled && s.Global.Equal(o.Global) &&
 		slices.EqualFunc(s.Peers, o.Peers, func(a, b bgp.Peer) bool { return reflect.DeepEqual(a, b) }) &&
 		slices.Equal(s.Paths, o.Paths)
 }
@@ -153,8 +153,21 @@ func Desired(node *v1.Node, conf *v1alpha2.BgpConf, peers []*v1alpha2.BgpPeer, r
 			// the capability's flags.
 			return invalid("spec.gracefulRestart.restartTime %d is out of range (0..%d; 0 means 120)", gr.RestartTime, bgp.MaxRestartTime)
 		}
+		if gr.DeferralTime > math.MaxUint16 {
+			return invalid("spec.gracefulRestart.deferralTime %d is out of range (0..65535)", gr.DeferralTime)
+		}
 		g.GracefulRestart, g.RestartTime = true, gr.RestartTime
+		g.GRHelperOnly, g.GRNotification, g.GRDeferralTime = gr.HelperOnly, gr.NotificationEnabled, gr.DeferralTime
 	}
+	for _, a := range conf.Spec.ListenAddresses {
+		ip, err := netip.ParseAddr(strings.TrimSpace(a))
+		if err != nil {
+			return invalid("spec.listenAddresses: %q is not an IP address", a)
+		}
+		g.ListenAddresses = append(g.ListenAddresses, ip.Unmap())
+	}
+	slices.SortFunc(g.ListenAddresses, netip.Addr.Compare)
+	g.ListenAddresses = slices.Compact(g.ListenAddresses)
 	st.Enabled, st.Global = true, g
 
 	nodeLabels := labels.Set(node.Labels)
@@ -585,6 +598,17 @@ func peerFrom(bp *v1alpha2.BgpPeer, secret SecretReader) (bgp.Peer, error) {
 	}
 	if gr := bp.Spec.GracefulRestart; gr != nil && gr.Enabled {
 		p.GracefulRestart = true
+		if gr.RestartTime > bgp.MaxRestartTime {
+			return p, fmt.Errorf("spec.gracefulRestart.restartTime %d is out of range (0..%d; 0 means the BgpConf's)", gr.RestartTime, bgp.MaxRestartTime)
+		}
+		if gr.StaleRoutesTime > 1<<24-1 {
+			return p, fmt.Errorf("spec.gracefulRestart.staleRoutesTime %d is out of range (0..16777215)", gr.StaleRoutesTime)
+		}
+		p.GRRestartTime, p.GRHelperOnly, p.GRNotification = gr.RestartTime, gr.HelperOnly, gr.NotificationEnabled
+		p.GRLongLived, p.GRStaleRoutesTime = gr.LonglivedEnabled, gr.StaleRoutesTime
+	}
+	if err := neighborSettings(bp, &p); err != nil {
+		return p, err
 	}
 	if b := bp.Spec.Bfd; b != nil && b.Enabled {
 		if b.DetectMultiplier > math.MaxUint8 {
@@ -613,6 +637,77 @@ func peerFrom(bp *v1alpha2.BgpPeer, secret SecretReader) (bgp.Peer, error) {
 		}
 	}
 	return p, nil
+}
+
+// neighborSettings maps the OpenELB neighbor fields GoBGP carries out
+// (the others are reported Unsupported by the CCM: v1alpha2's field
+// support table).
+func neighborSettings(bp *v1alpha2.BgpPeer, p *bgp.Peer) error {
+	c := bp.Spec.Conf
+	p.Description = c.Description
+	p.LocalAS = c.LocalAs
+	p.AdminDown = c.AdminDown
+	p.ReplacePeerAS = c.ReplacePeerAs
+	if c.AllowOwnAs > math.MaxUint8 {
+		return fmt.Errorf("spec.conf.allowOwnAs %d is out of range (0..255)", c.AllowOwnAs)
+	}
+	p.AllowOwnAS = uint8(c.AllowOwnAs)
+	switch strings.ToLower(strings.TrimSpace(c.RemovePrivateAs)) {
+	case "", "none":
+	case "all":
+		p.RemovePrivateAS = "all"
+	case "replace":
+		p.RemovePrivateAS = "replace"
+	default:
+		return fmt.Errorf("spec.conf.removePrivateAs %q is not all, replace or none", c.RemovePrivateAs)
+	}
+	switch c.SendCommunity {
+	case 0, 2:
+		// 0 is also what an unset field reads as: every community is sent,
+		// as OpenELB's GoBGP did whatever the field said.
+	case 1:
+		p.SendCommunity = bgp.SendCommunityExtended
+	case 3:
+		p.SendCommunity = bgp.SendCommunityNone
+	default:
+		return fmt.Errorf("spec.conf.sendCommunity %d is out of range (0..3)", c.SendCommunity)
+	}
+	if tr := bp.Spec.Transport; tr != nil {
+		p.Passive = tr.PassiveMode
+		if tr.TcpMss > math.MaxUint16 {
+			return fmt.Errorf("spec.transport.tcpMss %d is out of range (0..65535)", tr.TcpMss)
+		}
+		p.TCPMSS = uint16(tr.TcpMss)
+		if ra := strings.TrimSpace(tr.RemoteAddress); ra != "" {
+			ip, err := netip.ParseAddr(ra)
+			if err != nil || ip.Unmap() != p.Address {
+				return fmt.Errorf("spec.transport.remoteAddress %q differs from spec.conf.neighborAddress %s (leave it unset)", ra, p.Address)
+			}
+		}
+	}
+	if len(bp.Spec.AfiSafis) > 0 {
+		v4, v6 := false, false
+		for _, af := range bp.Spec.AfiSafis {
+			if af == nil || af.Config == nil || af.Config.Family == nil {
+				continue
+			}
+			f := af.Config.Family
+			switch strings.ToLower(f.Afi) + "/" + strings.ToLower(f.Safi) {
+			case "ipv4/unicast":
+				v4 = v4 || af.Config.Enabled
+			case "ipv6/unicast":
+				v6 = v6 || af.Config.Enabled
+			default:
+				// Other families carry nothing the speaker announces; the
+				// CCM reports them (v1alpha2.UnsupportedFields).
+			}
+		}
+		if v4 || v6 {
+			// Families listed: those enabled, and only those.
+			p.NoIPv4, p.NoIPv6 = !v4, !v6
+		}
+	}
+	return nil
 }
 
 // What the wire and the kernel bound (see bgp.Peer.Validate).

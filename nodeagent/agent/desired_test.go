@@ -583,3 +583,44 @@ func TestDesiredSelectors(t *testing.T) {
 		t.Errorf("paths (-want +got):\n%s", diff)
 	}
 }
+
+// TestDesiredNeighborSettings: OpenELB's neighbor fields reach the
+// speaker's peer; impossible values make the BgpPeer a problem.
+func TestDesiredNeighborSettings(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	bp := seedPeer("leaf1", "192.168.0.2", "leaf1")
+	bp.Spec.Conf.Description, bp.Spec.Conf.LocalAs, bp.Spec.Conf.AdminDown = "leaf one", 65010, true
+	bp.Spec.Conf.RemovePrivateAs, bp.Spec.Conf.AllowOwnAs, bp.Spec.Conf.ReplacePeerAs, bp.Spec.Conf.SendCommunity = "Replace", 3, true, 3
+	bp.Spec.Transport = &v1alpha2.Transport{PassiveMode: true, TcpMss: 1400, RemoteAddress: "192.168.0.2"}
+	bp.Spec.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true, RestartTime: 90, HelperOnly: true, LonglivedEnabled: true, StaleRoutesTime: 600}
+	bp.Spec.AfiSafis = []*v1alpha2.AfiSafi{{Config: &v1alpha2.AfiSafiConfig{Family: &v1alpha2.Family{Afi: "ipv4", Safi: "unicast"}, Enabled: true}},
+		{Config: &v1alpha2.AfiSafiConfig{Family: &v1alpha2.Family{Afi: "l2vpn", Safi: "evpn"}, Enabled: true}}}
+	c := conf(func(c *v1alpha2.BgpConf) {
+		c.Spec.ListenAddresses = []string{"192.168.0.3", "::ffff:192.168.0.3"}
+		c.Spec.GracefulRestart = &v1alpha2.GracefulRestart{Enabled: true, DeferralTime: 30, NotificationEnabled: true}
+	})
+	st, problems := Desired(node, c, []*v1alpha2.BgpPeer{bp}, seedLeaf1, nil, nil)
+	if len(problems) > 0 || len(st.Peers) != 1 {
+		t.Fatalf("peers %+v problems %+v", st.Peers, problems)
+	}
+	p := st.Peers[0]
+	if p.Description != "leaf one" || p.LocalAS != 65010 || !p.AdminDown || p.RemovePrivateAS != "replace" || p.AllowOwnAS != 3 ||
+		!p.ReplacePeerAS || p.SendCommunity != bgp.SendCommunityNone || !p.Passive || p.TCPMSS != 1400 || p.GRRestartTime != 90 ||
+		!p.GRHelperOnly || !p.GRLongLived || p.GRStaleRoutesTime != 600 || p.NoIPv4 || !p.NoIPv6 {
+		t.Errorf("peer = %+v", p)
+	}
+	if g := st.Global; len(g.ListenAddresses) != 1 || g.GRDeferralTime != 30 || !g.GRNotification {
+		t.Errorf("global = %+v", g)
+	}
+	for _, bad := range []func(*v1alpha2.BgpPeer){
+		func(b *v1alpha2.BgpPeer) { b.Spec.Conf.RemovePrivateAs = "some" },
+		func(b *v1alpha2.BgpPeer) { b.Spec.Transport.RemoteAddress = "192.168.0.9" },
+		func(b *v1alpha2.BgpPeer) { b.Spec.Conf.AllowOwnAs = 256 },
+	} {
+		b := bp.DeepCopy()
+		bad(b)
+		if _, problems := Desired(node, c, []*v1alpha2.BgpPeer{b}, seedLeaf1, nil, nil); len(problems) != 1 || problems[0].Reason != ReasonInvalidBgpPeer {
+			t.Errorf("%+v: problems %+v, want one BgpPeerInvalid", b.Spec, problems)
+		}
+	}
+}

@@ -87,8 +87,13 @@ func peerStatementName(tag uint32, n int) string {
 	return peerPolicyName + "-" + peerCountSetName(tag, n)
 }
 
-// installPeerPolicy creates the (sentinel-only) per-peer policy; peers add
-// their statements to it.
+// peerLastPolicyName is the policy of the per-peer statements that run
+// after the export policy (SendCommunity: they strip community attributes,
+// which must wait until the markers have been carried out).
+const peerLastPolicyName = "openelb-speaker-peers-last"
+
+// installPeerPolicy creates the (sentinel-only) per-peer policies; peers
+// add their statements to them.
 func installPeerPolicy(ctx context.Context, srv *server.BgpServer) error {
 	// A policy is never empty: a statement that matches nothing (the
 	// unspecified address is never a neighbor) keeps it valid.
@@ -97,14 +102,45 @@ func installPeerPolicy(ctx context.Context, srv *server.BgpServer) error {
 	}}); err != nil {
 		return fmt.Errorf("adding neighbor-set %s-none: %w", peerPolicyName, err)
 	}
-	pol := &api.Policy{Name: peerPolicyName, Statements: []*api.Statement{{
-		Name:       peerPolicyName + "-none",
-		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerPolicyName + "-none"}},
-	}}}
-	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
-		return fmt.Errorf("adding policy %s: %w", peerPolicyName, err)
+	for _, name := range []string{peerPolicyName, peerLastPolicyName} {
+		pol := &api.Policy{Name: name, Statements: []*api.Statement{{
+			Name:       name + "-none",
+			Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerPolicyName + "-none"}},
+		}}}
+		if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
+			return fmt.Errorf("adding policy %s: %w", name, err)
+		}
 	}
 	return nil
+}
+
+// sendCommunityStatement strips what p must not receive (nil: nothing).
+func sendCommunityStatement(p Peer, tag uint32) *api.Statement {
+	all := []string{".*"}
+	ext := []string{"rt:.*", "soo:.*", "encap:.*", "lb:.*"}
+	var a api.Actions
+	switch p.SendCommunity {
+	case SendCommunityStandard:
+		a.ExtCommunity = &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: ext}
+	case SendCommunityExtended:
+		a.Community = &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: all}
+		a.LargeCommunity = &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: all}
+	case SendCommunityNone:
+		a.Community = &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: all}
+		a.LargeCommunity = &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: all}
+		a.ExtCommunity = &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: ext}
+	default:
+		return nil
+	}
+	return &api.Statement{
+		Name:       sendCommunityStatementName(tag),
+		Conditions: &api.Conditions{NeighborSet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerSetName(tag)}},
+		Actions:    &a,
+	}
+}
+
+func sendCommunityStatementName(tag uint32) string {
+	return peerLastPolicyName + fmt.Sprintf("-%08x-send-community", tag)
 }
 
 // addPeerPrependLocked installs the per-peer statements of p (before p is
@@ -164,6 +200,11 @@ func (s *GoBGP) addPeerPrependLocked(ctx context.Context, p Peer) error {
 		return fmt.Errorf("adding the per-peer statements of %s: %w", p.Name, err)
 	}
 	s.peerTags[p.Address] = tag
+	if st := sendCommunityStatement(p, tag); st != nil {
+		if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: peerLastPolicyName, Statements: []*api.Statement{st}}}); err != nil {
+			return fmt.Errorf("adding the send-community statement of %s: %w", p.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -182,6 +223,13 @@ func (s *GoBGP) removePeerPrependLocked(ctx context.Context, addr netip.Addr) er
 	if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: pol}); err != nil {
 		errs = append(errs, fmt.Errorf("removing the per-peer statements of %s: %w", addr, err))
 	}
+	// The send-community statement, if the peer had one (removing one it
+	// did not have changes nothing).
+	last := &api.Policy{Name: peerLastPolicyName, Statements: []*api.Statement{{Name: sendCommunityStatementName(tag)}}}
+	if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: last}); err != nil {
+		errs = append(errs, fmt.Errorf("removing the send-community statement of %s: %w", addr, err))
+	}
+	_ = s.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: &api.Statement{Name: sendCommunityStatementName(tag)}, All: true})
 	for n := 0; n <= MaxPrepend; n++ {
 		// GoBGP keeps a statement removed from a policy; gone, so the
 		// peer can come back.

@@ -224,3 +224,59 @@ func TestPerPeerPrepend(t *testing.T) {
 	}
 	asPath("r2 gets it back", r2, speakerAS)
 }
+
+// TestNeighborSettings: OpenELB's neighbor settings reach GoBGP's
+// neighbor as set, and the ones with an effect on the wire have it:
+// send-community strips what the router must not receive, admin-down
+// and passive keep the session from opening.
+func TestNeighborSettings(t *testing.T) {
+	ctx := context.Background()
+	r1 := startRouter(t, "127.0.0.1", true)
+	r2 := startRouterAS(t, "127.0.0.3", freePort(t, "127.0.0.3"), routerAS+1, true, "")
+	s := newSpeaker(t)
+	p1 := r1.peer("r1")
+	p1.SendCommunity = SendCommunityNone
+	p1.Description = "leaf one"
+	p1.RemovePrivateAS = "replace"
+	p1.AllowOwnAS = 2
+	p1.ReplacePeerAS = true
+	p1.TCPMSS = 1400
+	p1.NoIPv6 = true
+	p2 := r2.peer("r2")
+	p2.SendCommunity = SendCommunityExtended
+	ps := []Path{{Prefix: vip, NextHop: netip.MustParseAddr("192.168.0.3"),
+		Attrs: Intern(Attributes{Communities: []uint32{65000<<16 | 1}, LargeCommunities: [][3]uint32{{65000, 1, 1}}, Prepend: 1})}}
+	if err := s.Apply(ctx, testGlobal, []Peer{p1, p2}, ps); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	for _, r := range []*router{r1, r2} {
+		eventually(t, 10*time.Second, "no community attribute at "+r.addr.String(), func() (bool, string) {
+			got := receivedPaths(t, r, vip)
+			return len(got) == 1 && len(got[0].communities) == 0 && len(got[0].large) == 0 && len(got[0].asPath) == 2, fmt.Sprint(got)
+		})
+	}
+	var conf *api.Peer
+	if err := s.srv.ListPeer(ctx, &api.ListPeerRequest{Address: "127.0.0.1"}, func(p *api.Peer) { conf = p }); err != nil || conf == nil {
+		t.Fatalf("ListPeer: %v", err)
+	}
+	c, tr := conf.GetConf(), conf.GetTransport()
+	if c.GetDescription() != "leaf one" || c.GetRemovePrivate() != api.RemovePrivate_REMOVE_PRIVATE_REPLACE || c.GetAllowOwnAsn() != 2 ||
+		!c.GetReplacePeerAsn() || tr.GetTcpMss() != 1400 || len(conf.GetAfiSafis()) != 1 {
+		t.Errorf("GoBGP neighbor = conf %v transport %v afi-safis %d", c, tr, len(conf.GetAfiSafis()))
+	}
+
+	// Admin down and passive: the session never opens (the test router
+	// is passive too).
+	for _, tweak := range []func(*Peer){func(p *Peer) { p.AdminDown = true }, func(p *Peer) { p.Passive = true }} {
+		p := r1.peer("r1")
+		tweak(&p)
+		if err := s.Apply(ctx, testGlobal, []Peer{p}, ps); err != nil {
+			t.Fatalf("Apply: %v", err)
+		}
+		time.Sleep(3 * time.Second)
+		states, err := s.States(ctx)
+		if err != nil || len(states) != 1 || states[0].State == "established" {
+			t.Errorf("%+v: states %+v, %v; want the session not established", p, states, err)
+		}
+	}
+}

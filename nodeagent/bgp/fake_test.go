@@ -152,7 +152,7 @@ func TestFake(t *testing.T) {
 			if len(calls) != tt.wantCalls {
 				t.Errorf("recorded %d calls, want %d", len(calls), tt.wantCalls)
 			}
-			if len(calls) > 0 && calls[0].Global != g {
+			if len(calls) > 0 && !calls[0].Global.Equal(g) {
 				t.Errorf("recorded global %+v, want %+v", calls[0].Global, g)
 			}
 		})

@@ -76,7 +76,7 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	if s.srv != nil && s.global != g {
+	if s.srv != nil && !s.global.Equal(g) {
 		s.log.Info("global BGP configuration changed, restarting the BGP instance")
 		if err := s.stopLocked(ctx, false); err != nil {
 			return fmt.Errorf("restarting BGP instance: %w", err)
@@ -323,8 +323,12 @@ func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
 		ListenPort: port,
 		Families:   ribFamilies,
 	}}
+	for _, a := range g.ListenAddresses {
+		req.Global.ListenAddresses = append(req.Global.ListenAddresses, a.String())
+	}
 	if g.GracefulRestart {
-		req.Global.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: g.RestartTime}
+		req.Global.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: g.RestartTime,
+			HelperOnly: g.GRHelperOnly, NotificationEnabled: g.GRNotification, DeferralTime: g.GRDeferralTime}
 	}
 	if err := srv.StartBgp(ctx, req); err != nil {
 		srv.Stop()
@@ -704,8 +708,12 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 		Conf: &api.PeerConf{
 			NeighborAddress: p.Address.String(),
 			PeerAsn:         p.AS,
+			LocalAsn:        p.LocalAS,
 			AuthPassword:    p.Password,
-			Description:     p.Name,
+			Description:     cmp.Or(p.Description, p.Name),
+			AllowOwnAsn:     uint32(p.AllowOwnAS),
+			ReplacePeerAsn:  p.ReplacePeerAS,
+			AdminDown:       p.AdminDown,
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			ConnectRetry:      retry,
@@ -720,14 +728,22 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 			// routes back about 7s later (TestFaultsBGP).
 			IdleHoldTimeAfterReset: retry,
 		}},
-		Transport: &api.Transport{RemotePort: uint32(p.Port)},
+		Transport: &api.Transport{RemotePort: uint32(p.Port), PassiveMode: p.Passive, TcpMss: uint32(p.TCPMSS)},
+	}
+	switch p.RemovePrivateAS {
+	case "all":
+		out.Conf.RemovePrivate = api.RemovePrivate_REMOVE_PRIVATE_ALL
+	case "replace":
+		out.Conf.RemovePrivate = api.RemovePrivate_REMOVE_PRIVATE_REPLACE
 	}
 	if p.EBGPMultihopTTL > 0 {
 		out.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: p.EBGPMultihopTTL}
 	}
 	gr := p.GracefulRestart && g.GracefulRestart
 	if gr {
-		out.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: g.RestartTime}
+		out.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: cmp.Or(p.GRRestartTime, g.RestartTime),
+			HelperOnly: p.GRHelperOnly || g.GRHelperOnly, NotificationEnabled: p.GRNotification || g.GRNotification,
+			LonglivedEnabled: p.GRLongLived}
 	}
 	if p.BFD != nil {
 		// GoBGP takes the intervals in microseconds, as on the wire; it
@@ -740,10 +756,14 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 			DetectionMultiplier:      p.BFD.DetectMultiplier,
 		}
 	}
-	for _, f := range []*api.Family{
-		{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
-		{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST},
-	} {
+	var families []*api.Family
+	if !p.NoIPv4 {
+		families = append(families, &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST})
+	}
+	if !p.NoIPv6 {
+		families = append(families, &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST})
+	}
+	for _, f := range families {
 		af := &api.AfiSafi{
 			Config:   &api.AfiSafiConfig{Family: f, Enabled: true},
 			AddPaths: &api.AddPaths{Config: &api.AddPathsConfig{SendMax: p.AddPathSendMax}},
@@ -753,6 +773,10 @@ func toAPIPeer(p Peer, g Global) *api.Peer {
 		}
 		if gr {
 			af.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+			if p.GRLongLived {
+				af.LongLivedGracefulRestart = &api.LongLivedGracefulRestart{Config: &api.LongLivedGracefulRestartConfig{
+					Enabled: true, RestartTime: p.GRStaleRoutesTime}}
+			}
 		}
 		out.AfiSafis = append(out.AfiSafis, af)
 	}

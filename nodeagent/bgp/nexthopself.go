@@ -113,7 +113,7 @@ func installExportNextHopSelf(ctx context.Context, srv *server.BgpServer) error 
 	}
 	err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Direction:     api.PolicyDirection_POLICY_DIRECTION_EXPORT,
-		Policies:      []*api.Policy{{Name: peerPolicyName}, {Name: exportPolicyName}},
+		Policies:      []*api.Policy{{Name: peerPolicyName}, {Name: exportPolicyName}, {Name: peerLastPolicyName}},
 		DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT,
 	}})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -15,9 +16,27 @@ type Global struct {
 	// ListenPort 0 means the speaker only dials out: routers are always
 	// configured as neighbors by address, so an open port on every node is
 	// not needed.
-	ListenPort      int32
+	ListenPort int32
+	// ListenAddresses restrict the listener (none: every address).
+	ListenAddresses []netip.Addr
 	GracefulRestart bool
 	RestartTime     uint32 // seconds; 0 = 120 when GracefulRestart
+	// GRHelperOnly: help routers restart, but do not ask them to keep
+	// this speaker's routes when it restarts.
+	GRHelperOnly bool
+	// GRNotification: graceful restart also on a NOTIFICATION (RFC 8538).
+	GRNotification bool
+	// GRDeferralTime is how long a restarting speaker waits for the
+	// routers' End-of-RIB, in seconds (0: GoBGP's default).
+	GRDeferralTime uint32
+}
+
+// Equal compares two global configurations.
+func (g Global) Equal(o Global) bool {
+	return g.AS == o.AS && g.RouterID == o.RouterID && g.ListenPort == o.ListenPort &&
+		slices.Equal(g.ListenAddresses, o.ListenAddresses) && g.GracefulRestart == o.GracefulRestart &&
+		g.RestartTime == o.RestartTime && g.GRHelperOnly == o.GRHelperOnly && g.GRNotification == o.GRNotification &&
+		g.GRDeferralTime == o.GRDeferralTime
 }
 
 // BFD enables BFD liveness detection for a neighbor (GoBGP's native,
@@ -52,7 +71,59 @@ type Peer struct {
 	// MaxPrefixes bounds the prefixes of one address family the router
 	// may send (0 = DefaultMaxPrefixes); see prefixlimit.go.
 	MaxPrefixes uint32
+
+	// OpenELB's neighbor settings GoBGP carries out (BgpPeer field names
+	// in the agent).
+
+	// Description is the neighbor's description ("" = Name).
+	Description string
+	// LocalAS replaces the global AS on this session (0 = the global AS).
+	LocalAS uint32
+	// RemovePrivateAS: "" keeps private AS numbers in the AS paths sent,
+	// "all" removes them, "replace" replaces them with the local AS.
+	RemovePrivateAS string
+	// AllowOwnAS is how often the own AS may appear in a received path.
+	AllowOwnAS uint8
+	// ReplacePeerAS replaces the peer's AS with the local AS in paths sent.
+	ReplacePeerAS bool
+	// AdminDown configures the neighbor without ever opening the session.
+	AdminDown bool
+	// Passive waits for the router to connect.
+	Passive bool
+	// TCPMSS clamps the session's TCP segment size (0: the system's).
+	TCPMSS uint16
+	// NoIPv4, NoIPv6 leave a unicast family out of the session (both
+	// are on by default).
+	NoIPv4, NoIPv6 bool
+	// GRRestartTime replaces the global restart time on this session (0:
+	// the global one); GRHelperOnly, GRNotification as in Global;
+	// GRLongLived enables long-lived graceful restart (RFC 9494) with
+	// GRStaleRoutesTime seconds.
+	GRRestartTime     uint32
+	GRHelperOnly      bool
+	GRNotification    bool
+	GRLongLived       bool
+	GRStaleRoutesTime uint32
+	// SendCommunity is which communities the router receives:
+	// SendCommunityAll (default), SendCommunityExtended (extended only)
+	// or SendCommunityNone.
+	SendCommunity SendCommunity
 }
+
+// SendCommunity says which community attributes a peer receives.
+type SendCommunity uint8
+
+const (
+	// SendCommunityAll sends standard, extended and large communities.
+	SendCommunityAll SendCommunity = iota
+	// SendCommunityStandard sends standard and large communities, no
+	// extended ones.
+	SendCommunityStandard
+	// SendCommunityExtended sends extended communities only.
+	SendCommunityExtended
+	// SendCommunityNone sends no community attribute.
+	SendCommunityNone
+)
 
 // Path is one advertisement: Prefix reachable via NextHop, with Attrs.
 // Prefix and NextHop identify it: a path whose Attrs change is re-sent
@@ -137,9 +208,9 @@ func (g Global) withDefaults() Global {
 		g.RestartTime = defaultRestartTime
 	}
 	if !g.GracefulRestart {
-		// Only meaningful with graceful restart; ignoring it avoids a
-		// needless instance restart when it alone changes.
-		g.RestartTime = 0
+		// Only meaningful with graceful restart; ignoring them avoids a
+		// needless instance restart when they alone change.
+		g.RestartTime, g.GRHelperOnly, g.GRNotification, g.GRDeferralTime = 0, false, false, 0
 	}
 	return g
 }
@@ -230,6 +301,16 @@ func (p Peer) validate() error {
 		return errInvalid("connect retry %s is negative", p.ConnectRetry)
 	case len(p.Password) > maxPasswordLen:
 		return errInvalid("password longer than %d bytes (TCP MD5 key limit)", maxPasswordLen)
+	case p.RemovePrivateAS != "" && p.RemovePrivateAS != "all" && p.RemovePrivateAS != "replace":
+		return errInvalid("remove-private-AS %q is not all or replace", p.RemovePrivateAS)
+	case p.NoIPv4 && p.NoIPv6:
+		return errInvalid("neither IPv4 nor IPv6 unicast enabled")
+	case p.SendCommunity > SendCommunityNone:
+		return errInvalid("send-community %d out of range", p.SendCommunity)
+	case p.GRRestartTime > MaxRestartTime:
+		return errInvalid("graceful restart time %d out of range (0..%d)", p.GRRestartTime, MaxRestartTime)
+	case p.GRStaleRoutesTime > 1<<24-1:
+		return errInvalid("long-lived stale routes time %d out of range (24 bits)", p.GRStaleRoutesTime)
 	}
 	if p.BFD != nil {
 		if err := p.BFD.validate(); err != nil {

@@ -25,6 +25,7 @@ type Cluster interface {
 	Claims(ctx context.Context) ([]*v1alpha2.IPClaim, error)
 	Services(ctx context.Context) ([]*v1.Service, error)
 	BgpPeers(ctx context.Context) ([]*v1alpha2.BgpPeer, error)
+	BgpConfs(ctx context.Context) ([]*v1alpha2.BgpConf, error)
 	Nodes(ctx context.Context) ([]*v1.Node, error)
 	EndpointSlices(ctx context.Context, namespace, service string) ([]*discoveryv1.EndpointSlice, error)
 	Service(ctx context.Context, namespace, name string) (*v1.Service, error)
@@ -50,6 +51,8 @@ type Cluster interface {
 	UpdateRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error
 	DeleteRack(ctx context.Context, rack *v1alpha2.LoadBalancerRack) error
 	PatchRackConditions(ctx context.Context, rack *v1alpha2.LoadBalancerRack, conds []metav1.Condition) error
+	PatchBgpPeerConditions(ctx context.Context, peer *v1alpha2.BgpPeer, conds []metav1.Condition) error
+	PatchBgpConfConditions(ctx context.Context, conf *v1alpha2.BgpConf, conds []metav1.Condition) error
 
 	Event(obj runtime.Object, eventType, reason, message string)
 }
@@ -59,5 +62,5 @@ type Cluster interface {
 // handlers get the key of the slice's Service. Nil handlers are skipped.
 // They must not block.
 type Handlers struct {
-	Eip, Claim, Plan, Rack, BgpPeer, Service, Namespace, Node, EndpointSlice func(key string)
+	Eip, Claim, Plan, Rack, BgpPeer, BgpConf, Service, Namespace, Node, EndpointSlice func(key string)
 }

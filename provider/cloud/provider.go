@@ -83,6 +83,9 @@ type Provider struct {
 	// (noteSelectorKeys).
 	selectorKeys   map[string]int
 	selectorKeysOf map[string][]string
+	// supportDirty asks supportLoop for a pass over the BgpConfs and
+	// BgpPeers.
+	supportDirty chan struct{}
 	// racksDirty asks rackLoop for a pass over the racks.
 	racksDirty  chan struct{}
 	statusDirty chan struct{}
@@ -131,6 +134,7 @@ func New(opts Options) (*Provider, error) {
 		poolsDirty:   make(chan struct{}, 1),
 		nodeSeen:     map[string]string{},
 		racksDirty:   make(chan struct{}, 1),
+		supportDirty: make(chan struct{}, 1),
 		selectorKeys: map[string]int{}, selectorKeysOf: map[string][]string{},
 		statusDirty:  make(chan struct{}, 1),
 		identity:     opts.Identity,
@@ -210,7 +214,8 @@ func (p *Provider) start(ctx context.Context, clientBuilder cloudprovider.Contro
 		Plan:          p.planQueue.Add,
 		Service:       p.planQueue.Add,
 		EndpointSlice: p.planQueue.Add,
-		BgpPeer:       func(string) { signal(p.racksDirty) },
+		BgpPeer:       func(string) { signal(p.racksDirty); signal(p.supportDirty) },
+		BgpConf:       func(string) { signal(p.supportDirty) },
 		Rack:          func(string) { signal(p.racksDirty) },
 		Node:          func(name string) { p.nodeChanged(ctx, name) },
 	}
@@ -234,6 +239,8 @@ func (p *Provider) start(ctx context.Context, clientBuilder cloudprovider.Contro
 
 	go p.poolLoop(ctx)
 	go p.rackLoop(ctx)
+	go p.supportLoop(ctx)
+	signal(p.supportDirty)
 	signal(p.racksDirty)
 	go p.statusLoop(ctx)
 	go p.afterLoop(ctx)

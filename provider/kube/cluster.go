@@ -147,6 +147,7 @@ func (c *Cluster) Start(ctx context.Context, handlers cloud.Handlers) error {
 		{&v1alpha2.LoadBalancerPlan{}, handlers.Plan},
 		{&v1alpha2.LoadBalancerRack{}, handlers.Rack},
 		{&v1alpha2.BgpPeer{}, handlers.BgpPeer},
+		{&v1alpha2.BgpConf{}, handlers.BgpConf},
 		{&v1.Namespace{}, handlers.Namespace},
 		{&discoveryv1.EndpointSlice{}, handlers.EndpointSlice},
 	} {
@@ -258,6 +259,29 @@ func (c *Cluster) Claims(ctx context.Context) ([]*v1alpha2.IPClaim, error) {
 		return nil, err
 	}
 	return listPtrs(l.Items), nil
+}
+
+// BgpConfs lists the cached BgpConfs (the speakers use "default").
+func (c *Cluster) BgpConfs(ctx context.Context) ([]*v1alpha2.BgpConf, error) {
+	var l v1alpha2.BgpConfList
+	if err := c.cache.List(ctx, &l); err != nil {
+		return nil, err
+	}
+	out := make([]*v1alpha2.BgpConf, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out, nil
+}
+
+// PatchBgpPeerConditions replaces a BgpPeer's status.conditions.
+func (c *Cluster) PatchBgpPeerConditions(ctx context.Context, peer *v1alpha2.BgpPeer, conds []metav1.Condition) error {
+	return c.patchConditions(ctx, peer, conds)
+}
+
+// PatchBgpConfConditions replaces a BgpConf's status.conditions.
+func (c *Cluster) PatchBgpConfConditions(ctx context.Context, conf *v1alpha2.BgpConf, conds []metav1.Condition) error {
+	return c.patchConditions(ctx, conf, conds)
 }
 
 // BgpPeers lists the cached BgpPeers.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,9 +14,13 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 
 	"github.com/openelb/cloud-provider-openelb/conformance/harness"
 	"github.com/openelb/cloud-provider-openelb/conformance/netlab"
@@ -89,8 +94,11 @@ func runRoutes(ctx context.Context, sizes []int, rounds int) error {
 		func(ctx context.Context) error { return b.withdrawOnSIGTERM(ctx, rounds) },
 		func(ctx context.Context) error { return b.bfdDetection(ctx, rounds) },
 	}
-	for _, n := range sizes {
+	for i, n := range sizes {
 		steps = append(steps, func(ctx context.Context) error { return b.convergence(ctx, n) })
+		if i == 0 {
+			steps = append(steps, b.attributeChange)
+		}
 	}
 	steps = append(steps, b.steady, b.apiServerDown)
 	for _, s := range steps {
@@ -322,6 +330,34 @@ func (b *routeBench) convergence(ctx context.Context, n int) error {
 	if fromSession > 0 {
 		b.add(fmt.Sprintf("  of which session established → %d routes", n), ms(fromSession), "")
 	}
+	return nil
+}
+
+// attributeChange sets a community on the pool and times the patch → every
+// Service's route at leaf1 carrying it (one plan rewrite per Service by
+// the CCM, then one UPDATE per path from the speaker).
+func (b *routeBench) attributeChange(ctx context.Context) error {
+	fmt.Printf("\nroutes: community 65000:999 set on the pool of %d Services\n", b.created)
+	patch := []byte(`{"spec":{"bgp":{"communities":["65000:999"]}}}`)
+	t0 := time.Now()
+	if err := b.lab.CRD.Patch(ctx, &v1alpha2.Eip{ObjectMeta: metav1.ObjectMeta{Name: "eip-sample-pool"}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return err
+	}
+	var n int
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		var out struct {
+			Routes map[string]json.RawMessage `json:"routes"`
+		}
+		if err := b.lab.Topo.Leaf1.JSON(ctx, "show bgp ipv4 unicast community 65000:999 json", &out); err != nil {
+			return false, nil
+		}
+		n = len(out.Routes)
+		return n >= b.created, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%d of %d routes at leaf1 carry the community: %w", n, b.created, err)
+	}
+	b.add(fmt.Sprintf("Eip community changed → all %d routes carry it at leaf1", b.created), ms(time.Since(t0)), "")
 	return nil
 }
 

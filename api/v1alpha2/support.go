@@ -1,0 +1,224 @@
+package v1alpha2
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Field support of the OpenELB kinds. OpenELB manifests apply unchanged,
+// so every field they may set is accepted; each one is either carried out
+// (Honoured) or, when set, reported on the object by the CCM: condition
+// Unsupported, reason UnsupportedField, a message naming each such field
+// and why. TestFieldSupport lists every spec field of BgpConf, BgpPeer and
+// Eip and fails when one is in neither list.
+
+// Honoured marks a field the provider carries out.
+const Honoured = ""
+
+// BgpConfFields: spec fields of BgpConf, by JSON path ("[]" for list
+// items), and why each unsupported one has no effect.
+var BgpConfFields = map[string]string{
+	"spec.as":                                  Honoured,
+	"spec.asPerRack":                           Honoured,
+	"spec.routerId":                            Honoured,
+	"spec.listenPort":                          Honoured,
+	"spec.listenAddresses":                     Honoured,
+	"spec.families":                            "the speakers always run IPv4 and IPv6 unicast; restrict a session's families with the BgpPeer's spec.afiSafis",
+	"spec.useMultiplePaths":                    "it changes how GoBGP picks among routes it receives, and the speakers use none",
+	"spec.gracefulRestart.enabled":             Honoured,
+	"spec.gracefulRestart.restartTime":         Honoured,
+	"spec.gracefulRestart.helperOnly":          Honoured,
+	"spec.gracefulRestart.deferralTime":        Honoured,
+	"spec.gracefulRestart.notificationEnabled": Honoured,
+	"spec.gracefulRestart.longlivedEnabled":    "long-lived graceful restart is set per BgpPeer (spec.gracefulRestart.longlivedEnabled and staleRoutesTime)",
+	"spec.gracefulRestart.staleRoutesTime":     "long-lived graceful restart is set per BgpPeer (spec.gracefulRestart.longlivedEnabled and staleRoutesTime)",
+	"spec.gracefulRestart.peerRestartTime":     "it is session state GoBGP reports, not configuration",
+	"spec.gracefulRestart.peerRestarting":      "it is session state GoBGP reports, not configuration",
+	"spec.gracefulRestart.localRestarting":     "it is session state GoBGP reports, not configuration",
+	"spec.gracefulRestart.mode":                "it is session state GoBGP reports, not configuration",
+	"spec.policy":                              "routing policies from a ConfigMap are not supported; use the Eip's spec.bgp (communities, prepend, peer and node selectors) or Service annotations",
+}
+
+// BgpPeerFields: spec fields of BgpPeer, as BgpConfFields.
+var BgpPeerFields = map[string]string{
+	"spec.conf.authPassword":                           Honoured,
+	"spec.conf.authPasswordSecretRef":                  Honoured,
+	"spec.conf.description":                            Honoured,
+	"spec.conf.localAs":                                Honoured,
+	"spec.conf.neighborAddress":                        Honoured,
+	"spec.conf.peerAs":                                 Honoured,
+	"spec.conf.peerGroup":                              "GoBGP peer groups are not configured by the speakers; give each BgpPeer its own settings",
+	"spec.conf.peerType":                               "GoBGP derives internal or external from the AS numbers",
+	"spec.conf.removePrivateAs":                        Honoured,
+	"spec.conf.routeFlapDamping":                       "GoBGP does not implement route flap damping, and it would apply to received routes, which the speakers discard",
+	"spec.conf.sendCommunity":                          Honoured,
+	"spec.conf.neighborInterface":                      "BGP unnumbered (a neighbor by interface) is not supported; set spec.conf.neighborAddress",
+	"spec.conf.vrf":                                    "VRFs are not supported: the speakers announce in the default table",
+	"spec.conf.allowOwnAs":                             Honoured,
+	"spec.conf.replacePeerAs":                          Honoured,
+	"spec.conf.adminDown":                              Honoured,
+	"spec.ebgpMultihop.enabled":                        Honoured,
+	"spec.ebgpMultihop.multihopTtl":                    Honoured,
+	"spec.timers.config.connectRetry":                  Honoured,
+	"spec.timers.config.holdTime":                      Honoured,
+	"spec.timers.config.keepaliveInterval":             Honoured,
+	"spec.timers.config.minimumAdvertisementInterval":  "GoBGP v4 accepts it and does not use it",
+	"spec.transport.mtuDiscovery":                      "GoBGP v4 accepts it and does not use it",
+	"spec.transport.passiveMode":                       Honoured,
+	"spec.transport.remoteAddress":                     Honoured,
+	"spec.transport.remotePort":                        Honoured,
+	"spec.transport.tcpMss":                            Honoured,
+	"spec.gracefulRestart.enabled":                     Honoured,
+	"spec.gracefulRestart.restartTime":                 Honoured,
+	"spec.gracefulRestart.helperOnly":                  Honoured,
+	"spec.gracefulRestart.deferralTime":                "the deferral time is the speakers' own, set in the BgpConf",
+	"spec.gracefulRestart.notificationEnabled":         Honoured,
+	"spec.gracefulRestart.longlivedEnabled":            Honoured,
+	"spec.gracefulRestart.staleRoutesTime":             Honoured,
+	"spec.gracefulRestart.peerRestartTime":             "it is session state GoBGP reports, not configuration",
+	"spec.gracefulRestart.peerRestarting":              "it is session state GoBGP reports, not configuration",
+	"spec.gracefulRestart.localRestarting":             "it is session state GoBGP reports, not configuration",
+	"spec.gracefulRestart.mode":                        "it is session state GoBGP reports, not configuration",
+	"spec.afiSafis[].config.family.afi":                Honoured,
+	"spec.afiSafis[].config.family.safi":               Honoured,
+	"spec.afiSafis[].config.enabled":                   Honoured,
+	"spec.afiSafis[].mpGracefulRestart.config.enabled": "graceful restart covers every family of the session (spec.gracefulRestart)",
+	"spec.afiSafis[].addPaths.config.receive":          "the speakers discard every route they receive",
+	"spec.afiSafis[].addPaths.config.sendMax":          Honoured,
+	"spec.bfd.enabled":                                 Honoured,
+	"spec.bfd.detectMultiplier":                        Honoured,
+	"spec.bfd.desiredMinTxIntervalMs":                  Honoured,
+	"spec.bfd.requiredMinRxIntervalMs":                 Honoured,
+	"spec.nodeSelector":                                Honoured,
+}
+
+// EipFields: spec fields of Eip, as BgpConfFields.
+var EipFields = map[string]string{
+	"spec.address":           Honoured,
+	"spec.protocol":          Honoured,
+	"spec.interface":         Honoured,
+	"spec.disable":           Honoured,
+	"spec.usingKnownIPs":     "addresses are not probed before use",
+	"spec.priority":          Honoured,
+	"spec.namespaces":        Honoured,
+	"spec.namespaceSelector": Honoured,
+	"spec.allowAnyNamespace": Honoured,
+	"spec.bgp":               Honoured,
+}
+
+// FieldPaths lists the JSON paths of the leaf fields of a spec type
+// (structs are walked, lists of structs get "[]", maps, label selectors
+// and the Eip's spec.bgp are leaves), under prefix.
+func FieldPaths(t reflect.Type, prefix string) []string {
+	var out []string
+	walkFields(t, prefix, func(path string, _ reflect.Type) { out = append(out, path) })
+	slices.Sort(out)
+	return out
+}
+
+var leafTypes = map[reflect.Type]bool{
+	reflect.TypeFor[metav1.LabelSelector](): true,
+	reflect.TypeFor[EipBGP]():               true,
+	reflect.TypeFor[SecretKeyRef]():         true,
+}
+
+func walkFields(t reflect.Type, prefix string, leaf func(string, reflect.Type)) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case leafTypes[t] || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:
+		leaf(prefix, t)
+		return
+	case t.Kind() == reflect.Slice:
+		e := t.Elem()
+		for e.Kind() == reflect.Pointer {
+			e = e.Elem()
+		}
+		if e.Kind() != reflect.Struct {
+			leaf(prefix, t)
+			return
+		}
+		walkFields(e, prefix+"[]", leaf)
+		return
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		walkFields(f.Type, prefix+"."+name, leaf)
+	}
+}
+
+// UnsupportedFields are the set fields of spec (a *BgpConfSpec,
+// *BgpPeerSpec or *EipSpec) the provider does not carry out, as
+// "path (why)", sorted; table is the kind's field table.
+func UnsupportedFields(spec any, table map[string]string) []string {
+	var out []string
+	setFields(reflect.ValueOf(spec), "spec", func(path string) {
+		if why := table[path]; why != Honoured {
+			out = append(out, fmt.Sprintf("%s (%s)", path, why))
+		}
+	})
+	// A value, not a field: families the speakers do not announce.
+	if peer, ok := spec.(*BgpPeerSpec); ok {
+		for _, af := range peer.AfiSafis {
+			if af == nil || af.Config == nil || af.Config.Family == nil {
+				continue
+			}
+			f := strings.ToLower(af.Config.Family.Afi) + "/" + strings.ToLower(af.Config.Family.Safi)
+			if f != "ipv4/unicast" && f != "ipv6/unicast" {
+				out = append(out, fmt.Sprintf("spec.afiSafis[].config.family %s (the speakers announce ipv4/unicast and ipv6/unicast only)", f))
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// setFields calls set for each leaf path holding a non-zero value.
+func setFields(v reflect.Value, prefix string, set func(string)) {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	t := v.Type()
+	switch {
+	case leafTypes[t] || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:
+		if !v.IsZero() {
+			set(prefix)
+		}
+		return
+	case t.Kind() == reflect.Slice:
+		e := t.Elem()
+		for e.Kind() == reflect.Pointer {
+			e = e.Elem()
+		}
+		if e.Kind() != reflect.Struct {
+			if v.Len() > 0 {
+				set(prefix)
+			}
+			return
+		}
+		for i := range v.Len() {
+			setFields(v.Index(i), prefix+"[]", set)
+		}
+		return
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		setFields(v.Field(i), prefix+"."+name, set)
+	}
+}
