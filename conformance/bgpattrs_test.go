@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ import (
 // routerPath is one path of a prefix as an FRR router holds it.
 type routerPath struct {
 	Peer        string
+	NextHop     string
 	ASPath      string
 	Communities string
 	Large       string
@@ -51,8 +54,11 @@ func routerPaths(ctx context.Context, r *netlab.FRR, prefix string) ([]routerPat
 			LargeCommunity struct {
 				String string `json:"string"`
 			} `json:"largeCommunity"`
-			LocPrf *uint32 `json:"locPrf"`
-			Peer   struct {
+			LocPrf   *uint32 `json:"locPrf"`
+			NextHops []struct {
+				IP string `json:"ip"`
+			} `json:"nexthops"`
+			Peer struct {
 				PeerID string `json:"peerId"`
 			} `json:"peer"`
 		} `json:"paths"`
@@ -66,7 +72,11 @@ func routerPaths(ctx context.Context, r *netlab.FRR, prefix string) ([]routerPat
 		if p.ASPath.Length == 0 {
 			asPath = "" // FRR writes "Local" for an empty AS path
 		}
-		paths = append(paths, routerPath{Peer: p.Peer.PeerID, ASPath: asPath, Communities: p.Community.String,
+		nh := ""
+		if len(p.NextHops) > 0 {
+			nh = p.NextHops[0].IP
+		}
+		paths = append(paths, routerPath{Peer: p.Peer.PeerID, NextHop: nh, ASPath: asPath, Communities: p.Community.String,
 			Large: p.LargeCommunity.String, LocalPref: p.LocPrf})
 	}
 	return paths, nil
@@ -347,4 +357,60 @@ func (b *bgpLab) waitAnnouncedRack(node string, gen int64) {
 	if err != nil {
 		b.t.Fatalf("speaker %s follows rack generation %d, want %d", node, got, gen)
 	}
+}
+
+// TestGracefulShutdownDrain: with BgpConf spec.gracefulShutdown, cordoning
+// master1 first re-announces its next hop with the graceful-shutdown
+// community (RFC 8326), so leaf1's kernel route moves to worker-p001 alone
+// while master1's path is still held, and withdraws it only after the
+// delay; leaf1's route never loses worker-p001 meanwhile (its kernel FIB
+// followed through netlink). Uncordoned, master1 is back in the ECMP.
+func TestGracefulShutdownDrain(t *testing.T) {
+	b := newBGPLab(t, seedlab.Options{})
+	ctx := context.Background()
+	b.configureSeed()
+	b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
+	gs := `{"spec":{"gracefulShutdown":{"enabled":true,"delaySeconds":6}}}`
+	if err := b.crd.Patch(ctx, &v1alpha2.BgpConf{ObjectMeta: v1.ObjectMeta{Name: "default"}}, client.RawPatch(types.MergePatchType, []byte(gs))); err != nil {
+		t.Fatal(err)
+	}
+	// No router configuration: FRR 8.4 honours the community on receipt
+	// (LOCAL_PREF 0, so the path leaves the multipath set), as RFC 8326
+	// asks of receivers.
+	b.startSpeaker("master1")
+	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), v1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.waitAddress("default", "nginx"); got != seedVIP {
+		t.Fatalf("Service got %s, want %s", got, seedVIP)
+	}
+	b.waitKernel("ECMP before the drain", b.topo.Leaf1, seedPrefix, "192.168.0.3", "192.168.0.4")
+	fib := watchFIB(t, b.topo.Leaf1)
+	vip := []netip.Addr{netip.MustParseAddr(seedVIP)}
+	w1 := netip.MustParseAddr("192.168.0.4")
+	fib.wait(t, "ECMP seen by the watch", vip, 10*time.Second, func(h []netip.Addr) bool { return len(h) == 2 }, "two next hops")
+	fib.protect(vip, []netip.Addr{w1})
+
+	t0 := time.Now()
+	b.kubectl("kubectl cordon master1")
+	moved := fib.wait(t, "cordoned: traffic moves to worker-p001", vip, 10*time.Second,
+		func(h []netip.Addr) bool { return slices.Equal(h, []netip.Addr{w1}) }, "worker-p001 alone")
+	b.waitRouterPaths("master1's path still held, with the community", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+		return p.NextHop != "192.168.0.3" || strings.Contains(p.Communities, "graceful-shutdown") && p.LocalPref != nil && *p.LocalPref == 0
+	})
+	if paths, err := b.topo.Leaf1.NextHopsFrom(ctx, seedPrefix, netlab.SpeakerRange); err != nil || !slices.Contains(paths, "192.168.0.3") {
+		t.Fatalf("leaf1 withdrew master1's path %v before the delay (%v)", paths, err)
+	}
+	b.waitPaths("withdrawn after the delay", b.topo.Leaf1, seedPrefix, "192.168.0.4")
+	withdrawn := time.Since(t0)
+	if withdrawn < 5*time.Second {
+		t.Errorf("master1's path withdrawn %v after the cordon, before the 6 s delay", withdrawn)
+	}
+	t.Logf("cordon → kernel route on worker-p001 alone: %v; → master1's path withdrawn: %v", moved.Sub(t0).Round(time.Millisecond), withdrawn.Round(time.Millisecond))
+	if v := fib.takeViolations(); len(v) > 0 {
+		t.Errorf("leaf1 lost worker-p001 during the drain: %v", v)
+	}
+	fib.unprotect()
+	b.kubectl("kubectl uncordon master1")
+	b.waitKernel("uncordoned: ECMP again", b.topo.Leaf1, seedPrefix, "192.168.0.3", "192.168.0.4")
 }

@@ -109,7 +109,37 @@ type BgpConfSpec struct {
 	// Policy is accepted for OpenELB compatibility.
 	// +optional
 	Policy string `json:"policy,omitempty"`
+	// GracefulShutdown, when enabled, drains a node gently (RFC 8326):
+	// when it is cordoned, tainted ToBeDeletedByClusterAutoscaler or with
+	// one of Taints, its next hops stay announced for DelaySeconds with the
+	// graceful-shutdown community (and LOCAL_PREF 0 toward iBGP peers), so
+	// routers move the traffic to the other next hops while the node
+	// still forwards, and are withdrawn only then. Off: a draining node's
+	// next hops are withdrawn at once.
+	// +optional
+	GracefulShutdown *GracefulShutdown `json:"gracefulShutdown,omitempty"`
 }
+
+// GracefulShutdown is BgpConfSpec.GracefulShutdown.
+type GracefulShutdown struct {
+	Enabled bool `json:"enabled,omitempty"`
+	// DelaySeconds a draining node's next hops stay announced with the
+	// graceful-shutdown community before they are withdrawn; 0 means 30.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	DelaySeconds int32 `json:"delaySeconds,omitempty"`
+	// Taints (keys) that start a drain too, e.g. the one a node-shutdown
+	// controller sets.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=317
+	Taints []string `json:"taints,omitempty"`
+}
+
+// DefaultGracefulShutdownDelay is GracefulShutdown.DelaySeconds when 0.
+const DefaultGracefulShutdownDelay = 30
 
 // NodeConfStatus is what one speaker applied.
 type NodeConfStatus struct {

@@ -29,6 +29,11 @@ type RackNextHop struct {
 	// of any other label writes nothing.
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
+	// GracefulShutdown marks a draining node announced with the
+	// graceful-shutdown community until its delay ends (BgpConf
+	// spec.gracefulShutdown): routers prefer the rack's other next hops.
+	// +optional
+	GracefulShutdown bool `json:"gracefulShutdown,omitempty"`
 }
 
 // LoadBalancerRackSpec is written by the CCM leader from the Nodes and the

@@ -40,6 +40,9 @@ var BgpConfFields = map[string]string{
 	"spec.gracefulRestart.peerRestarting":      "it is session state GoBGP reports, not configuration",
 	"spec.gracefulRestart.localRestarting":     "it is session state GoBGP reports, not configuration",
 	"spec.gracefulRestart.mode":                "it is session state GoBGP reports, not configuration",
+	"spec.gracefulShutdown.enabled":            Honoured,
+	"spec.gracefulShutdown.delaySeconds":       Honoured,
+	"spec.gracefulShutdown.taints":             Honoured,
 	"spec.policy":                              "routing policies from a ConfigMap are not supported; use the Eip's spec.bgp (communities, prepend, peer and node selectors) or Service annotations",
 }
 

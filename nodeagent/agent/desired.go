@@ -233,6 +233,7 @@ type rackHop struct {
 	node   string
 	addr   netip.Addr
 	labels labels.Set // the node's labels that node selectors read
+	gshut  bool       // draining: announced with the graceful-shutdown community
 }
 
 // planPathCounts counts, per plan (namespace/name), the paths it makes node
@@ -268,7 +269,7 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 	for _, nh := range rack.Spec.NextHops {
 		for _, a := range nh.Addresses {
 			if ip, err := netip.ParseAddr(a); err == nil {
-				hops = append(hops, rackHop{node: nh.Node, addr: ip.Unmap(), labels: nh.Labels})
+				hops = append(hops, rackHop{node: nh.Node, addr: ip.Unmap(), labels: nh.Labels, gshut: nh.GracefulShutdown})
 			}
 		}
 	}
@@ -278,6 +279,7 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 	var paths []bgp.Path
 	var problems []Problem
 	resolved := attrCache{}
+	gshut := map[bgp.Attrs]bgp.Attrs{}
 	for _, plan := range plans {
 		local := plan.Spec.ExternalTrafficPolicy == string(v1.ServiceExternalTrafficPolicyLocal)
 		var endpoints map[string]bool
@@ -314,7 +316,11 @@ func rackPaths(node string, rack *v1alpha2.LoadBalancerRack, plans []*v1alpha2.L
 				if h.addr.Is4() != ip.Is4() || (local && !endpoints[h.node]) || (res.nodes != nil && !res.nodes.Matches(h.labels)) {
 					continue
 				}
-				paths = append(paths, bgp.Path{Prefix: prefix, NextHop: h.addr, Attrs: attrs})
+				a := attrs
+				if h.gshut {
+					a = withGracefulShutdown(attrs, gshut)
+				}
+				paths = append(paths, bgp.Path{Prefix: prefix, NextHop: h.addr, Attrs: a})
 				n++
 			}
 		}
@@ -399,6 +405,24 @@ func conflictProblems(plans []*v1alpha2.LoadBalancerPlan, conflicts []netip.Pref
 				what, strings.Join(svcs, ", "))})
 	}
 	return out
+}
+
+// communityGracefulShutdown is GRACEFUL_SHUTDOWN (RFC 8326, 65535:0).
+const communityGracefulShutdown = 0xFFFF0000
+
+// withGracefulShutdown is a with the graceful-shutdown community and
+// LOCAL_PREF 0 (sent to iBGP peers only; RFC 8326 asks both), computed
+// once per distinct a.
+func withGracefulShutdown(a bgp.Attrs, cache map[bgp.Attrs]bgp.Attrs) bgp.Attrs {
+	if g, ok := cache[a]; ok {
+		return g
+	}
+	x := a.Attributes()
+	x.Communities = append(x.Communities, communityGracefulShutdown)
+	x.LocalPref, x.HasLocalPref = 0, true
+	g := bgp.Intern(x)
+	cache[a] = g
+	return g
 }
 
 // resolvedAttrs is a plan address's attributes as the speaker uses them.

@@ -624,3 +624,26 @@ func TestDesiredNeighborSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestDesiredGracefulShutdown: a next hop marked for graceful shutdown is
+// announced with the graceful-shutdown community and LOCAL_PREF 0, on top
+// of the address's own attributes; the other next hops are untouched.
+func TestDesiredGracefulShutdown(t *testing.T) {
+	node := seedNode("master1", "leaf1", "192.168.0.3", true)
+	rack := rackObj("leaf1", 3, []string{"master1"}, "master1=192.168.0.3", "worker-p001=192.168.0.4")
+	rack.Spec.NextHops[0].GracefulShutdown = true
+	plan := &v1alpha2.LoadBalancerPlan{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: v1alpha2.LoadBalancerPlanSpec{Addresses: []v1alpha2.PlanAddress{{IP: "172.22.0.2", Pool: "eip", Protocol: "bgp",
+			BGP: &v1alpha2.BGPAttributes{Communities: []string{"65000:1"}}}}}}
+	got, problems := Desired(node, conf(), nil, rack, []*v1alpha2.LoadBalancerPlan{plan}, nil)
+	if len(problems) > 0 {
+		t.Fatalf("problems: %+v", problems)
+	}
+	own := bgp.Intern(bgp.Attributes{Communities: []uint32{65000<<16 | 1}})
+	drained := bgp.Intern(bgp.Attributes{Communities: []uint32{65000<<16 | 1, 0xFFFF0000}, HasLocalPref: true})
+	with := func(p bgp.Path, a bgp.Attrs) bgp.Path { p.Attrs = a; return p }
+	want := []bgp.Path{with(path("172.22.0.2/32", "192.168.0.3"), drained), with(path("172.22.0.2/32", "192.168.0.4"), own)}
+	if diff := cmp.Diff(want, got.Paths, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
+		t.Errorf("paths (-want +got):\n%s", diff)
+	}
+}

@@ -83,6 +83,9 @@ type Provider struct {
 	// (noteSelectorKeys).
 	selectorKeys   map[string]int
 	selectorKeysOf map[string][]string
+	// drainSince is when each draining node was first seen draining (for
+	// the graceful-shutdown delay); guarded by mu.
+	drainSince map[string]time.Time
 	// supportDirty asks supportLoop for a pass over the BgpConfs and
 	// BgpPeers.
 	supportDirty chan struct{}
@@ -135,7 +138,7 @@ func New(opts Options) (*Provider, error) {
 		nodeSeen:     map[string]string{},
 		racksDirty:   make(chan struct{}, 1),
 		supportDirty: make(chan struct{}, 1),
-		selectorKeys: map[string]int{}, selectorKeysOf: map[string][]string{},
+		selectorKeys: map[string]int{}, selectorKeysOf: map[string][]string{}, drainSince: map[string]time.Time{},
 		statusDirty:  make(chan struct{}, 1),
 		identity:     opts.Identity,
 		after:        map[ipam.ServiceKey]*afterStatus{},
@@ -215,7 +218,7 @@ func (p *Provider) start(ctx context.Context, clientBuilder cloudprovider.Contro
 		Service:       p.planQueue.Add,
 		EndpointSlice: p.planQueue.Add,
 		BgpPeer:       func(string) { signal(p.racksDirty); signal(p.supportDirty) },
-		BgpConf:       func(string) { signal(p.supportDirty) },
+		BgpConf:       func(string) { signal(p.supportDirty); signal(p.racksDirty) },
 		Rack:          func(string) { signal(p.racksDirty) },
 		Node:          func(name string) { p.nodeChanged(ctx, name) },
 	}
@@ -360,7 +363,11 @@ const retryNotReady = 500 * time.Millisecond
 func (p *Provider) nodeChanged(ctx context.Context, name string) {
 	seen := ""
 	if n, err := p.cluster.Node(ctx, name); err == nil {
-		seen = fmt.Sprintf("%+v", plannerNode(n))
+		// Every taint key counts: the BgpConf may name any as a drain.
+		seen = fmt.Sprintf("%+v", plannerNode(n, nil))
+		for _, t := range n.Spec.Taints {
+			seen += " " + t.Key
+		}
 	}
 	p.mu.Lock()
 	old, known := p.nodeSeen[name]

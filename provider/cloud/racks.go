@@ -83,10 +83,24 @@ func (p *Provider) syncRacks(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in := planner.Input{Nodes: make([]planner.Node, 0, len(nodes))}
-	for _, n := range nodes {
-		in.Nodes = append(in.Nodes, plannerNode(n))
+	gs, err := p.gracefulShutdown(ctx)
+	if err != nil {
+		return err
 	}
+	in := planner.Input{Nodes: make([]planner.Node, 0, len(nodes))}
+	now := time.Now()
+	p.mu.Lock()
+	for _, n := range nodes {
+		pn := plannerNode(n, gs.taints)
+		p.drainingFor(&pn, gs, now)
+		in.Nodes = append(in.Nodes, pn)
+	}
+	for name := range p.drainSince {
+		if !slices.ContainsFunc(in.Nodes, func(n planner.Node) bool { return n.Name == name && n.Draining }) {
+			delete(p.drainSince, name)
+		}
+	}
+	p.mu.Unlock()
 	for _, bp := range peers {
 		pp, err := plannerPeer(bp)
 		if err != nil {
@@ -168,7 +182,7 @@ func rackObject(r planner.Rack, keys map[string]int) *v1alpha2.LoadBalancerRack 
 		obj.Spec.Peers = append(obj.Spec.Peers, v1alpha2.PlanPeer{Name: pr.Name, Address: pr.Address, AS: pr.AS})
 	}
 	for _, nh := range r.NextHops {
-		hop := v1alpha2.RackNextHop{Node: nh.Node}
+		hop := v1alpha2.RackNextHop{Node: nh.Node, GracefulShutdown: nh.GracefulShutdown}
 		for _, a := range nh.Addresses {
 			hop.Addresses = append(hop.Addresses, a.String())
 		}
@@ -290,7 +304,55 @@ func conditionsEqual(a, b []metav1.Condition) bool {
 	return true
 }
 
-func plannerNode(n *v1.Node) planner.Node {
+// drainSettings is BgpConf default's spec.gracefulShutdown as the racks
+// use it.
+type drainSettings struct {
+	enabled bool
+	delay   time.Duration
+	taints  []string
+}
+
+func (p *Provider) gracefulShutdown(ctx context.Context) (drainSettings, error) {
+	confs, err := p.cluster.BgpConfs(ctx)
+	if err != nil {
+		return drainSettings{}, err
+	}
+	for _, c := range confs {
+		if c.Name != "default" || c.Spec.GracefulShutdown == nil || !c.Spec.GracefulShutdown.Enabled {
+			continue
+		}
+		g := c.Spec.GracefulShutdown
+		d := time.Duration(g.DelaySeconds) * time.Second
+		if g.DelaySeconds <= 0 {
+			d = v1alpha2.DefaultGracefulShutdownDelay * time.Second
+		}
+		return drainSettings{enabled: true, delay: d, taints: g.Taints}, nil
+	}
+	return drainSettings{}, nil
+}
+
+// drainingFor marks a draining node as within its graceful-shutdown delay
+// (counted from the first pass that saw it draining: a cordon carries no
+// time; a CCM restart starts the delay again, which only lengthens it)
+// and schedules the pass that withdraws it. Called with p.mu held.
+func (p *Provider) drainingFor(n *planner.Node, gs drainSettings, now time.Time) {
+	if !n.Draining || !gs.enabled {
+		return
+	}
+	since, ok := p.drainSince[n.Name]
+	if !ok {
+		since = now
+		p.drainSince[n.Name] = now
+	}
+	if left := since.Add(gs.delay).Sub(now); left > 0 {
+		n.GracefulShutdown = true
+		if !ok {
+			time.AfterFunc(left+10*time.Millisecond, func() { signal(p.racksDirty) })
+		}
+	}
+}
+
+func plannerNode(n *v1.Node, drainTaints []string) planner.Node {
 	pn := planner.Node{
 		Name:     n.Name,
 		Rack:     n.Labels[v1alpha2.LabelRack],
@@ -299,7 +361,9 @@ func plannerNode(n *v1.Node) planner.Node {
 		Speaker:  n.Labels[v1alpha2.LabelSpeaker] == v1alpha2.LabelSpeakerValue,
 	}
 	_, pn.Excluded = n.Labels[LabelExcludeFromLB]
-	pn.Draining = n.Spec.Unschedulable || slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool { return t.Key == TaintToBeDeleted })
+	pn.Draining = n.Spec.Unschedulable || slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool {
+		return t.Key == TaintToBeDeleted || slices.Contains(drainTaints, t.Key)
+	})
 	for _, c := range n.Status.Conditions {
 		if c.Type == v1.NodeReady {
 			pn.Ready = c.Status == v1.ConditionTrue

@@ -39,7 +39,12 @@ type Node struct {
 	// plan before its pods are evicted, so no new flow lands on a node whose
 	// endpoints are about to go; its speaker keeps speaking for the rack.
 	Draining bool
-	Speaker  bool // runs the speaker (lb.kubesphere.io/v1alpha1=openelb)
+	// GracefulShutdown: Draining, and still within the graceful-shutdown
+	// delay (BgpConf spec.gracefulShutdown): the node stays a next hop,
+	// marked, so its speakers announce it with the graceful-shutdown
+	// community until the delay ends.
+	GracefulShutdown bool
+	Speaker          bool // runs the speaker (lb.kubesphere.io/v1alpha1=openelb)
 }
 
 // Peer is a BgpPeer reduced to what planning needs.
@@ -69,6 +74,9 @@ type NextHop struct {
 	Addresses []netip.Addr // sorted
 	// Labels of the node (shared with Node.Labels: read only).
 	Labels map[string]string
+	// GracefulShutdown: announced with the graceful-shutdown community
+	// (Node.GracefulShutdown).
+	GracefulShutdown bool
 }
 
 // Problem is something an operator should fix; Message names the objects.
@@ -136,7 +144,7 @@ func Racks(in Input) []Rack {
 		}
 		slices.SortFunc(addrs, netip.Addr.Compare)
 		r := rackOf(n.Rack)
-		r.hops = append(r.hops, NextHop{Node: n.Name, Addresses: slices.Compact(addrs), Labels: n.Labels})
+		r.hops = append(r.hops, NextHop{Node: n.Name, Addresses: slices.Compact(addrs), Labels: n.Labels, GracefulShutdown: n.Draining && n.GracefulShutdown})
 	}
 
 	names := make([]string, 0, len(racks))
@@ -241,7 +249,7 @@ func Racks(in Input) []Rack {
 // an endpoint (the plan's endpointNodes): a node without one drops the
 // traffic instead of forwarding it.
 func eligible(n Node) bool {
-	return n.Ready && !n.Excluded && !n.Deleting && !n.Draining
+	return n.Ready && !n.Excluded && !n.Deleting && (!n.Draining || n.GracefulShutdown)
 }
 
 func comparePeerRef(a, b PeerRef) int {

@@ -179,6 +179,16 @@ func TestRacks(t *testing.T) {
 			},
 		},
 		{
+			name: "draining within its graceful-shutdown delay: still a next hop, marked",
+			in:   with(func(in *Input) { setNode(in, "master1", func(n *Node) { n.Draining, n.GracefulShutdown = true, true }) }),
+			want: []Rack{
+				{Name: "leaf1", Speakers: []string{"master1"}, Peers: []PeerRef{leaf1Ref}, NextHops: []NextHop{
+					{Node: "master1", Addresses: []netip.Addr{netip.MustParseAddr("192.168.0.3")}, GracefulShutdown: true},
+					hop("worker-p001", "192.168.0.4")}},
+				leaf2,
+			},
+		},
+		{
 			name: "ineligible non-speaker alone in its rack creates no rack",
 			in: with(func(in *Input) {
 				n := node("worker-p003", "leaf3", false, "192.168.2.3")
