@@ -129,33 +129,50 @@ var leafTypes = map[reflect.Type]bool{
 	reflect.TypeFor[SecretKeyRef]():         true,
 }
 
-func walkFields(t reflect.Type, prefix string, leaf func(string, reflect.Type)) {
+// isLeaf says whether a field of type t (pointers removed) is reported
+// as a whole: not a struct, nor a list of structs, or one of leafTypes.
+func isLeaf(t reflect.Type) bool {
+	if leafTypes[t] {
+		return true
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		return false
+	case reflect.Slice:
+		return deref(t.Elem()).Kind() != reflect.Struct
+	}
+	return true
+}
+
+func deref(t reflect.Type) reflect.Type {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	switch {
-	case leafTypes[t] || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:
-		leaf(prefix, t)
-		return
-	case t.Kind() == reflect.Slice:
-		e := t.Elem()
-		for e.Kind() == reflect.Pointer {
-			e = e.Elem()
-		}
-		if e.Kind() != reflect.Struct {
-			leaf(prefix, t)
-			return
-		}
-		walkFields(e, prefix+"[]", leaf)
-		return
+	return t
+}
+
+// jsonName is a field's JSON name ("" when it is not serialized).
+func jsonName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if name == "-" {
+		return ""
 	}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			continue
+	return name
+}
+
+func walkFields(t reflect.Type, prefix string, leaf func(string, reflect.Type)) {
+	t = deref(t)
+	switch {
+	case isLeaf(t):
+		leaf(prefix, t)
+	case t.Kind() == reflect.Slice:
+		walkFields(t.Elem(), prefix+"[]", leaf)
+	default:
+		for i := range t.NumField() {
+			if name := jsonName(t.Field(i)); name != "" {
+				walkFields(t.Field(i).Type, prefix+"."+name, leaf)
+			}
 		}
-		walkFields(f.Type, prefix+"."+name, leaf)
 	}
 }
 
@@ -195,33 +212,19 @@ func setFields(v reflect.Value, prefix string, set func(string)) {
 	}
 	t := v.Type()
 	switch {
-	case leafTypes[t] || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:
-		if !v.IsZero() {
+	case isLeaf(t):
+		if !v.IsZero() && (t.Kind() != reflect.Slice || v.Len() > 0) {
 			set(prefix)
 		}
-		return
 	case t.Kind() == reflect.Slice:
-		e := t.Elem()
-		for e.Kind() == reflect.Pointer {
-			e = e.Elem()
-		}
-		if e.Kind() != reflect.Struct {
-			if v.Len() > 0 {
-				set(prefix)
-			}
-			return
-		}
 		for i := range v.Len() {
 			setFields(v.Index(i), prefix+"[]", set)
 		}
-		return
-	}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "" || name == "-" {
-			continue
+	default:
+		for i := range t.NumField() {
+			if name := jsonName(t.Field(i)); name != "" {
+				setFields(v.Field(i), prefix+"."+name, set)
+			}
 		}
-		setFields(v.Field(i), prefix+"."+name, set)
 	}
 }
