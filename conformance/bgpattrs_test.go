@@ -22,74 +22,14 @@ import (
 	"github.com/openelb/cloud-provider-openelb/provider/cloud"
 )
 
-// routerPath is one path of a prefix as an FRR router holds it.
-type routerPath struct {
-	Peer        string
-	NextHop     string
-	ASPath      string
-	Communities string
-	Large       string
-	LocalPref   *uint32
-}
-
-func (p routerPath) String() string {
-	lp := "-"
-	if p.LocalPref != nil {
-		lp = fmt.Sprint(*p.LocalPref)
-	}
-	return fmt.Sprintf("{from %s aspath %q communities %q large %q localpref %s}", p.Peer, p.ASPath, p.Communities, p.Large, lp)
-}
-
-// routerPaths reads every path of prefix in r's BGP table.
-func routerPaths(ctx context.Context, r *netlab.FRR, prefix string) ([]routerPath, error) {
-	var out struct {
-		Paths []struct {
-			ASPath struct {
-				String string `json:"string"`
-				Length int    `json:"length"`
-			} `json:"aspath"`
-			Community struct {
-				String string `json:"string"`
-			} `json:"community"`
-			LargeCommunity struct {
-				String string `json:"string"`
-			} `json:"largeCommunity"`
-			LocPrf   *uint32 `json:"locPrf"`
-			NextHops []struct {
-				IP string `json:"ip"`
-			} `json:"nexthops"`
-			Peer struct {
-				PeerID string `json:"peerId"`
-			} `json:"peer"`
-		} `json:"paths"`
-	}
-	if err := r.JSON(ctx, "show bgp ipv4 unicast "+prefix+" json", &out); err != nil {
-		return nil, err
-	}
-	var paths []routerPath
-	for _, p := range out.Paths {
-		asPath := p.ASPath.String
-		if p.ASPath.Length == 0 {
-			asPath = "" // FRR writes "Local" for an empty AS path
-		}
-		nh := ""
-		if len(p.NextHops) > 0 {
-			nh = p.NextHops[0].IP
-		}
-		paths = append(paths, routerPath{Peer: p.Peer.PeerID, NextHop: nh, ASPath: asPath, Communities: p.Community.String,
-			Large: p.LargeCommunity.String, LocalPref: p.LocPrf})
-	}
-	return paths, nil
-}
-
 // waitRouterPaths waits until every path r holds for prefix from peer
 // satisfies ok (and there is one).
-func (b *bgpLab) waitRouterPaths(what string, r *netlab.FRR, prefix, peer string, ok func(routerPath) bool) {
+func (b *bgpLab) waitRouterPaths(what string, r *netlab.FRR, prefix, peer string, ok func(netlab.BGPPath) bool) {
 	b.t.Helper()
-	var got []routerPath
+	var got []netlab.BGPPath
 	var lastErr error
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		paths, err := routerPaths(ctx, r, prefix)
+		paths, err := r.Paths(ctx, prefix)
 		if err != nil {
 			lastErr = err
 			return false, nil
@@ -153,15 +93,15 @@ func TestBGPAttributes(t *testing.T) {
 	}
 
 	ebgpAS := "65001 65001 65001" // the speaker's AS, then prepended twice
-	b.waitRouterPaths("pool attributes, eBGP", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+	b.waitRouterPaths("pool attributes, eBGP", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p netlab.BGPPath) bool {
 		return p.Communities == "65000:100 no-export" && p.Large == "65000:1:2" && p.ASPath == ebgpAS && p.LocalPref == nil
 	})
-	b.waitRouterPaths("pool attributes, iBGP", b.topo.Leaf2, seedPrefix, "192.168.1.2", func(p routerPath) bool {
+	b.waitRouterPaths("pool attributes, iBGP", b.topo.Leaf2, seedPrefix, "192.168.1.2", func(p netlab.BGPPath) bool {
 		return p.Communities == "65000:100 no-export" && p.Large == "65000:1:2" && p.ASPath == "" && p.LocalPref != nil && *p.LocalPref == 250
 	})
 	// no-export: neither leaf passes the route to the spine (another AS).
 	for range 10 {
-		paths, err := routerPaths(ctx, b.topo.Spine, seedPrefix)
+		paths, err := b.topo.Spine.Paths(ctx, seedPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,10 +119,10 @@ func TestBGPAttributes(t *testing.T) {
 		v1alpha2.AnnotationBGPCommunities: "65000:300", v1alpha2.AnnotationBGPLargeCommunities: "",
 		v1alpha2.AnnotationBGPLocalPref: "300", v1alpha2.AnnotationBGPASPathPrepend: "0,leaf1=1",
 	})
-	b.waitRouterPaths("Service annotations, eBGP (leaf1's own prepend count)", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+	b.waitRouterPaths("Service annotations, eBGP (leaf1's own prepend count)", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p netlab.BGPPath) bool {
 		return p.Communities == "65000:300" && p.Large == "" && p.ASPath == "65001 65001"
 	})
-	b.waitRouterPaths("Service annotations, iBGP", b.topo.Leaf2, seedPrefix, "192.168.1.2", func(p routerPath) bool {
+	b.waitRouterPaths("Service annotations, iBGP", b.topo.Leaf2, seedPrefix, "192.168.1.2", func(p netlab.BGPPath) bool {
 		return p.Communities == "65000:300" && p.LocalPref != nil && *p.LocalPref == 300
 	})
 	// Without no-export the spine learns it again, and the prepend steers
@@ -190,7 +130,7 @@ func TestBGPAttributes(t *testing.T) {
 	// its iBGP speaker's route carries no AS), so the spine routes through
 	// leaf2 only.
 	b.waitKernel("spine once exported: leaf2 only, leaf1's path is prepended", b.topo.Spine, seedPrefix, "10.0.2.2")
-	b.waitRouterPaths("spine: leaf1's path carries the prepend", b.topo.Spine, seedPrefix, "10.0.1.2", func(p routerPath) bool {
+	b.waitRouterPaths("spine: leaf1's path carries the prepend", b.topo.Spine, seedPrefix, "10.0.1.2", func(p netlab.BGPPath) bool {
 		return p.ASPath == "65101 65001 65001"
 	})
 
@@ -198,7 +138,7 @@ func TestBGPAttributes(t *testing.T) {
 	// that attribute is announced instead.
 	b.annotateService("nginx", map[string]any{v1alpha2.AnnotationBGPCommunities: "65000:300,bogus"})
 	b.waitPlanCondition("nginx", cloud.ReasonInvalidBGPAttributes, v1alpha2.AnnotationBGPCommunities)
-	b.waitRouterPaths("bad annotation: the pool's communities", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+	b.waitRouterPaths("bad annotation: the pool's communities", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p netlab.BGPPath) bool {
 		return p.Communities == "65000:100 no-export" && p.ASPath == "65001 65001"
 	})
 	b.annotateService("nginx", map[string]any{v1alpha2.AnnotationBGPCommunities: nil})
@@ -211,7 +151,7 @@ func TestBGPAttributes(t *testing.T) {
 	}
 	b.waitPaths("aggregate announced", b.topo.Leaf1, "172.22.0.0/24", "192.168.0.3")
 	b.waitPaths("host route withdrawn", b.topo.Leaf1, seedPrefix)
-	b.waitRouterPaths("the aggregate carries the Service's attributes", b.topo.Leaf1, "172.22.0.0/24", "192.168.0.3", func(p routerPath) bool {
+	b.waitRouterPaths("the aggregate carries the Service's attributes", b.topo.Leaf1, "172.22.0.0/24", "192.168.0.3", func(p netlab.BGPPath) bool {
 		return p.Communities == "65000:100 no-export" && p.ASPath == "65001 65001"
 	})
 	var plan v1alpha2.LoadBalancerPlan
@@ -395,7 +335,7 @@ func TestGracefulShutdownDrain(t *testing.T) {
 	b.kubectl("kubectl cordon master1")
 	moved := fib.wait(t, "cordoned: traffic moves to worker-p001", vip, 10*time.Second,
 		func(h []netip.Addr) bool { return slices.Equal(h, []netip.Addr{w1}) }, "worker-p001 alone")
-	b.waitRouterPaths("master1's path still held, with the community", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p routerPath) bool {
+	b.waitRouterPaths("master1's path still held, with the community", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p netlab.BGPPath) bool {
 		return p.NextHop != "192.168.0.3" || strings.Contains(p.Communities, "graceful-shutdown") && p.LocalPref != nil && *p.LocalPref == 0
 	})
 	if paths, err := b.topo.Leaf1.NextHopsFrom(ctx, seedPrefix, netlab.SpeakerRange); err != nil || !slices.Contains(paths, "192.168.0.3") {

@@ -309,9 +309,7 @@ func ServiceBGPAttributes(pool *BGPAttributes, annotations map[string]string) (*
 	// What the pool holds is checked too: objects stored before the
 	// schema said so, or written by API servers that skipped it.
 	if pool != nil {
-		for _, err := range pool.Validate("pool") {
-			errs = append(errs, err)
-		}
+		errs = append(errs, pool.Validate("pool")...)
 		out = dropInvalid(out)
 	}
 	if out.IsZero() {

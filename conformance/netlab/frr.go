@@ -189,6 +189,19 @@ func (r *FRR) Neighbors(ctx context.Context) (map[string]Neighbor, error) {
 type BGPPath struct {
 	NextHop string
 	Peer    string // the neighbor it was learned from
+	// ASPath is "" for an empty AS path (FRR writes "Local").
+	ASPath      string
+	Communities string // FRR's text form, e.g. "65000:100 no-export"
+	Large       string // large communities, e.g. "65000:1:2"
+	LocalPref   *uint32
+}
+
+func (p BGPPath) String() string {
+	lp := "-"
+	if p.LocalPref != nil {
+		lp = fmt.Sprint(*p.LocalPref)
+	}
+	return fmt.Sprintf("{via %s from %s aspath %q communities %q large %q localpref %s}", p.NextHop, p.Peer, p.ASPath, p.Communities, p.Large, lp)
 }
 
 // Paths returns every path of prefix in the BGP table (nil when absent).
@@ -196,6 +209,9 @@ func (r *FRR) Paths(ctx context.Context, prefix string) ([]BGPPath, error) {
 	fam := "ipv4"
 	if strings.Contains(prefix, ":") {
 		fam = "ipv6"
+	}
+	type text struct {
+		String string `json:"string"`
 	}
 	var out struct {
 		Paths []struct {
@@ -205,6 +221,13 @@ func (r *FRR) Paths(ctx context.Context, prefix string) ([]BGPPath, error) {
 			Peer struct {
 				PeerID string `json:"peerId"`
 			} `json:"peer"`
+			ASPath struct {
+				String string `json:"string"`
+				Length int    `json:"length"`
+			} `json:"aspath"`
+			Community      text    `json:"community"`
+			LargeCommunity text    `json:"largeCommunity"`
+			LocPrf         *uint32 `json:"locPrf"`
 		} `json:"paths"`
 	}
 	if err := r.JSON(ctx, fmt.Sprintf("show bgp %s unicast %s json", fam, prefix), &out); err != nil {
@@ -212,9 +235,12 @@ func (r *FRR) Paths(ctx context.Context, prefix string) ([]BGPPath, error) {
 	}
 	var paths []BGPPath
 	for _, p := range out.Paths {
-		bp := BGPPath{Peer: p.Peer.PeerID}
+		bp := BGPPath{Peer: p.Peer.PeerID, Communities: p.Community.String, Large: p.LargeCommunity.String, LocalPref: p.LocPrf}
 		if len(p.NextHops) > 0 {
 			bp.NextHop = p.NextHops[0].IP
+		}
+		if p.ASPath.Length > 0 {
+			bp.ASPath = p.ASPath.String
 		}
 		paths = append(paths, bp)
 	}

@@ -483,22 +483,8 @@ func pathAttrs(a *v1alpha2.BGPAttributes, peers map[string]labels.Set) (bgp.Attr
 			}
 		}
 	}
-	for _, c := range a.Communities {
-		v, err := v1alpha2.ParseCommunity(c)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("bgp.communities: %w", err))
-			continue
-		}
-		out.Communities = append(out.Communities, v)
-	}
-	for _, c := range a.LargeCommunities {
-		v, err := v1alpha2.ParseLargeCommunity(c)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("bgp.largeCommunities: %w", err))
-			continue
-		}
-		out.LargeCommunities = append(out.LargeCommunities, v)
-	}
+	out.Communities = parseEach(a.Communities, "bgp.communities", v1alpha2.ParseCommunity, &errs)
+	out.LargeCommunities = parseEach(a.LargeCommunities, "bgp.largeCommunities", v1alpha2.ParseLargeCommunity, &errs)
 	if lp := a.LocalPref; lp != nil {
 		if *lp < 0 || *lp > math.MaxUint32 {
 			errs = append(errs, fmt.Errorf("bgp.localPref %d is out of range (0..4294967295)", *lp))
@@ -525,6 +511,21 @@ func pathAttrs(a *v1alpha2.BGPAttributes, peers map[string]labels.Set) (bgp.Attr
 		out.PrependPeers[peer] = uint8(n)
 	}
 	return bgp.Intern(out), errs
+}
+
+// parseEach parses every item, leaving out (with an error naming field)
+// those parse refuses.
+func parseEach[T any](items []string, field string, parse func(string) (T, error), errs *[]error) []T {
+	var out []T
+	for _, it := range items {
+		v, err := parse(it)
+		if err != nil {
+			*errs = append(*errs, fmt.Errorf("%s: %w", field, err))
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 func nodeIPv4(n *v1.Node) (netip.Addr, bool) {

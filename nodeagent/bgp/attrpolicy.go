@@ -143,13 +143,40 @@ func sendCommunityStatementName(tag uint32) string {
 	return peerLastPolicyName + fmt.Sprintf("-%08x-send-community", tag)
 }
 
-// addPeerPrependLocked installs the per-peer statements of p (before p is
-// added as a neighbor, so its first UPDATE already goes through them).
-func (s *GoBGP) addPeerPrependLocked(ctx context.Context, p Peer) error {
+// markerText is a large community in GoBGP's text form.
+func markerText(m [3]uint32) string { return fmt.Sprintf("%d:%d:%d", m[0], m[1], m[2]) }
+
+// addLargeSet defines a large-community set of one entry (a community or
+// a regular expression).
+func addLargeSet(ctx context.Context, srv *server.BgpServer, name, entry string) error {
+	err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
+		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: name, List: []string{entry},
+	}})
+	if err != nil {
+		return fmt.Errorf("adding large-community-set %s: %w", name, err)
+	}
+	return nil
+}
+
+// peerStatementNames are the statements of the peer of tag in
+// peerPolicyName, and its large-community sets.
+func peerStatementNames(tag uint32) (statements, sets []string) {
+	statements = []string{peerPolicyName + "-" + peerDenySetName(tag)}
+	sets = []string{peerDenySetName(tag)}
+	for n := 0; n <= MaxPrepend; n++ {
+		statements = append(statements, peerStatementName(tag, n))
+		sets = append(sets, peerCountSetName(tag, n))
+	}
+	return statements, sets
+}
+
+// addPeerStatementsLocked installs the per-peer statements of p (before p
+// is added as a neighbor, so its first UPDATE already goes through them).
+func (s *GoBGP) addPeerStatementsLocked(ctx context.Context, p Peer) error {
 	tag := peerTag(p.Name)
 	for addr, other := range s.peerTags {
 		if other == tag && addr != p.Address {
-			return fmt.Errorf("per-peer AS-path prepend: the name %q hashes like that of the peer at %s; rename one of them", p.Name, addr)
+			return fmt.Errorf("per-peer export statements: the name %q hashes like that of the peer at %s; rename one of them", p.Name, addr)
 		}
 	}
 	if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
@@ -157,44 +184,28 @@ func (s *GoBGP) addPeerPrependLocked(ctx context.Context, p Peer) error {
 	}}); err != nil {
 		return fmt.Errorf("adding neighbor-set %s: %w", peerSetName(tag), err)
 	}
-	pol := &api.Policy{Name: peerPolicyName}
-	// First: paths this peer must not receive (a peer or node selector).
-	deny := denyMarker(p.Name)
-	if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerDenySetName(tag),
-		List: []string{fmt.Sprintf("%d:%d:%d", deny[0], deny[1], deny[2])},
-	}}); err != nil {
-		return fmt.Errorf("adding large-community-set %s: %w", peerDenySetName(tag), err)
-	}
-	pol.Statements = append(pol.Statements, &api.Statement{
-		Name: peerPolicyName + "-" + peerDenySetName(tag),
-		Conditions: &api.Conditions{
+	statement := func(name, set string, actions *api.Actions) *api.Statement {
+		return &api.Statement{Name: name, Actions: actions, Conditions: &api.Conditions{
 			NeighborSet:       &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerSetName(tag)},
-			LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerDenySetName(tag)},
-		},
-		Actions: &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT},
-	})
+			LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: set},
+		}}
+	}
+	// First: paths this peer must not receive (a peer selector).
+	if err := addLargeSet(ctx, s.srv, peerDenySetName(tag), markerText(denyMarker(p.Name))); err != nil {
+		return err
+	}
+	pol := &api.Policy{Name: peerPolicyName, Statements: []*api.Statement{statement(peerPolicyName+"-"+peerDenySetName(tag),
+		peerDenySetName(tag), &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_REJECT})}}
 	removeAll := fmt.Sprintf(`^%d:%d:[0-9]+$`, uint32(MarkerAdmin), markerPrepend)
 	for n := 0; n <= MaxPrepend; n++ {
-		m := peerPrependMarker(p.Name, uint8(n))
-		if err := s.srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerCountSetName(tag, n),
-			List: []string{fmt.Sprintf("%d:%d:%d", m[0], m[1], m[2])},
-		}}); err != nil {
-			return fmt.Errorf("adding large-community-set %s: %w", peerCountSetName(tag, n), err)
+		if err := addLargeSet(ctx, s.srv, peerCountSetName(tag, n), markerText(peerPrependMarker(p.Name, uint8(n)))); err != nil {
+			return err
 		}
 		actions := &api.Actions{LargeCommunity: &api.CommunityAction{Type: api.CommunityAction_TYPE_REMOVE, Communities: []string{removeAll}}}
 		if n > 0 {
 			actions.AsPrepend = &api.AsPrependAction{UseLeftMost: true, Repeat: uint32(n)}
 		}
-		pol.Statements = append(pol.Statements, &api.Statement{
-			Name: peerStatementName(tag, n),
-			Conditions: &api.Conditions{
-				NeighborSet:       &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerSetName(tag)},
-				LargeCommunitySet: &api.MatchSet{Type: api.MatchSet_TYPE_ANY, Name: peerCountSetName(tag, n)},
-			},
-			Actions: actions,
-		})
+		pol.Statements = append(pol.Statements, statement(peerStatementName(tag, n), peerCountSetName(tag, n), actions))
 	}
 	if err := s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: pol}); err != nil {
 		return fmt.Errorf("adding the per-peer statements of %s: %w", p.Name, err)
@@ -208,41 +219,36 @@ func (s *GoBGP) addPeerPrependLocked(ctx context.Context, p Peer) error {
 	return nil
 }
 
-// removePeerPrependLocked removes what addPeerPrependLocked installed for
-// the peer at addr (after the neighbor is gone).
-func (s *GoBGP) removePeerPrependLocked(ctx context.Context, addr netip.Addr) error {
+// removePeerStatementsLocked removes what addPeerStatementsLocked
+// installed for the peer at addr (after the neighbor is gone).
+func (s *GoBGP) removePeerStatementsLocked(ctx context.Context, addr netip.Addr) error {
 	tag, ok := s.peerTags[addr]
 	if !ok {
 		return nil
 	}
-	pol := &api.Policy{Name: peerPolicyName, Statements: []*api.Statement{{Name: peerPolicyName + "-" + peerDenySetName(tag)}}}
-	for n := 0; n <= MaxPrepend; n++ {
-		pol.Statements = append(pol.Statements, &api.Statement{Name: peerStatementName(tag, n)})
-	}
+	statements, sets := peerStatementNames(tag)
 	var errs []error
-	if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: pol}); err != nil {
-		errs = append(errs, fmt.Errorf("removing the per-peer statements of %s: %w", addr, err))
-	}
-	// The send-community statement, if the peer had one (removing one it
-	// did not have changes nothing).
-	last := &api.Policy{Name: peerLastPolicyName, Statements: []*api.Statement{{Name: sendCommunityStatementName(tag)}}}
-	if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: last}); err != nil {
-		errs = append(errs, fmt.Errorf("removing the send-community statement of %s: %w", addr, err))
-	}
-	_ = s.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: &api.Statement{Name: sendCommunityStatementName(tag)}, All: true})
-	for n := 0; n <= MaxPrepend; n++ {
-		// GoBGP keeps a statement removed from a policy; gone, so the
-		// peer can come back.
-		_ = s.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: &api.Statement{Name: peerStatementName(tag, n)}, All: true})
-		if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerCountSetName(tag, n)}, All: true}); err != nil {
-			errs = append(errs, err)
+	// Out of their policies (the send-community statement is removed
+	// whether or not the peer had one: that changes nothing), then gone:
+	// GoBGP keeps a statement removed from a policy, and the peer may come
+	// back.
+	for policy, names := range map[string][]string{peerPolicyName: statements, peerLastPolicyName: {sendCommunityStatementName(tag)}} {
+		pol := &api.Policy{Name: policy}
+		for _, n := range names {
+			pol.Statements = append(pol.Statements, &api.Statement{Name: n})
+		}
+		if err := s.srv.DeletePolicy(ctx, &api.DeletePolicyRequest{Policy: pol}); err != nil {
+			errs = append(errs, fmt.Errorf("removing the per-peer statements of %s from %s: %w", addr, policy, err))
+		}
+		for _, n := range names {
+			_ = s.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: &api.Statement{Name: n}, All: true})
 		}
 	}
-	_ = s.srv.DeleteStatement(ctx, &api.DeleteStatementRequest{Statement: &api.Statement{Name: peerPolicyName + "-" + peerDenySetName(tag)}, All: true})
-	if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
-		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: peerDenySetName(tag)}, All: true}); err != nil {
-		errs = append(errs, err)
+	for _, set := range sets {
+		if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
+			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY, Name: set}, All: true}); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := s.srv.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: &api.DefinedSet{
 		DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: peerSetName(tag)}, All: true}); err != nil {
@@ -263,14 +269,8 @@ func prependSetName(n int) string { return "openelb-prepend-" + strconv.Itoa(n) 
 func attributeStatements(ctx context.Context, srv *server.BgpServer) ([]*api.Statement, error) {
 	var out []*api.Statement
 	for n := 1; n <= MaxPrepend; n++ {
-		m := prependMarker(uint8(n))
-		err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-			DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY,
-			Name:        prependSetName(n),
-			List:        []string{fmt.Sprintf("%d:%d:%d", m[0], m[1], m[2])},
-		}})
-		if err != nil {
-			return nil, fmt.Errorf("adding large-community-set %s: %w", prependSetName(n), err)
+		if err := addLargeSet(ctx, srv, prependSetName(n), markerText(prependMarker(uint8(n)))); err != nil {
+			return nil, err
 		}
 		out = append(out, &api.Statement{
 			Name:       exportPolicyName + "-" + prependSetName(n),
@@ -281,13 +281,8 @@ func attributeStatements(ctx context.Context, srv *server.BgpServer) ([]*api.Sta
 	// Conditioned on carrying a marker, so unmarked paths are not copied
 	// for every peer (an action clones the path it changes).
 	markers := fmt.Sprintf(`^%d:[0-9]+:[0-9]+$`, uint32(MarkerAdmin))
-	err := srv.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: &api.DefinedSet{
-		DefinedType: api.DefinedType_DEFINED_TYPE_LARGE_COMMUNITY,
-		Name:        markerSetName,
-		List:        []string{markers},
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("adding large-community-set %s: %w", markerSetName, err)
+	if err := addLargeSet(ctx, srv, markerSetName, markers); err != nil {
+		return nil, err
 	}
 	out = append(out, &api.Statement{
 		Name:       exportPolicyName + "-strip-markers",

@@ -90,11 +90,8 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 
 	// Withdraw first so a prefix that moved next hops is never advertised
 	// with both the stale and the new next hop longer than necessary.
-	withdraw, add := diffPaths(s.paths, wantPaths)
-	var excluded []string
-	if len(add) > 0 {
-		excluded = excludedPeersChanged(s.paths, wantPaths)
-	}
+	withdraw, add, replaced := diffPathsReplacing(s.paths, wantPaths)
+	excluded := excludedPeersChanged(replaced)
 	var failed []Path // withdrawals that failed: still held
 	if len(withdraw) > 0 {
 		var err error
@@ -121,7 +118,7 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 		if err := s.leaveNextHopSelfLocked(ctx, addr); err != nil {
 			errs = append(errs, err)
 		}
-		if err := s.removePeerPrependLocked(ctx, addr); err != nil {
+		if err := s.removePeerStatementsLocked(ctx, addr); err != nil {
 			errs = append(errs, &PeerError{Name: old.Name, Address: addr, Err: err})
 		}
 	}
@@ -130,14 +127,14 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 			continue
 		}
 		p := wantPeers[addr]
-		if err := s.addPeerPrependLocked(ctx, p); err != nil {
+		if err := s.addPeerStatementsLocked(ctx, p); err != nil {
 			errs = append(errs, &PeerError{Name: p.Name, Address: addr, Err: err})
-			_ = s.removePeerPrependLocked(ctx, addr)
+			_ = s.removePeerStatementsLocked(ctx, addr)
 			continue
 		}
 		if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p, g)}); err != nil {
 			errs = append(errs, &PeerError{Name: p.Name, Address: addr, Err: fmt.Errorf("GoBGP refused the neighbor: %w", err)})
-			_ = s.removePeerPrependLocked(ctx, addr)
+			_ = s.removePeerStatementsLocked(ctx, addr)
 			continue
 		}
 		s.peers[addr] = p
@@ -232,37 +229,21 @@ func sortedPaths(paths []Path) ([]Path, error) {
 	return slices.Clip(CompactPaths(out)), nil
 }
 
-// excludedPeersChanged lists the peers (by name) that paths of both lists
-// (sorted, duplicate-free) stop or start excluding (DenyPeers).
-func excludedPeersChanged(have, want []Path) []string {
+// excludedPeersChanged lists the peers (by name) that the replaced
+// paths' attributes (old, new pairs: diffPathsReplacing) stop or start
+// excluding (DenyPeers).
+func excludedPeersChanged(replaced map[[2]Attrs]bool) []string {
 	changed := map[string]bool{}
-	seen := map[[2]Attrs]bool{}
-	i, j := 0, 0
-	for i < len(have) && j < len(want) {
-		switch c := ComparePaths(have[i], want[j]); {
-		case c < 0:
-			i++
-		case c > 0:
-			j++
-		default:
-			if pair := [2]Attrs{have[i].Attrs, want[j].Attrs}; pair[0] != pair[1] && !seen[pair] {
-				seen[pair] = true
-				a, b := pair[0].Attributes().DenyPeers, pair[1].Attributes().DenyPeers
-				for _, n := range a {
-					if !slices.Contains(b, n) {
-						changed[n] = true
-					}
-				}
-				for _, n := range b {
-					if !slices.Contains(a, n) {
-						changed[n] = true
-					}
-				}
-			}
-			i++
-			j++
+	for pair := range replaced {
+		a, b := pair[0].Attributes().DenyPeers, pair[1].Attributes().DenyPeers
+		for _, n := range a {
+			changed[n] = changed[n] || !slices.Contains(b, n)
+		}
+		for _, n := range b {
+			changed[n] = changed[n] || !slices.Contains(a, n)
 		}
 	}
+	maps.DeleteFunc(changed, func(_ string, c bool) bool { return !c })
 	return slices.Sorted(maps.Keys(changed))
 }
 
@@ -286,6 +267,13 @@ func CompactPaths(paths []Path) []Path {
 // old one (same prefix, next hop and path identifier), so the router sees
 // one UPDATE and never a withdrawal in between.
 func diffPaths(have, want []Path) (onlyHave, onlyWant []Path) {
+	onlyHave, onlyWant, _ = diffPathsReplacing(have, want)
+	return onlyHave, onlyWant
+}
+
+// diffPathsReplacing is diffPaths that also returns the distinct (old,
+// new) attributes of the paths of both lists whose attributes changed.
+func diffPathsReplacing(have, want []Path) (onlyHave, onlyWant []Path, replaced map[[2]Attrs]bool) {
 	i, j := 0, 0
 	for i < len(have) && j < len(want) {
 		switch c := ComparePaths(have[i], want[j]); {
@@ -298,6 +286,10 @@ func diffPaths(have, want []Path) (onlyHave, onlyWant []Path) {
 		default:
 			if have[i].Attrs != want[j].Attrs {
 				onlyWant = append(onlyWant, want[j])
+				if replaced == nil {
+					replaced = map[[2]Attrs]bool{}
+				}
+				replaced[[2]Attrs{have[i].Attrs, want[j].Attrs}] = true
 			}
 			i++
 			j++
@@ -305,7 +297,7 @@ func diffPaths(have, want []Path) (onlyHave, onlyWant []Path) {
 	}
 	onlyHave = append(onlyHave, have[i:]...)
 	onlyWant = append(onlyWant, want[j:]...)
-	return onlyHave, onlyWant
+	return onlyHave, onlyWant, replaced
 }
 
 func (s *GoBGP) startLocked(ctx context.Context, g Global) error {

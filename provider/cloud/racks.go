@@ -89,17 +89,15 @@ func (p *Provider) syncRacks(ctx context.Context) error {
 	}
 	in := planner.Input{Nodes: make([]planner.Node, 0, len(nodes))}
 	now := time.Now()
+	draining := map[string]bool{}
 	p.mu.Lock()
 	for _, n := range nodes {
 		pn := plannerNode(n, gs.taints)
 		p.drainingFor(&pn, gs, now)
 		in.Nodes = append(in.Nodes, pn)
+		draining[pn.Name] = pn.Draining
 	}
-	for name := range p.drainSince {
-		if !slices.ContainsFunc(in.Nodes, func(n planner.Node) bool { return n.Name == name && n.Draining }) {
-			delete(p.drainSince, name)
-		}
-	}
+	maps.DeleteFunc(p.drainSince, func(name string, _ time.Time) bool { return !draining[name] })
 	p.mu.Unlock()
 	for _, bp := range peers {
 		pp, err := plannerPeer(bp)
