@@ -46,10 +46,10 @@ CONTAINERD_TAGS     := no_btrfs no_devmapper no_zfs urfave_cli_no_docs
 IMAGE_TAG  ?= v0.1.0
 IMAGE_REPO ?= openelb/
 
-# Debian packages the test layers need: FRR routers for the BGP lab,
+# Debian packages the test layers need: FRR and BIRD routers for the BGP lab,
 # arping/ndisc6 clients for layer 2, socat/curl for client traffic, nft for
 # kube-proxy's nftables mode and libseccomp to build runc for the real nodes.
-APT_PACKAGES := iproute2 git ca-certificates frr iputils-arping ndisc6 socat curl \
+APT_PACKAGES := iproute2 git ca-certificates frr bird2 iputils-arping ndisc6 socat curl \
 	nftables libseccomp-dev pkg-config
 
 TEST_TIMEOUT ?= 45m

@@ -100,6 +100,9 @@ func (a *BGPAttributes) Validate(prefix string) []error {
 			errs = append(errs, fmt.Errorf("%s.asPathPrependPeers[%s] %d is out of range (0..%d)", prefix, peer, n, MaxASPathPrepend))
 		}
 	}
+	if a.LinkBandwidthMbps < 0 || a.LinkBandwidthMbps > MaxLinkBandwidthMbps {
+		errs = append(errs, fmt.Errorf("%s.linkBandwidthMbps %d is out of range (0..%d)", prefix, a.LinkBandwidthMbps, MaxLinkBandwidthMbps))
+	}
 	for _, sel := range []struct {
 		field string
 		s     *metav1.LabelSelector
@@ -210,7 +213,7 @@ func (b *EipBGP) AggregatePrefix(addr netip.Addr) (netip.Prefix, bool) {
 // IsZero says whether no attribute is set.
 func (a *BGPAttributes) IsZero() bool {
 	return a == nil || (len(a.Communities) == 0 && len(a.LargeCommunities) == 0 && a.LocalPref == nil && a.ASPathPrepend == 0 &&
-		len(a.ASPathPrependPeers) == 0 && a.PeerSelector == nil && a.NodeSelector == nil)
+		len(a.ASPathPrependPeers) == 0 && a.PeerSelector == nil && a.NodeSelector == nil && a.LinkBandwidthMbps == 0)
 }
 
 // Service annotations overriding a pool's BGP attributes (BGPAttributes),
@@ -225,6 +228,9 @@ const (
 	// selectors in kubectl's syntax ("tier=edge,zone in (a,b)").
 	AnnotationBGPPeerSelector = "openelb.kubesphere.io/bgp-peer-selector"
 	AnnotationBGPNodeSelector = "openelb.kubesphere.io/bgp-node-selector"
+	// AnnotationBGPLinkBandwidth is LinkBandwidthMbps: Mbit/s per node,
+	// "0" or empty for none.
+	AnnotationBGPLinkBandwidth = "openelb.kubesphere.io/bgp-link-bandwidth-mbps"
 )
 
 // ServiceBGPAttributes is pool (nil: none) with a Service's annotations
@@ -270,6 +276,15 @@ func ServiceBGPAttributes(pool *BGPAttributes, annotations map[string]string) (*
 		} else {
 			lp := int64(n)
 			out.LocalPref = &lp
+		}
+	}
+	if v, ok := annotations[AnnotationBGPLinkBandwidth]; ok {
+		if v = strings.TrimSpace(v); v == "" {
+			out.LinkBandwidthMbps = 0
+		} else if n, err := strconv.ParseUint(v, 10, 32); err != nil || n > MaxLinkBandwidthMbps {
+			errs = append(errs, fmt.Errorf("annotation %s: %q is not a number 0..%d", AnnotationBGPLinkBandwidth, v, MaxLinkBandwidthMbps))
+		} else {
+			out.LinkBandwidthMbps = int32(n)
 		}
 	}
 	selector := func(key string, dst **metav1.LabelSelector) {
@@ -327,6 +342,9 @@ func dropInvalid(a BGPAttributes) BGPAttributes {
 	}
 	if a.ASPathPrepend < 0 || a.ASPathPrepend > MaxASPathPrepend {
 		a.ASPathPrepend = 0
+	}
+	if a.LinkBandwidthMbps < 0 || a.LinkBandwidthMbps > MaxLinkBandwidthMbps {
+		a.LinkBandwidthMbps = 0
 	}
 	if a.ASPathPrependPeers != nil {
 		a.ASPathPrependPeers = maps.Clone(a.ASPathPrependPeers)

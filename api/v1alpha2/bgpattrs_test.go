@@ -41,7 +41,7 @@ func TestParseLargeCommunity(t *testing.T) {
 
 func TestServiceBGPAttributes(t *testing.T) {
 	lp := func(v int64) *int64 { return &v }
-	pool := &BGPAttributes{Communities: []string{"65000:100"}, LargeCommunities: []string{"65000:1:1"}, LocalPref: lp(150), ASPathPrepend: 1}
+	pool := &BGPAttributes{Communities: []string{"65000:100"}, LargeCommunities: []string{"65000:1:1"}, LocalPref: lp(150), ASPathPrepend: 1, LinkBandwidthMbps: 1000}
 	for _, c := range []struct {
 		name   string
 		pool   *BGPAttributes
@@ -53,21 +53,23 @@ func TestServiceBGPAttributes(t *testing.T) {
 		{name: "pool only", pool: pool, want: pool},
 		{name: "each annotation replaces the pool's value", pool: pool, ann: map[string]string{
 			AnnotationBGPCommunities: "no-export, 65000:200", AnnotationBGPLargeCommunities: "1:2:3",
-			AnnotationBGPLocalPref: "300", AnnotationBGPASPathPrepend: "3",
-		}, want: &BGPAttributes{Communities: []string{"no-export", "65000:200"}, LargeCommunities: []string{"1:2:3"}, LocalPref: lp(300), ASPathPrepend: 3}},
+			AnnotationBGPLocalPref: "300", AnnotationBGPASPathPrepend: "3", AnnotationBGPLinkBandwidth: "25000",
+		}, want: &BGPAttributes{Communities: []string{"no-export", "65000:200"}, LargeCommunities: []string{"1:2:3"}, LocalPref: lp(300), ASPathPrepend: 3, LinkBandwidthMbps: 25000}},
 		{name: "empty values clear", pool: pool, ann: map[string]string{
 			AnnotationBGPCommunities: "", AnnotationBGPLargeCommunities: " ", AnnotationBGPLocalPref: "", AnnotationBGPASPathPrepend: "",
+			AnnotationBGPLinkBandwidth: "0",
 		}, want: nil},
 		{name: "bad values keep the pool's and are reported", pool: pool, ann: map[string]string{
 			AnnotationBGPCommunities: "65000:100,bogus", AnnotationBGPLocalPref: "-1", AnnotationBGPASPathPrepend: "11",
-		}, want: pool, errsAt: []string{AnnotationBGPCommunities, AnnotationBGPLocalPref, AnnotationBGPASPathPrepend}},
+			AnnotationBGPLinkBandwidth: "2000000",
+		}, want: pool, errsAt: []string{AnnotationBGPCommunities, AnnotationBGPLocalPref, AnnotationBGPASPathPrepend, AnnotationBGPLinkBandwidth}},
 		{name: "annotations without a pool", ann: map[string]string{AnnotationBGPASPathPrepend: "2"}, want: &BGPAttributes{ASPathPrepend: 2}},
 		{name: "selectors", ann: map[string]string{AnnotationBGPPeerSelector: "tier=edge", AnnotationBGPNodeSelector: "zone in (a,b)"},
 			want: &BGPAttributes{PeerSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "edge"}},
 				NodeSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpIn, Values: []string{"a", "b"}}}}}},
 		{name: "a bad selector is reported", ann: map[string]string{AnnotationBGPNodeSelector: "zone in a"}, errsAt: []string{AnnotationBGPNodeSelector}},
-		{name: "a stored pool value the speakers refuse is left out", pool: &BGPAttributes{Communities: []string{"65000:100", "70000:1"}, ASPathPrepend: 40},
-			want: &BGPAttributes{Communities: []string{"65000:100"}}, errsAt: []string{"pool.communities[1]", "pool.asPathPrepend"}},
+		{name: "a stored pool value the speakers refuse is left out", pool: &BGPAttributes{Communities: []string{"65000:100", "70000:1"}, ASPathPrepend: 40, LinkBandwidthMbps: -5},
+			want: &BGPAttributes{Communities: []string{"65000:100"}}, errsAt: []string{"pool.communities[1]", "pool.asPathPrepend", "pool.linkBandwidthMbps"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, errs := ServiceBGPAttributes(c.pool, c.ann)

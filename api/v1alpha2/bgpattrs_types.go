@@ -83,7 +83,28 @@ type BGPAttributes struct {
 	//
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// LinkBandwidthMbps turns on weighted ECMP across racks: each path
+	// carries the BGP link-bandwidth extended community (transitive,
+	// draft-ietf-idr-link-bandwidth) with this many Mbit/s per node the
+	// rack sends the address's traffic to (its next hops: every eligible
+	// node, or for externalTrafficPolicy Local the endpoints' nodes). A
+	// rack of two such nodes announces twice the bandwidth of a rack of
+	// one, its leaf passes the value on unchanged, and a router that
+	// honours it (FRR by default) splits traffic 2:1 between the leaves,
+	// so every node gets an equal share. Use the nodes' link speed (e.g.
+	// 25000), or any value if only the ratio matters. 0 or unset: no
+	// link-bandwidth community (plain ECMP: equal per rack).
+	//
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
+	LinkBandwidthMbps int32 `json:"linkBandwidthMbps,omitempty"`
 }
+
+// MaxLinkBandwidthMbps bounds BGPAttributes.LinkBandwidthMbps (1 Tbit/s
+// per node).
+const MaxLinkBandwidthMbps = 1000000
 
 // MaxASPathPrepend bounds BGPAttributes.ASPathPrepend.
 const MaxASPathPrepend = 10

@@ -193,7 +193,10 @@ type BGPPath struct {
 	ASPath      string
 	Communities string // FRR's text form, e.g. "65000:100 no-export"
 	Large       string // large communities, e.g. "65000:1:2"
-	LocalPref   *uint32
+	// Extended is FRR's text of the extended communities, e.g.
+	// "LB:23456:125000000 (1000.000 Mbps)".
+	Extended  string
+	LocalPref *uint32
 }
 
 func (p BGPPath) String() string {
@@ -201,7 +204,7 @@ func (p BGPPath) String() string {
 	if p.LocalPref != nil {
 		lp = fmt.Sprint(*p.LocalPref)
 	}
-	return fmt.Sprintf("{via %s from %s aspath %q communities %q large %q localpref %s}", p.NextHop, p.Peer, p.ASPath, p.Communities, p.Large, lp)
+	return fmt.Sprintf("{via %s from %s aspath %q communities %q large %q extended %q localpref %s}", p.NextHop, p.Peer, p.ASPath, p.Communities, p.Large, p.Extended, lp)
 }
 
 // Paths returns every path of prefix in the BGP table (nil when absent).
@@ -227,6 +230,7 @@ func (r *FRR) Paths(ctx context.Context, prefix string) ([]BGPPath, error) {
 			} `json:"aspath"`
 			Community      text    `json:"community"`
 			LargeCommunity text    `json:"largeCommunity"`
+			ExtCommunity   text    `json:"extendedCommunity"`
 			LocPrf         *uint32 `json:"locPrf"`
 		} `json:"paths"`
 	}
@@ -235,7 +239,7 @@ func (r *FRR) Paths(ctx context.Context, prefix string) ([]BGPPath, error) {
 	}
 	var paths []BGPPath
 	for _, p := range out.Paths {
-		bp := BGPPath{Peer: p.Peer.PeerID, Communities: p.Community.String, Large: p.LargeCommunity.String, LocalPref: p.LocPrf}
+		bp := BGPPath{Peer: p.Peer.PeerID, Communities: p.Community.String, Large: p.LargeCommunity.String, Extended: p.ExtCommunity.String, LocalPref: p.LocPrf}
 		if len(p.NextHops) > 0 {
 			bp.NextHop = p.NextHops[0].IP
 		}
@@ -267,6 +271,26 @@ func (r *FRR) NextHopsFrom(ctx context.Context, prefix string, peers netip.Prefi
 // KernelNextHops returns the next hops of the kernel's route to prefix in
 // the router's namespace (several for ECMP; nil when there is no route).
 func (l *Lab) KernelNextHops(ctx context.Context, ns, prefix string) ([]string, error) {
+	w, err := l.KernelWeights(ctx, ns, prefix)
+	if err != nil {
+		return nil, err
+	}
+	hops := make([]string, len(w))
+	for i, h := range w {
+		hops[i] = h.Gateway
+	}
+	return hops, nil
+}
+
+// WeightedHop is one next hop of a kernel route with its ECMP weight.
+type WeightedHop struct {
+	Gateway string
+	Weight  int // 1 unless the route is weighted
+}
+
+// KernelWeights returns the next hops of the kernel's route to prefix with
+// their weights.
+func (l *Lab) KernelWeights(ctx context.Context, ns, prefix string) ([]WeightedHop, error) {
 	fam := "-4"
 	if strings.Contains(prefix, ":") {
 		fam = "-6"
@@ -279,18 +303,19 @@ func (l *Lab) KernelNextHops(ctx context.Context, ns, prefix string) ([]string, 
 		Gateway  string `json:"gateway"`
 		NextHops []struct {
 			Gateway string `json:"gateway"`
+			Weight  int    `json:"weight"`
 		} `json:"nexthops"`
 	}
 	if err := json.Unmarshal([]byte(out), &routes); err != nil {
 		return nil, fmt.Errorf("decoding routes: %w: %s", err, out)
 	}
-	var hops []string
+	var hops []WeightedHop
 	for _, r := range routes {
 		if r.Gateway != "" {
-			hops = append(hops, r.Gateway)
+			hops = append(hops, WeightedHop{Gateway: r.Gateway, Weight: 1})
 		}
 		for _, nh := range r.NextHops {
-			hops = append(hops, nh.Gateway)
+			hops = append(hops, WeightedHop{Gateway: nh.Gateway, Weight: max(nh.Weight, 1)})
 		}
 	}
 	return hops, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -45,11 +46,28 @@ const (
 // SpeakerRange is where the leaves accept speakers from: every node subnet.
 var SpeakerRange = netip.MustParsePrefix("192.168.0.0/16")
 
+// The IPv6 side of a dual-stack lab (Seed000Options.DualStack): each
+// segment gets the IPv6 twin of its IPv4 subnet, with the same host
+// numbers (leaf1 fd00:168::2, master1 fd00:168::3, worker-p002
+// fd00:168:1::2; the spine fd00:10:1::1 toward leaf1, the client
+// fd00:10::2), and the routers run IPv6 sessions beside the IPv4 ones.
+const (
+	Leaf1Addr6  = "fd00:168::2"
+	Leaf2Addr6  = "fd00:168:1::1"
+	ClientIP6   = "fd00:10::2"
+	spineLeaf16 = "fd00:10:1::"
+	spineLeaf26 = "fd00:10:2::"
+)
+
+// SpeakerRange6 is SpeakerRange for IPv6.
+var SpeakerRange6 = netip.MustParsePrefix("fd00:168::/32")
+
 // Node is one Kubernetes node's namespace.
 type Node struct {
 	Name   string // Kubernetes node name
 	NS     string
 	IP     string // InternalIP on the rack segment
+	IP6    string // its IPv6 InternalIP in a dual-stack lab ("" otherwise)
 	MgmtIP string
 	Leaf   string // the leaf it is cabled to
 }
@@ -65,17 +83,30 @@ type Seed000Options struct {
 	Leaf2Password string
 	// BFD enables BFD on the leaves' speaker sessions.
 	BFD bool
+	// DualStack adds IPv6 to every segment and IPv6 sessions between the
+	// routers; the leaves accept speakers over IPv6 too, and take IPv6
+	// routes over the speakers' IPv4 sessions as well.
+	DualStack bool
+	// BIRDLeaves run these leaves ("leaf1", "leaf2") on BIRD 2 instead of
+	// FRR: the rack's nodes as explicit eBGP neighbors with ADD-PATH
+	// receive, ECMP kernel routes, leaf2's password when set (no BFD, no
+	// dual stack, no multihop neighbors from the other rack).
+	BIRDLeaves []string
 }
 
 // Seed000 is the running topology.
 type Seed000 struct {
-	Lab                 *Lab
+	Lab *Lab
+	// Spine, Leaf1, Leaf2 are the FRR routers (a leaf on BIRD is nil
+	// here and in BIRD instead).
 	Spine, Leaf1, Leaf2 *FRR
+	BIRD                map[string]*BIRD
 	Client, Mgmt        string // namespaces
 	Nodes               []*Node
 	// APIServer is the kube-apiserver address as nodes see it.
 	APIServer string
 	Forwarder *Forwarder
+	dualStack bool
 }
 
 // Node returns the node with the given Kubernetes name.
@@ -104,7 +135,11 @@ func (s *Seed000) Router(name string) *FRR {
 var routerTmpl = template.Must(template.New("frr").Parse(`frr version 8.4
 frr defaults datacenter
 hostname {{.Name}}
+{{- if .DualStack}}
+ipv6 forwarding
+{{- else}}
 no ipv6 forwarding
+{{- end}}
 ! Routes carry their next hops inline (no kernel nexthop objects), so
 ! route events name the gateways (benchmarks watch them over netlink).
 no zebra nexthop kernel enable
@@ -115,6 +150,11 @@ router bgp {{.AS}}
  no bgp network import-check
  bgp bestpath as-path multipath-relax
 {{- range .Neighbors}}
+ neighbor {{.Addr}} remote-as {{.AS}}
+ neighbor {{.Addr}} timers 1 3
+ neighbor {{.Addr}} timers connect 1
+{{- end}}
+{{- range .Neighbors6}}
  neighbor {{.Addr}} remote-as {{.AS}}
  neighbor {{.Addr}} timers 1 3
  neighbor {{.Addr}} timers connect 1
@@ -142,12 +182,52 @@ router bgp {{.AS}}
  neighbor REMOTE password {{.Password}}
 {{- end}}
  bgp listen range {{.Remote}} peer-group REMOTE
+{{- if .DualStack}}
+ neighbor RACK6 peer-group
+ neighbor RACK6 remote-as external
+ neighbor RACK6 timers 3 9
+{{- if .Password}}
+ neighbor RACK6 password {{.Password}}
+{{- end}}
+ bgp listen range {{.Rack6}} peer-group RACK6
+ neighbor REMOTE6 peer-group
+ neighbor REMOTE6 remote-as external
+ neighbor REMOTE6 ebgp-multihop 4
+ neighbor REMOTE6 timers 3 9
+{{- if .Password}}
+ neighbor REMOTE6 password {{.Password}}
+{{- end}}
+ bgp listen range {{.Remote6}} peer-group REMOTE6
+{{- end}}
 {{- end}}
  !
  address-family ipv4 unicast
   redistribute connected
   maximum-paths 16
+{{- range .Neighbors6}}
+  no neighbor {{.Addr}} activate
+{{- end}}
+{{- if and .Rack .DualStack}}
+  no neighbor RACK6 activate
+  no neighbor REMOTE6 activate
+{{- end}}
  exit-address-family
+{{- if .DualStack}}
+ !
+ address-family ipv6 unicast
+  redistribute connected
+  maximum-paths 16
+{{- range .Neighbors6}}
+  neighbor {{.Addr}} activate
+{{- end}}
+{{- if .Rack}}
+  neighbor RACK activate
+  neighbor REMOTE activate
+  neighbor RACK6 activate
+  neighbor REMOTE6 activate
+{{- end}}
+ exit-address-family
+{{- end}}
 !
 {{- if .BFD}}
 bfd
@@ -167,6 +247,15 @@ type routerConf struct {
 		Addr string
 		AS   uint32
 	}
+	// Neighbors6 are IPv6 sessions (IPv6 unicast only) of a dual-stack
+	// lab.
+	Neighbors6 []struct {
+		Addr string
+		AS   uint32
+	}
+	DualStack bool
+	// Rack6 and Remote6 are Rack and Remote for IPv6.
+	Rack6, Remote6 string
 	// Rack is the leaf's own node subnet: speakers there are one hop
 	// away (single-hop BFD). Remote is the other rack's subnet: a node
 	// relabelled into this rack from there peers multihop.
@@ -191,7 +280,7 @@ func neighbor(addr string, as uint32) struct {
 // BuildSeed000 creates the namespaces, links and routers of the topology
 // and waits until the spine has established both leaf sessions.
 func BuildSeed000(ctx context.Context, l *Lab, opts Seed000Options) (*Seed000, error) {
-	s := &Seed000{Lab: l}
+	s := &Seed000{Lab: l, BIRD: map[string]*BIRD{}}
 	ns := map[string]string{}
 	for _, n := range []string{"spine", "leaf1", "leaf2", "sw1", "sw2", "client", "mgmt", "master1", "worker-p001", "worker-p002"} {
 		full, err := l.AddNS(n)
@@ -205,6 +294,9 @@ func BuildSeed000(ctx context.Context, l *Lab, opts Seed000Options) (*Seed000, e
 		{Name: "master1", NS: ns["master1"], IP: "192.168.0.3", MgmtIP: "10.255.0.11", Leaf: "leaf1"},
 		{Name: "worker-p001", NS: ns["worker-p001"], IP: "192.168.0.4", MgmtIP: "10.255.0.12", Leaf: "leaf1"},
 		{Name: "worker-p002", NS: ns["worker-p002"], IP: "192.168.1.2", MgmtIP: "10.255.0.13", Leaf: "leaf2"},
+	}
+	if opts.DualStack {
+		s.Nodes[0].IP6, s.Nodes[1].IP6, s.Nodes[2].IP6 = "fd00:168::3", "fd00:168::4", "fd00:168:1::2"
 	}
 	steps := []func() error{
 		// Spine: a /30 to each leaf, the client's /24.
@@ -251,6 +343,9 @@ func BuildSeed000(ctx context.Context, l *Lab, opts Seed000Options) (*Seed000, e
 			func() error { return l.Sysctl(n.NS, "net.ipv4.conf.all.rp_filter", "0") },
 		)
 	}
+	if opts.DualStack {
+		steps = append(steps, dualStackSteps(l, ns, s.Nodes)...)
+	}
 	for i, r := range []string{"spine", "leaf1", "leaf2"} {
 		steps = append(steps,
 			func() error { return l.Sysctl(ns[r], "net.ipv4.ip_forward", "1") },
@@ -285,8 +380,32 @@ func BuildSeed000(ctx context.Context, l *Lab, opts Seed000Options) (*Seed000, e
 	l2 := confs["leaf2"]
 	l2.Neighbors = append(l2.Neighbors, neighbor("10.0.2.1", SpineAS))
 	confs["leaf2"] = l2
+	if opts.DualStack {
+		for name, c := range confs {
+			c.DualStack = true
+			switch name {
+			case "spine":
+				c.Neighbors6 = append(c.Neighbors6, neighbor(spineLeaf16+"2", Leaf1AS), neighbor(spineLeaf26+"2", Leaf2AS))
+			case "leaf1":
+				c.Neighbors6 = append(c.Neighbors6, neighbor(spineLeaf16+"1", SpineAS))
+				c.Rack6, c.Remote6 = "fd00:168::/64", "fd00:168:1::/64"
+			case "leaf2":
+				c.Neighbors6 = append(c.Neighbors6, neighbor(spineLeaf26+"1", SpineAS))
+				c.Rack6, c.Remote6 = "fd00:168:1::/64", "fd00:168::/64"
+			}
+			confs[name] = c
+		}
+	}
 
 	for _, r := range []string{"spine", "leaf1", "leaf2"} {
+		if slices.Contains(opts.BIRDLeaves, r) {
+			br, err := s.startBIRDLeaf(ctx, r, ns[r], confs[r])
+			if err != nil {
+				return nil, err
+			}
+			s.BIRD[r] = br
+			continue
+		}
 		var b strings.Builder
 		if err := routerTmpl.Execute(&b, confs[r]); err != nil {
 			return nil, err
@@ -311,7 +430,67 @@ func BuildSeed000(ctx context.Context, l *Lab, opts Seed000Options) (*Seed000, e
 		}
 		s.Forwarder, s.APIServer = fw, MgmtAddr+":6443"
 	}
+	s.dualStack = opts.DualStack
 	return s, s.waitFabric(ctx)
+}
+
+// startBIRDLeaf runs leaf r on BIRD with the neighbors, AS and password
+// its FRR configuration would have.
+func (s *Seed000) startBIRDLeaf(ctx context.Context, r, ns string, c routerConf) (*BIRD, error) {
+	if len(c.Neighbors) != 1 || c.DualStack {
+		return nil, fmt.Errorf("%s on BIRD: one IPv4 spine neighbor and no dual stack expected", r)
+	}
+	conf := struct {
+		RouterID, Spine, Password string
+		AS, SpineAS               uint32
+		Nodes                     []birdNode
+	}{RouterID: c.RouterID, Spine: c.Neighbors[0].Addr, SpineAS: c.Neighbors[0].AS, AS: c.AS, Password: c.Password}
+	for _, n := range c.RackNodes {
+		conf.Nodes = append(conf.Nodes, birdNode{Proto: BIRDProto(n), Addr: n})
+	}
+	var b strings.Builder
+	if err := birdLeafTmpl.Execute(&b, conf); err != nil {
+		return nil, err
+	}
+	return s.Lab.StartBIRD(ctx, r, ns, b.String())
+}
+
+// dualStackSteps add the IPv6 side: addresses without duplicate address
+// detection (they are usable at once), routes, forwarding and ECMP hashing
+// on L3+L4 like IPv4.
+func dualStackSteps(l *Lab, ns map[string]string, nodes []*Node) []func() error {
+	addr := func(n, ifname, cidr string) func() error {
+		return func() error { return l.IP(ns[n], "-6", "addr", "add", cidr, "dev", ifname, "nodad") }
+	}
+	steps := []func() error{
+		addr("spine", "leaf1", spineLeaf16+"1/64"),
+		addr("spine", "leaf2", spineLeaf26+"1/64"),
+		addr("spine", "client", "fd00:10::1/64"),
+		addr("leaf1", "spine", spineLeaf16+"2/64"),
+		addr("leaf2", "spine", spineLeaf26+"2/64"),
+		addr("client", "eth0", ClientIP6+"/64"),
+		func() error { return l.IP(ns["client"], "-6", "route", "add", "default", "via", "fd00:10::1") },
+		addr("leaf1", "rack", Leaf1Addr6+"/64"),
+		addr("leaf2", "rack", Leaf2Addr6+"/64"),
+	}
+	for _, n := range nodes {
+		gw := Leaf1Addr6
+		if n.Leaf == "leaf2" {
+			gw = Leaf2Addr6
+		}
+		steps = append(steps,
+			func() error { return l.IP(n.NS, "-6", "addr", "add", n.IP6+"/64", "dev", "eth0", "nodad") },
+			func() error { return l.IP(n.NS, "-6", "route", "add", "default", "via", gw) },
+		)
+	}
+	for _, r := range []string{"spine", "leaf1", "leaf2"} {
+		steps = append(steps,
+			func() error { return l.Sysctl(ns[r], "net.ipv6.conf.all.forwarding", "1") },
+			func() error { return l.Sysctl(ns[r], "net.ipv6.fib_multipath_hash_policy", "3") },
+			func() error { return l.Sysctl(ns[r], "net.ipv6.fib_multipath_hash_fields", "0x0037") },
+		)
+	}
+	return steps
 }
 
 // waitFabric waits for the spine's two leaf sessions.
@@ -320,7 +499,11 @@ func (s *Seed000) waitFabric(ctx context.Context) error {
 	defer cancel()
 	for {
 		nb, err := s.Spine.Neighbors(ctx)
-		if err == nil && nb["10.0.1.2"].State == "Established" && nb["10.0.2.2"].State == "Established" {
+		up := err == nil && nb["10.0.1.2"].State == "Established" && nb["10.0.2.2"].State == "Established"
+		if s.dualStack {
+			up = up && nb[spineLeaf16+"2"].State == "Established" && nb[spineLeaf26+"2"].State == "Established"
+		}
+		if up {
 			return nil
 		}
 		select {

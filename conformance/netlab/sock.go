@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -54,9 +55,18 @@ func InNS(ns string, f func() error) error {
 // ListenTCP opens a TCP listener inside ns; the lab closes it on Close.
 func (l *Lab) ListenTCP(ns, addr string) (net.Listener, error) {
 	var ln net.Listener
+	// An address of one family listens on that family only: Go's "tcp"
+	// would take 0.0.0.0 as the dual-stack [::], which collides with an
+	// IPv6 listener on the same port.
+	network := "tcp"
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			network = map[bool]string{true: "tcp4", false: "tcp6"}[ip.Is4()]
+		}
+	}
 	err := InNS(ns, func() error {
 		var err error
-		ln, err = net.Listen("tcp", addr)
+		ln, err = net.Listen(network, addr)
 		return err
 	})
 	if err != nil {

@@ -62,6 +62,12 @@ type Options struct {
 	// BFDIntervalMs is the BgpPeer's BFD transmit and receive interval
 	// (detection: three missed); default 100.
 	BFDIntervalMs uint32
+	// DualStack gives every node, router and segment an IPv6 address too
+	// (netlab.Seed000Options.DualStack); nodes then report both
+	// InternalIPs.
+	DualStack bool
+	// BIRDLeaves run these leaves on BIRD 2 (netlab.Seed000Options).
+	BIRDLeaves []string
 	// SpeakerKubeconfig is the kubeconfig the speakers use (its server is
 	// rewritten to the management network); default: a token of the
 	// shipped openelb-speaker ServiceAccount bound by deploy/rbac.
@@ -99,7 +105,7 @@ func New(ctx context.Context, cp *harness.ControlPlane, opts Options) (*Lab, err
 		_ = n.Close()
 		return nil, err
 	}
-	l.Topo, err = netlab.BuildSeed000(ctx, n, netlab.Seed000Options{APIServer: u.Host, Leaf2Password: opts.Leaf2Password, BFD: opts.BFD})
+	l.Topo, err = netlab.BuildSeed000(ctx, n, netlab.Seed000Options{APIServer: u.Host, Leaf2Password: opts.Leaf2Password, BFD: opts.BFD, DualStack: opts.DualStack, BIRDLeaves: opts.BIRDLeaves})
 	if err != nil {
 		_ = n.Close()
 		return nil, fmt.Errorf("building the seed-000 network: %w", err)
@@ -176,14 +182,19 @@ func (l *Lab) SetNodeReady(ctx context.Context, name string, ready bool) error {
 	if ready {
 		st = v1.ConditionTrue
 	}
-	ip := l.Topo.Node(name).IP
+	node := l.Topo.Node(name)
+	addrs := []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: node.IP}}
+	if node.IP6 != "" {
+		addrs = append(addrs, v1.NodeAddress{Type: v1.NodeInternalIP, Address: node.IP6})
+	}
+	addrs = append(addrs, v1.NodeAddress{Type: v1.NodeHostName, Address: name})
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		n, err := l.CS.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		n.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: st, LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-		n.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: ip}, {Type: v1.NodeHostName, Address: name}}
+		n.Status.Addresses = addrs
 		_, err = l.CS.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
 		return err
 	})
@@ -279,11 +290,16 @@ func (l *Lab) StartSpeaker(node string, extra ...string) (*netlab.Proc, error) {
 // IPVS dummy interface would) and answer TCP on port with its node name,
 // as a backend would.
 func (l *Lab) ServeNodes(vip string, port int) error {
+	cidr, listen := vip+"/32", fmt.Sprintf("0.0.0.0:%d", port)
+	if strings.Contains(vip, ":") {
+		// The address itself: an IPv6 wildcard would take IPv4 too.
+		cidr, listen = vip+"/128", net.JoinHostPort(vip, strconv.Itoa(port))
+	}
 	for _, n := range l.Topo.Nodes {
-		if err := l.Net.Addr(n.NS, "lo", vip+"/32"); err != nil {
+		if err := l.Net.Addr(n.NS, "lo", cidr); err != nil {
 			return err
 		}
-		ln, err := l.Net.ListenTCP(n.NS, fmt.Sprintf("0.0.0.0:%d", port))
+		ln, err := l.Net.ListenTCP(n.NS, listen)
 		if err != nil {
 			return err
 		}

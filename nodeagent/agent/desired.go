@@ -499,6 +499,11 @@ func pathAttrs(a *v1alpha2.BGPAttributes, peers map[string]labels.Set) (bgp.Attr
 			out.Prepend = uint8(n)
 		}
 	}
+	if n := a.LinkBandwidthMbps; n < 0 || n > v1alpha2.MaxLinkBandwidthMbps {
+		errs = append(errs, fmt.Errorf("bgp.linkBandwidthMbps %d is out of range (0..%d)", n, v1alpha2.MaxLinkBandwidthMbps))
+	} else {
+		out.LinkBandwidthMbps = uint64(n)
+	}
 	for _, peer := range slices.Sorted(maps.Keys(a.ASPathPrependPeers)) {
 		n := a.ASPathPrependPeers[peer]
 		if n < 0 || n > bgp.MaxPrepend || peer == "" || strings.ContainsAny(peer, ":, =") {

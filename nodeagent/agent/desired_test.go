@@ -470,14 +470,14 @@ func TestDesiredPathAttributes(t *testing.T) {
 			Spec: v1alpha2.LoadBalancerPlanSpec{Addresses: []v1alpha2.PlanAddress{{IP: ip, Pool: "eip", Protocol: "bgp", BGP: a}}}}
 	}
 	plans := []*v1alpha2.LoadBalancerPlan{
-		plan("web", "172.22.0.2", &v1alpha2.BGPAttributes{Communities: []string{"no-export", "65000:100"}, LargeCommunities: []string{"65000:1:2"}, LocalPref: &lp, ASPathPrepend: 2}),
-		plan("bad", "172.22.0.3", &v1alpha2.BGPAttributes{Communities: []string{"65000:100", "99999:1"}, ASPathPrepend: 11}),
+		plan("web", "172.22.0.2", &v1alpha2.BGPAttributes{Communities: []string{"no-export", "65000:100"}, LargeCommunities: []string{"65000:1:2"}, LocalPref: &lp, ASPathPrepend: 2, LinkBandwidthMbps: 10000}),
+		plan("bad", "172.22.0.3", &v1alpha2.BGPAttributes{Communities: []string{"65000:100", "99999:1"}, ASPathPrepend: 11, LinkBandwidthMbps: -1}),
 		plan("share-a", "172.22.0.4", &v1alpha2.BGPAttributes{ASPathPrepend: 2}),
 		plan("share-b", "172.22.0.4", &v1alpha2.BGPAttributes{ASPathPrepend: 1}),
 	}
 	got, problems := Desired(node, conf(), nil, seedLeaf1, plans, nil)
 	web := bgp.Intern(bgp.Attributes{Communities: []uint32{0xFFFFFF01, 65000<<16 | 100}, LargeCommunities: [][3]uint32{{65000, 1, 2}},
-		LocalPref: 200, HasLocalPref: true, Prepend: 2})
+		LocalPref: 200, HasLocalPref: true, Prepend: 2, LinkBandwidthMbps: 10000})
 	bad := bgp.Intern(bgp.Attributes{Communities: []uint32{65000<<16 | 100}})
 	shared := bgp.Intern(bgp.Attributes{Prepend: 1}) // "prepend=1" sorts before "prepend=2"
 	with := func(p bgp.Path, a bgp.Attrs) bgp.Path { p.Attrs = a; return p }
@@ -495,7 +495,7 @@ func TestDesiredPathAttributes(t *testing.T) {
 		byReason[p.Reason] = p
 	}
 	if p := byReason[ReasonInvalidBGPAttributes]; p.Object != "LoadBalancerPlan/default/bad" ||
-		!strings.Contains(p.Message, "99999:1") || !strings.Contains(p.Message, "asPathPrepend 11") {
+		!strings.Contains(p.Message, "99999:1") || !strings.Contains(p.Message, "asPathPrepend 11") || !strings.Contains(p.Message, "linkBandwidthMbps -1") {
 		t.Errorf("invalid attributes problem = %+v", p)
 	}
 	if p := byReason[ReasonBGPAttributesConflict]; !slices.Equal(p.Services, []string{"default/share-a", "default/share-b"}) ||

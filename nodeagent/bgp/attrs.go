@@ -28,6 +28,11 @@ type Attributes struct {
 	// DenyPeers are the peers (Peer.Name) that must not receive the path
 	// (an export policy statement per peer rejects it: attrpolicy.go).
 	DenyPeers []string
+	// LinkBandwidthMbps, when not 0, is sent as the link-bandwidth
+	// extended community (transitive two-octet-AS type, sub-type 0x04;
+	// the value is an IEEE float of bytes per second), which routers use
+	// to weigh ECMP.
+	LinkBandwidthMbps uint64
 }
 
 // MaxPrepend bounds Attributes.Prepend: the export policy has one
@@ -88,7 +93,8 @@ func compareAttrs(a, b Attrs) int {
 }
 
 func (a Attributes) empty() bool {
-	return len(a.Communities) == 0 && len(a.LargeCommunities) == 0 && !a.HasLocalPref && a.Prepend == 0 && len(a.PrependPeers) == 0 && len(a.DenyPeers) == 0
+	return len(a.Communities) == 0 && len(a.LargeCommunities) == 0 && !a.HasLocalPref && a.Prepend == 0 && len(a.PrependPeers) == 0 && len(a.DenyPeers) == 0 &&
+		a.LinkBandwidthMbps == 0
 }
 
 func (a Attributes) canonical() Attributes {
@@ -146,6 +152,9 @@ func (a Attributes) encode() string {
 	}
 	if len(a.DenyPeers) > 0 {
 		parts = append(parts, "deny-peers="+strings.Join(a.DenyPeers, ","))
+	}
+	if a.LinkBandwidthMbps > 0 {
+		parts = append(parts, "lb-mbps="+strconv.FormatUint(a.LinkBandwidthMbps, 10))
 	}
 	return strings.Join(parts, " ")
 }
@@ -205,6 +214,12 @@ func decodeAttributes(s string) (Attributes, error) {
 			}
 		case "deny-peers":
 			a.DenyPeers = strings.Split(v, ",")
+		case "lb-mbps":
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return a, fmt.Errorf("lb-mbps %q", v)
+			}
+			a.LinkBandwidthMbps = n
 		default:
 			return a, fmt.Errorf("unknown part %q", part)
 		}

@@ -2,7 +2,9 @@ package bgp
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -18,24 +20,44 @@ func TestInternCanonical(t *testing.T) {
 	a := Intern(Attributes{Communities: []uint32{0xFFFFFF01, 65000<<16 | 100, 65000<<16 | 100},
 		LargeCommunities: [][3]uint32{{65000, 2, 1}, {65000, 1, 2}}, LocalPref: 200, HasLocalPref: true, Prepend: 2})
 	b := Intern(Attributes{Communities: []uint32{65000<<16 | 100, 0xFFFFFF01},
-		LargeCommunities: [][3]uint32{{65000, 1, 2}, {65000, 2, 1}}, LocalPref: 200, HasLocalPref: true, Prepend: 2})
+		LargeCommunities: [][3]uint32{{65000, 1, 2}, {65000, 2, 1}}, LocalPref: 200, HasLocalPref: true, Prepend: 2, LinkBandwidthMbps: 25000})
+	a = Intern(func() Attributes { x := a.Attributes(); x.LinkBandwidthMbps = 25000; return x }())
 	if a != b {
 		t.Errorf("equal sets interned differently: %q vs %q", a, b)
 	}
-	const want = "communities=65000:100,65535:65281 large=65000:1:2,65000:2:1 localpref=200 prepend=2"
+	const want = "communities=65000:100,65535:65281 large=65000:1:2,65000:2:1 localpref=200 prepend=2 lb-mbps=25000"
 	if a.String() != want {
 		t.Errorf("String() = %q, want %q", a, want)
 	}
 	got := a.Attributes()
 	if !slices.Equal(got.Communities, []uint32{65000<<16 | 100, 0xFFFFFF01}) || len(got.LargeCommunities) != 2 ||
-		got.LocalPref != 200 || !got.HasLocalPref || got.Prepend != 2 {
+		got.LocalPref != 200 || !got.HasLocalPref || got.Prepend != 2 || got.LinkBandwidthMbps != 25000 {
 		t.Errorf("round trip = %+v", got)
 	}
 	if Intern(Attributes{LocalPref: 300}) != (Attrs{}) {
 		t.Error("a local preference without HasLocalPref is not an attribute")
 	}
+	if Intern(Attributes{LinkBandwidthMbps: 1}) == (Attrs{}) {
+		t.Error("a link bandwidth is an attribute")
+	}
 	if Intern(Attributes{HasLocalPref: true}) == (Attrs{}) {
 		t.Error("LOCAL_PREF 0 is an attribute")
+	}
+}
+
+// TestLinkBandwidthEncoding: the community is the transitive two-octet-AS
+// link bandwidth (type 0x00, sub-type 0x04) with bytes per second as an
+// IEEE float, so a leaf passes it to eBGP peers.
+func TestLinkBandwidthEncoding(t *testing.T) {
+	b, err := linkBandwidth(1000).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 0x00 || b[1] != 0x04 || binary.BigEndian.Uint16(b[2:4]) != 23456 {
+		t.Errorf("type/sub-type/AS = %#x/%#x/%d, want 0x0/0x4/23456", b[0], b[1], binary.BigEndian.Uint16(b[2:4]))
+	}
+	if got := math.Float32frombits(binary.BigEndian.Uint32(b[4:8])); got != 125e6 {
+		t.Errorf("bandwidth = %v bytes/s, want 125000000 (1000 Mbit/s)", got)
 	}
 }
 

@@ -681,8 +681,26 @@ func optionalAttrs(a Attributes) []bgp.PathAttributeInterface {
 	if a.HasLocalPref {
 		out = append(out, bgp.NewPathAttributeLocalPref(a.LocalPref))
 	}
+	if a.LinkBandwidthMbps > 0 {
+		out = append(out, bgp.NewPathAttributeExtendedCommunities([]bgp.ExtendedCommunityInterface{linkBandwidth(a.LinkBandwidthMbps)}))
+	}
 	return out
 }
+
+// linkBandwidth is the link-bandwidth extended community of mbps Mbit/s.
+// It is sent transitive (type 0x00, sub-type 0x04) rather than as GoBGP's
+// non-transitive LinkBandwidthExtended (type 0x40): routers do not pass
+// non-transitive extended communities to eBGP peers, and the leaf must
+// pass the rack's bandwidth on to the spine unchanged. The global
+// administrator is AS_TRANS: the value does not depend on the speaker's
+// AS, so paths of every speaker of a rack carry the same community.
+func linkBandwidth(mbps uint64) bgp.ExtendedCommunityInterface {
+	bytesPerSecond := float32(float64(mbps) * 1e6 / 8)
+	return bgp.NewTwoOctetAsSpecificExtended(bgp.EC_SUBTYPE_LINK_BANDWIDTH, asTrans, math.Float32bits(bytesPerSecond), true)
+}
+
+// asTrans is AS_TRANS (RFC 6793).
+const asTrans = 23456
 
 func seconds(d time.Duration) uint64 {
 	return uint64(math.Ceil(d.Seconds()))

@@ -37,6 +37,7 @@ type routeBench struct {
 	leaf1, leaf2, spine *netlab.FIBWatch
 	pool                netip.Prefix
 	created             int
+	served              string // the address ServeNodes answers on
 	table
 }
 
@@ -97,7 +98,7 @@ func runRoutes(ctx context.Context, sizes []int, rounds int) error {
 	for i, n := range sizes {
 		steps = append(steps, func(ctx context.Context) error { return b.convergence(ctx, n) })
 		if i == 0 {
-			steps = append(steps, b.attributeChange)
+			steps = append(steps, b.attributeChange, b.weightedSpread, b.drainGap)
 		}
 	}
 	steps = append(steps, b.steady, b.apiServerDown)

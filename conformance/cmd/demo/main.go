@@ -141,16 +141,29 @@ func run(ctx context.Context, keep bool, requests int) error {
 	if err := lab.ServeNodes(ip, 8080); err != nil {
 		return err
 	}
-	count := map[string]int{}
-	for i := range requests {
-		node, err := lab.Request(ip + ":8080")
-		if err != nil {
-			return err
-		}
-		count[node]++
-		fmt.Printf("  request %2d -> %s\n", i+1, node)
+	if err := sendRequests(lab, ip, requests); err != nil {
+		return err
 	}
-	fmt.Printf("answers per node: %v\n", count)
+
+	step("weighted ECMP: linkBandwidthMbps 1000 on the pool; each path carries its node's 1 Gbit/s, leaf1 sums its two nodes, the spine splits 2:1")
+	if err := kubectl("patch", "eip", "eip-sample-pool", "--type=merge", "-p", `{"spec":{"bgp":{"linkBandwidthMbps":1000}}}`); err != nil {
+		return err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		h, err := lab.Net.KernelWeights(ctx, lab.Topo.Spine.NS, ip+"/32")
+		return err == nil && len(h) == 2 && h[0].Weight != h[1].Weight, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the spine's route never became weighted: %w", err)
+	}
+	fib, err := lab.Net.Exec(ctx, lab.Topo.Spine.NS, "ip", "route", "show", ip+"/32")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("--- spine: kernel route ---\n%s", fib)
+	if err := sendRequests(lab, ip, requests); err != nil {
+		return err
+	}
 
 	step("what the cluster says: the plan, the racks (who announces to which router with which next hops), the speakers' and the peers' status")
 	// Status is printed once it reflects the sessions the routers show:
@@ -217,6 +230,22 @@ func waitSpeakersReport(ctx context.Context, lab *seedlab.Lab, paths map[string]
 // printRoutes waits until leaf1 routes ip over its two nodes, leaf2 over
 // its one and the spine over both leaves, then prints each router's BGP
 // table entry and kernel route.
+// sendRequests opens n connections from the client to ip:8080 and prints
+// which node answered each.
+func sendRequests(lab *seedlab.Lab, ip string, n int) error {
+	count := map[string]int{}
+	for i := range n {
+		node, err := lab.Request(ip + ":8080")
+		if err != nil {
+			return err
+		}
+		count[node]++
+		fmt.Printf("  request %2d -> %s\n", i+1, node)
+	}
+	fmt.Printf("answers per node: %v\n", count)
+	return nil
+}
+
 func printRoutes(ctx context.Context, lab *seedlab.Lab, ip string) error {
 	prefix := ip + "/32"
 	want := map[*netlab.FRR]int{lab.Topo.Leaf1: 2, lab.Topo.Leaf2: 1, lab.Topo.Spine: 2}
