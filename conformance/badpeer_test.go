@@ -74,12 +74,7 @@ func TestBadBgpPeerDoesNotFreeze(t *testing.T) {
 	b.startSpeaker("master1")
 	b.waitSession("the good BgpPeer's session", b.topo.Leaf1, "192.168.0.3", true)
 
-	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.waitAddress("default", "nginx"); got != seedVIP {
-		t.Fatalf("Service got %s, want %s", got, seedVIP)
-	}
+	b.createNginx()
 	b.waitPaths("announced next to bad BgpPeers", b.topo.Leaf1, seedPrefix, "192.168.0.3")
 
 	// Each bad BgpPeer says why, under master1's key, and in master1's report.

@@ -85,12 +85,7 @@ func TestBGPAttributes(t *testing.T) {
 	b.startSpeaker("worker-p002")
 	b.waitSession("eBGP speaker up", b.topo.Leaf1, "192.168.0.3", true)
 	b.waitSession("iBGP speaker up", b.topo.Leaf2, "192.168.1.2", true)
-	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), v1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.waitAddress("default", "nginx"); got != seedVIP {
-		t.Fatalf("Service got %s, want %s", got, seedVIP)
-	}
+	b.createNginx()
 
 	ebgpAS := "65001 65001 65001" // the speaker's AS, then prepended twice
 	b.waitRouterPaths("pool attributes, eBGP", b.topo.Leaf1, seedPrefix, "192.168.0.3", func(p netlab.BGPPath) bool {
@@ -240,12 +235,7 @@ func TestBGPSelectors(t *testing.T) {
 	}
 	b.startSpeaker("master1")
 	b.startSpeaker("worker-p002")
-	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), v1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.waitAddress("default", "nginx"); got != seedVIP {
-		t.Fatalf("Service got %s, want %s", got, seedVIP)
-	}
+	b.createNginx()
 	// Both nodes are next hops of rack leaf1 (and the speaker has seen
 	// it: it announces the rack's other Services' paths from it)...
 	var rack v1alpha2.LoadBalancerRack
@@ -318,12 +308,7 @@ func TestGracefulShutdownDrain(t *testing.T) {
 	// (LOCAL_PREF 0, so the path leaves the multipath set), as RFC 8326
 	// asks of receivers.
 	b.startSpeaker("master1")
-	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), v1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.waitAddress("default", "nginx"); got != seedVIP {
-		t.Fatalf("Service got %s, want %s", got, seedVIP)
-	}
+	b.createNginx()
 	b.waitKernel("ECMP before the drain", b.topo.Leaf1, seedPrefix, "192.168.0.3", "192.168.0.4")
 	fib := watchFIB(t, b.topo.Leaf1)
 	vip := []netip.Addr{netip.MustParseAddr(seedVIP)}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
@@ -47,12 +46,7 @@ func (b *bgpLab) birdSeedService() {
 	b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
 	b.startSpeaker("master1")
 	b.startSpeaker("worker-p002")
-	if _, err := b.cs.CoreV1().Services("default").Create(context.Background(), newService("default", "nginx"), metav1.CreateOptions{}); err != nil {
-		b.t.Fatal(err)
-	}
-	if got := b.waitAddress("default", "nginx"); got != seedVIP {
-		b.t.Fatalf("Service got %s, want %s", got, seedVIP)
-	}
+	b.createNginx()
 	if err := b.s.ServeNodes(seedVIP, 8080); err != nil {
 		b.t.Fatal(err)
 	}
@@ -131,12 +125,7 @@ func TestNextHopSelfFRR(t *testing.T) {
 	}
 	b.startSpeaker("master1")
 	b.startSpeaker("worker-p002")
-	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.waitAddress("default", "nginx"); got != seedVIP {
-		t.Fatalf("Service got %s, want %s", got, seedVIP)
-	}
+	b.createNginx()
 	b.waitPeerStatus("leaf1", "master1", func(s v1alpha2.PeerState) bool {
 		return s.SessionState == "established" && !s.AddPathNegotiated && s.NextHopSelf && s.AdvertisedPaths == 1
 	})

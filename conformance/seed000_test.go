@@ -79,6 +79,18 @@ func newBGPLab(t *testing.T, opts seedlab.Options) *bgpLab {
 	return b
 }
 
+// createNginx creates Service default/nginx and waits until it holds the
+// pool's first address, seedVIP.
+func (b *bgpLab) createNginx() {
+	b.t.Helper()
+	if _, err := b.cs.CoreV1().Services("default").Create(context.Background(), newService("default", "nginx"), metav1.CreateOptions{}); err != nil {
+		b.t.Fatal(err)
+	}
+	if got := b.waitAddress("default", "nginx"); got != seedVIP {
+		b.t.Fatalf("Service got %s, want %s", got, seedVIP)
+	}
+}
+
 // kubectl runs a command line verbatim (as a user would type it).
 func (b *bgpLab) kubectl(line string) {
 	b.t.Helper()

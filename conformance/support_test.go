@@ -32,7 +32,7 @@ func TestUnsupportedFieldsReported(t *testing.T) {
 	honoured := &v1alpha2.BgpPeer{ObjectMeta: metav1.ObjectMeta{Name: "leaf2"}, Spec: v1alpha2.BgpPeerSpec{
 		Conf: &v1alpha2.PeerConf{PeerAs: 65002, NeighborAddress: "192.0.2.2", AdminDown: true, RemovePrivateAs: "all", LocalAs: 65010},
 	}}
-	conf := &v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha2.BgpConfSpec{As: 65000, Policy: "my-policy", ListenAddresses: []string{"192.0.2.9"}}}
+	conf := &v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha2.BgpConfSpec{As: 65000, Policy: "my-policy", UseMultiplePaths: true, ListenAddresses: []string{"192.0.2.9"}}}
 	for _, o := range []client.Object{peer, honoured, conf} {
 		if err := l.crd.Create(ctx, o); err != nil {
 			t.Fatal(err)
@@ -48,11 +48,18 @@ func TestUnsupportedFieldsReported(t *testing.T) {
 	for _, f := range []string{"spec.conf.vrf (VRFs", "spec.conf.peerGroup", "spec.transport.mtuDiscovery"} {
 		l.waitConditions("BgpPeer leaf1", cloud.ConditionUnsupported, metav1.ConditionTrue, f, peerConds("leaf1"))
 	}
-	l.waitConditions("BgpConf default", cloud.ConditionUnsupported, metav1.ConditionTrue, "spec.policy (", func(ctx context.Context) ([]metav1.Condition, error) {
+	l.waitConditions("BgpConf default", cloud.ConditionUnsupported, metav1.ConditionTrue, "spec.useMultiplePaths (", func(ctx context.Context) ([]metav1.Condition, error) {
 		var c v1alpha2.BgpConf
 		err := l.crd.Get(ctx, client.ObjectKey{Name: "default"}, &c)
 		return c.Status.Conditions, err
 	})
+	var c v1alpha2.BgpConf
+	if err := l.crd.Get(ctx, client.ObjectKey{Name: "default"}, &c); err != nil {
+		t.Fatal(err)
+	}
+	if cond := meta.FindStatusCondition(c.Status.Conditions, cloud.ConditionUnsupported); cond != nil && strings.Contains(cond.Message, "spec.policy") {
+		t.Errorf("the honoured spec.policy is reported: %s", cond.Message)
+	}
 	var bp v1alpha2.BgpPeer
 	if err := l.crd.Get(ctx, client.ObjectKey{Name: "leaf1"}, &bp); err != nil {
 		t.Fatal(err)

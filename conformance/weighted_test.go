@@ -78,12 +78,7 @@ func TestWeightedECMP(t *testing.T) {
 	b.kubectl("kubectl label --overwrite nodes worker-p001 openelb.kubesphere.io/rack=leaf1")
 	b.startSpeaker("master1")
 	b.startSpeaker("worker-p002")
-	if _, err := b.cs.CoreV1().Services("default").Create(ctx, newService("default", "nginx"), v1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if got := b.waitAddress("default", "nginx"); got != seedVIP {
-		t.Fatalf("Service got %s, want %s", got, seedVIP)
-	}
+	b.createNginx()
 	b.waitKernel("leaf1 ECMP", b.topo.Leaf1, seedPrefix, "192.168.0.3", "192.168.0.4")
 	b.waitKernel("spine plain ECMP", b.topo.Spine, seedPrefix, "10.0.1.2", "10.0.2.2")
 	if err := b.s.ServeNodes(seedVIP, 8080); err != nil {

@@ -43,7 +43,7 @@ var BgpConfFields = map[string]string{
 	"spec.gracefulShutdown.enabled":            Honoured,
 	"spec.gracefulShutdown.delaySeconds":       Honoured,
 	"spec.gracefulShutdown.taints":             Honoured,
-	"spec.policy":                              "routing policies from a ConfigMap are not supported; use the Eip's spec.bgp (communities, prepend, peer and node selectors) or Service annotations",
+	"spec.policy":                              Honoured,
 }
 
 // BgpPeerFields: spec fields of BgpPeer, as BgpConfFields.

@@ -58,8 +58,8 @@ func TestUnsupportedFieldsReported(t *testing.T) {
 	if !slices.Equal(paths, want) {
 		t.Errorf("unsupported = %v, want %v", paths, want)
 	}
-	if got := UnsupportedFields(&BgpConfSpec{As: 65000, Policy: "cm", UseMultiplePaths: true}, BgpConfFields); len(got) != 2 {
-		t.Errorf("BgpConf unsupported = %v, want policy and useMultiplePaths", got)
+	if got := UnsupportedFields(&BgpConfSpec{As: 65000, Policy: "cm", UseMultiplePaths: true}, BgpConfFields); len(got) != 1 {
+		t.Errorf("BgpConf unsupported = %v, want useMultiplePaths (policy is honoured)", got)
 	}
 	if got := UnsupportedFields(&EipSpec{Address: "192.0.2.1", Priority: 3}, EipFields); len(got) != 0 {
 		t.Errorf("Eip unsupported = %v, want none", got)

@@ -119,8 +119,11 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 			// more than it needs (and RBAC allows).
 			&v1.Node{}:   {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName)},
 			&v1.Secret{}: {Namespaces: map[string]ctrlcache.Config{opts.SecretsNamespace: {}}},
-			// Layer-2 election Leases live in the speaker's namespace.
+			// Layer-2 election Leases live in the speaker's namespace, and
+			// so does the ConfigMap of BgpConf spec.policy (OpenELB's
+			// layout): a namespace of a few ConfigMaps.
 			&coordinationv1.Lease{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
+			&v1.ConfigMap{}:         {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
 			// Every plan and Eip, trimmed to what the agent reads: their
 			// number follows the Services.
 			&v1alpha2.LoadBalancerPlan{}: {Transform: trimPlan},
@@ -183,6 +186,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return bgpRelevant(objectOf[*v1alpha2.LoadBalancerPlan](old), objectOf[*v1alpha2.LoadBalancerPlan](cur))
 		}},
 		{&v1.Secret{}, always},
+		{&v1.ConfigMap{}, always},
 	}
 	for _, h := range handlers {
 		inf, err := a.cache.GetInformer(ctx, h.obj)
@@ -355,6 +359,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 	announced, failOpen := healthyRack(rack, unhealthy)
 	st, problems := Desired(nodePtr, confPtr, ptrs(peers.Items), announced, ptrs(plans.Items), a.readSecret(ctx))
 	prev := a.snapshot()
+	problems = append(problems, resolvePolicy(&st, confPtr, a.opts.Namespace, a.readConfigMap(ctx), prev.state.Global.Policy)...)
 	if failOpen != prev.failOpen {
 		if failOpen {
 			logger.Info("Every next hop of the rack fails its data-path check; announcing them all (fail open)", "unhealthy", describeUnhealthy(unhealthy))
@@ -404,6 +409,19 @@ func sameProblems(a, b []Problem) bool {
 	return slices.EqualFunc(a, b, func(x, y Problem) bool {
 		return x.Object == y.Object && x.Reason == y.Reason && x.Message == y.Message && slices.Equal(x.Services, y.Services)
 	})
+}
+
+func (a *Agent) readConfigMap(ctx context.Context) ConfigMapReader {
+	return func(name string) (*v1.ConfigMap, error) {
+		var cm v1.ConfigMap
+		if err := a.cache.Get(ctx, types.NamespacedName{Namespace: a.opts.Namespace, Name: name}, &cm); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		return &cm, nil
+	}
 }
 
 func (a *Agent) readSecret(ctx context.Context) SecretReader {

@@ -47,6 +47,8 @@ type GoBGP struct {
 	// peerTags are the configured peers' per-peer prepend tags (attrpolicy.go).
 	peerTags  map[netip.Addr]uint32
 	stopWatch context.CancelFunc // ends the session watch of srv
+	// userPolicy is the admin policy installed in srv (userpolicy.go).
+	userPolicy *UserPolicy
 
 	// limitRetryMin and limitRetryMax bound the backoff of the prefix
 	// limit retries (constant after NewGoBGP; tests shorten them).
@@ -76,7 +78,7 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	if s.srv != nil && !s.global.Equal(g) {
+	if s.srv != nil && !s.global.sameInstance(g) {
 		s.log.Info("global BGP configuration changed, restarting the BGP instance")
 		if err := s.stopLocked(ctx, false); err != nil {
 			return fmt.Errorf("restarting BGP instance: %w", err)
@@ -85,6 +87,12 @@ func (s *GoBGP) Apply(ctx context.Context, g Global, peers []Peer, paths []Path)
 	if s.srv == nil {
 		if err := s.startLocked(ctx, g); err != nil {
 			return err
+		}
+	}
+	s.global = g
+	if !samePolicy(s.userPolicy, g.Policy) {
+		if err := s.setUserPolicyLocked(ctx, g.Policy); err != nil {
+			errs = append(errs, fmt.Errorf("BgpConf spec.policy: %w", err))
 		}
 	}
 
@@ -344,6 +352,7 @@ func (s *GoBGP) startLocked(ctx context.Context, g Global) error {
 	s.nextHopSelf = map[netip.Addr]bool{}
 	s.limitHolds = map[netip.Addr]*limitHold{}
 	s.peerTags = map[netip.Addr]uint32{}
+	s.userPolicy = nil
 	return nil
 }
 

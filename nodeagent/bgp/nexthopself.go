@@ -111,11 +111,7 @@ func installExportNextHopSelf(ctx context.Context, srv *server.BgpServer) error 
 	if err := installPeerPolicy(ctx, srv); err != nil {
 		return err
 	}
-	err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-		Direction:     api.PolicyDirection_POLICY_DIRECTION_EXPORT,
-		Policies:      []*api.Policy{{Name: peerPolicyName}, {Name: exportPolicyName}, {Name: peerLastPolicyName}},
-		DefaultAction: api.RouteAction_ROUTE_ACTION_ACCEPT,
-	}})
+	err = srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: exportAssignment(nil)})
 	if err != nil {
 		return fmt.Errorf("assigning global export policy: %w", err)
 	}

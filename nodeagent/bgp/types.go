@@ -29,10 +29,19 @@ type Global struct {
 	// GRDeferralTime is how long a restarting speaker waits for the
 	// routers' End-of-RIB, in seconds (0: GoBGP's default).
 	GRDeferralTime uint32
+	// Policy is the admin's export routing policy (nil: none). Changing
+	// it re-sends the paths without restarting the BGP instance.
+	Policy *UserPolicy
 }
 
 // Equal compares two global configurations.
 func (g Global) Equal(o Global) bool {
+	return g.sameInstance(o) && samePolicy(g.Policy, o.Policy)
+}
+
+// sameInstance says whether g and o run the same BGP instance: everything
+// but the policy.
+func (g Global) sameInstance(o Global) bool {
 	return g.AS == o.AS && g.RouterID == o.RouterID && g.ListenPort == o.ListenPort &&
 		slices.Equal(g.ListenAddresses, o.ListenAddresses) && g.GracefulRestart == o.GracefulRestart &&
 		g.RestartTime == o.RestartTime && g.GRHelperOnly == o.GRHelperOnly && g.GRNotification == o.GRNotification &&
