@@ -49,15 +49,21 @@ func main() {
 		"Addresses per pool the leader claims ahead of demand, so a new Service's status is written without waiting for its IPClaim. 0 claims at allocation time. Ignored (0) with --leader-elect=false: reservations are only safe with a single allocating replica.")
 	fs.DurationVar(&staleGrace, "stale-reservation-grace", cloud.DefaultForeignGrace,
 		"How long reservations an earlier leader left unused stay held before they are deleted; keep it above the API server's --request-timeout.")
-	cmd := app.NewCloudControllerManagerCommand(opts, newCloud, controller.InitFuncConstructors(),
+	fs.BoolVar(&ignoreClassless, "ignore-classless-services", false,
+		"Leave LoadBalancer Services without spec.loadBalancerClass to another implementation (the cluster's default load balancer); serve only those of class "+cloud.LoadBalancerClass+", which are served either way.")
+	cmd := app.NewCloudControllerManagerCommand(opts, newCloud, controller.InitFuncConstructors(&classes),
 		names.CCMControllerAliases(), flags, wait.NeverStop)
 	os.Exit(cli.Run(cmd))
 }
 
 // Set by the openelb flag set before newCloud runs.
 var (
-	reservations int
-	staleGrace   time.Duration
+	reservations    int
+	staleGrace      time.Duration
+	ignoreClassless bool
+	// classes is filled from ignoreClassless in newCloud, before any
+	// controller starts.
+	classes cloud.Classes
 )
 
 // newCloud hands the provider to the framework directly (no registry).
@@ -87,6 +93,8 @@ func newCloud(c *config.CompletedConfig) cloudprovider.Interface {
 		opts.Reservations = reservations
 	}
 	opts.ForeignGrace = staleGrace
+	classes = cloud.Classes{IgnoreClassless: ignoreClassless}
+	opts.Classes = classes
 	p, err := cloud.New(opts)
 	if err != nil {
 		klog.Fatalf("Cannot create the openelb provider: %v", err)

@@ -79,7 +79,7 @@ func (p *Provider) syncPlan(ctx context.Context, key string) error {
 	}
 	var desired *v1alpha2.LoadBalancerPlan
 	var problems []planner.Problem
-	if svc != nil && wantsLoadBalancer(svc) {
+	if svc != nil && p.wantsLoadBalancer(svc) {
 		if desired, problems, err = p.desiredPlan(ctx, svc); err != nil {
 			return err
 		}

@@ -50,6 +50,9 @@ type Options struct {
 	// request run (--request-timeout, 1 minute by default), so a status
 	// write that leader sent before it stopped has landed. Default 90s.
 	ForeignGrace time.Duration
+	// Classes are the Services served (default: class-less ones and
+	// LoadBalancerClass).
+	Classes Classes
 }
 
 // Provider is the "openelb" cloudprovider.Interface.

@@ -185,8 +185,8 @@ func statusAddrs(svc *v1.Service) []netip.Addr {
 	return out
 }
 
-// wantsLoadBalancer mirrors the service controller's rule: this provider
-// serves every LoadBalancer Service without a loadBalancerClass.
-func wantsLoadBalancer(svc *v1.Service) bool {
-	return svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil && svc.DeletionTimestamp == nil
+// wantsLoadBalancer mirrors the service controller's rule (Classes): the
+// Service is this provider's and not being deleted.
+func (p *Provider) wantsLoadBalancer(svc *v1.Service) bool {
+	return p.opts.Classes.Serves(svc) && svc.DeletionTimestamp == nil
 }

@@ -15,6 +15,8 @@ import (
 	cloudcontrollerconfig "k8s.io/cloud-provider/app/config"
 	genericcontrollermanager "k8s.io/controller-manager/app"
 	"k8s.io/controller-manager/controller"
+
+	"github.com/openelb/cloud-provider-openelb/provider/cloud"
 )
 
 // readyLB is a LoadBalancer that only answers Ready.
@@ -84,7 +86,7 @@ func TestStartReturnsTheHealthCheck(t *testing.T) {
 	lb := &readyLB{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctrl, started, err := start(app.ControllerInitContext{ClientName: "service-controller"}, cfg, fakeCloud{lb: lb})(ctx, genericcontrollermanager.ControllerContext{})
+	ctrl, started, err := start(app.ControllerInitContext{ClientName: "service-controller"}, cfg, fakeCloud{lb: lb}, cloud.Classes{})(ctx, genericcontrollermanager.ControllerContext{})
 	if err != nil || !started {
 		t.Fatalf("start: started=%v err=%v", started, err)
 	}

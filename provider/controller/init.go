@@ -11,6 +11,7 @@ import (
 	"k8s.io/controller-manager/controller"
 	"k8s.io/klog/v2"
 
+	"github.com/openelb/cloud-provider-openelb/provider/cloud"
 	"github.com/openelb/cloud-provider-openelb/provider/kube"
 )
 
@@ -18,21 +19,25 @@ import (
 // service-lb-controller slot running this package's controller; every flag
 // that enables, disables or tunes it (--controllers, --concurrent-service-syncs)
 // keeps working.
-func InitFuncConstructors() map[string]app.ControllerInitFuncConstructor {
+//
+// classes is read when the controller starts, after flag parsing.
+func InitFuncConstructors(classes *cloud.Classes) map[string]app.ControllerInitFuncConstructor {
 	out := make(map[string]app.ControllerInitFuncConstructor, len(app.DefaultInitFuncConstructors))
 	for k, v := range app.DefaultInitFuncConstructors {
 		out[k] = v
 	}
 	out[names.ServiceLBController] = app.ControllerInitFuncConstructor{
 		InitContext: app.ControllerInitContext{ClientName: "service-controller"},
-		Constructor: start,
+		Constructor: func(ic app.ControllerInitContext, cfg *cloudcontrollerconfig.CompletedConfig, c cloudprovider.Interface) app.InitFunc {
+			return start(ic, cfg, c, *classes)
+		},
 	}
 	return out
 }
 
-func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.CompletedConfig, cloud cloudprovider.Interface) app.InitFunc {
+func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.CompletedConfig, cp cloudprovider.Interface, classes cloud.Classes) app.InitFunc {
 	return func(ctx context.Context, cctx genericcontrollermanager.ControllerContext) (controller.Interface, bool, error) {
-		lb, ok := cloud.LoadBalancer()
+		lb, ok := cp.LoadBalancer()
 		if !ok {
 			klog.FromContext(ctx).Info("The cloud provider has no LoadBalancer; service controller not started")
 			return nil, false, nil
@@ -46,7 +51,7 @@ func start(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.Com
 			klog.FromContext(ctx).V(2).Info("Could not set a transform on the Service informer", "err", err)
 		}
 		c, err := New(lb, cfg.ClientBuilder.ClientOrDie(initContext.ClientName),
-			services, cfg.ComponentConfig.KubeCloudShared.ClusterName)
+			services, cfg.ComponentConfig.KubeCloudShared.ClusterName, classes)
 		if err != nil {
 			return nil, false, err
 		}

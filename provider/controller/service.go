@@ -34,8 +34,10 @@ import (
 )
 
 // Controller reconciles LoadBalancer Services against a
-// cloudprovider.LoadBalancer. It serves exactly the Services the framework's
-// controller would: type LoadBalancer without spec.loadBalancerClass. It
+// cloudprovider.LoadBalancer. It serves the Services the framework's
+// controller would (type LoadBalancer without spec.loadBalancerClass),
+// unless told to leave them to another implementation, and those of
+// spec.loadBalancerClass openelb.kubesphere.io/lb (cloud.Classes). It
 // uses the framework's finalizer (service.kubernetes.io/load-balancer-cleanup),
 // so switching between the two controllers is seamless.
 //
@@ -46,6 +48,7 @@ import (
 // releases its addresses, and a claim whose Service vanished while no CCM
 // ran is pruned when the provider starts.
 type Controller struct {
+	classes     cloud.Classes
 	lb          cloudprovider.LoadBalancer
 	clusterName string
 	client      kubernetes.Interface
@@ -64,9 +67,10 @@ type Controller struct {
 }
 
 // New builds the controller; Run starts it.
-func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer coreinformers.ServiceInformer, clusterName string) (*Controller, error) {
+func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer coreinformers.ServiceInformer, clusterName string, classes cloud.Classes) (*Controller, error) {
 	b := record.NewBroadcaster()
 	c := &Controller{
+		classes:     classes,
 		lb:          lb,
 		clusterName: clusterName,
 		client:      client,
@@ -82,7 +86,7 @@ func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer co
 	}
 	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if svc, ok := obj.(*v1.Service); ok && relevant(svc) {
+			if svc, ok := obj.(*v1.Service); ok && c.relevant(svc) {
 				klog.V(5).InfoS("Service added", "service", klog.KObj(svc))
 				c.enqueue(svc)
 			}
@@ -90,7 +94,7 @@ func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer co
 		UpdateFunc: func(old, cur any) {
 			o, ok1 := old.(*v1.Service)
 			n, ok2 := cur.(*v1.Service)
-			if ok1 && ok2 && changed(o, n) && (relevant(n) || relevant(o)) {
+			if ok1 && ok2 && changed(o, n) && (c.relevant(n) || c.relevant(o)) {
 				c.enqueue(n)
 			}
 		},
@@ -105,7 +109,7 @@ func New(lb cloudprovider.LoadBalancer, client kubernetes.Interface, informer co
 					return
 				}
 			}
-			if !relevant(svc) {
+			if !c.relevant(svc) {
 				return
 			}
 			c.mu.Lock()
@@ -124,15 +128,21 @@ func key(svc *v1.Service) string { return svc.Namespace + "/" + svc.Name }
 
 func (c *Controller) enqueue(svc *v1.Service) { c.queue.Add(key(svc)) }
 
-// wants is the framework's rule for Services a cloud provider serves.
-func wants(svc *v1.Service) bool {
-	return svc.Spec.Type == v1.ServiceTypeLoadBalancer && svc.Spec.LoadBalancerClass == nil
-}
+// wants says whether svc is this controller's to serve.
+func (c *Controller) wants(svc *v1.Service) bool { return c.classes.Serves(svc) }
 
-// relevant: Services that want a load balancer, or still carry our
-// finalizer or an address that must be cleaned up.
-func relevant(svc *v1.Service) bool {
-	return wants(svc) || servicehelper.HasLBFinalizer(svc) || len(svc.Status.LoadBalancer.Ingress) > 0
+// relevant: Services that want a load balancer from us, or still carry the
+// finalizer or an address that must be cleaned up. A Service of another
+// class is never touched: its finalizer and addresses are its
+// controller's.
+func (c *Controller) relevant(svc *v1.Service) bool {
+	if svc.Spec.LoadBalancerClass != nil && *svc.Spec.LoadBalancerClass != cloud.LoadBalancerClass {
+		return false
+	}
+	if svc.Spec.LoadBalancerClass == nil && c.classes.IgnoreClassless {
+		return false
+	}
+	return c.wants(svc) || servicehelper.HasLBFinalizer(svc) || len(svc.Status.LoadBalancer.Ingress) > 0
 }
 
 // changed filters out updates that cannot change the outcome (resyncs,
@@ -225,7 +235,7 @@ func (c *Controller) sync(ctx context.Context, k string) error {
 	case err != nil:
 		return err
 	}
-	if wants(svc) && svc.DeletionTimestamp == nil {
+	if c.wants(svc) && svc.DeletionTimestamp == nil {
 		return c.ensure(ctx, svc)
 	}
 	return c.cleanup(ctx, svc)

@@ -7,6 +7,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	servicehelper "k8s.io/cloud-provider/service/helpers"
 	"k8s.io/utils/ptr"
+
+	"github.com/openelb/cloud-provider-openelb/provider/cloud"
 )
 
 func svc(tweaks ...func(*v1.Service)) *v1.Service {
@@ -40,14 +42,31 @@ func TestRelevantAndChanged(t *testing.T) {
 		{"to ClusterIP with address", svc(withIP), svc(withIP, clusterIP), true, true},
 		{"ClusterIP never served", svc(clusterIP), svc(clusterIP, func(s *v1.Service) { s.Labels = map[string]string{"x": "y"} }), false, false},
 		{"deleting", svc(finalizer), svc(finalizer, func(s *v1.Service) { s.DeletionTimestamp = ptr.To(metav1.Now()) }), true, true},
+		{"openelb's class", svc(), svc(func(s *v1.Service) { s.Spec.LoadBalancerClass = ptr.To(cloud.LoadBalancerClass) }), true, true},
+		{"another class with an address is left alone", svc(), svc(withIP, finalizer, func(s *v1.Service) { s.Spec.LoadBalancerClass = ptr.To("other") }), false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := relevant(tc.cur); got != tc.relevant {
+			if got := (&Controller{}).relevant(tc.cur); got != tc.relevant {
 				t.Errorf("relevant = %v, want %v", got, tc.relevant)
 			}
 			if got := changed(tc.old, tc.cur); got != tc.changed {
 				t.Errorf("changed = %v, want %v", got, tc.changed)
 			}
 		})
+	}
+}
+
+// TestClassesWithoutClassless: with IgnoreClassless, class-less Services
+// are another implementation's (even with the shared finalizer), openelb's
+// class is still served.
+func TestClassesWithoutClassless(t *testing.T) {
+	c := &Controller{classes: cloud.Classes{IgnoreClassless: true}}
+	withIP := func(s *v1.Service) { s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "10.0.0.1"}} }
+	if c.relevant(svc()) || c.relevant(svc(withIP)) || c.wants(svc()) {
+		t.Error("a class-less Service is served with IgnoreClassless")
+	}
+	ours := svc(func(s *v1.Service) { s.Spec.LoadBalancerClass = ptr.To(cloud.LoadBalancerClass) })
+	if !c.relevant(ours) || !c.wants(ours) {
+		t.Error("a Service of openelb's class is not served")
 	}
 }
