@@ -99,6 +99,17 @@ type EipSpec struct {
 	// +optional
 	AllowAnyNamespace bool `json:"allowAnyNamespace,omitempty"`
 
+	// ServiceSelector limits the pool to Services whose labels match,
+	// alongside Namespaces, NamespaceSelector and Priority: a Service that
+	// does not match never gets an address from it, whether it asks
+	// automatically, names the pool, requests one of its addresses or
+	// shares one. Automatic allocation skips the pool for such a Service
+	// and falls through to the next candidate. A Service keeps an address
+	// it holds when its labels change. Unset: every Service.
+	//
+	// +optional
+	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
+
 	// BGP sets the path attributes (communities, large communities, local
 	// preference, AS-path prepend) the pool's addresses are announced
 	// with; a Service overrides each by annotation. Ignored for layer2

@@ -109,6 +109,7 @@ var EipFields = map[string]string{
 	"spec.priority":          Honoured,
 	"spec.namespaces":        Honoured,
 	"spec.namespaceSelector": Honoured,
+	"spec.serviceSelector":   Honoured,
 	"spec.allowAnyNamespace": Honoured,
 	"spec.bgp":               Honoured,
 }

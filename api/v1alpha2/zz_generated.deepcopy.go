@@ -575,6 +575,11 @@ func (in *EipSpec) DeepCopyInto(out *EipSpec) {
 			(*out)[key] = val
 		}
 	}
+	if in.ServiceSelector != nil {
+		in, out := &in.ServiceSelector, &out.ServiceSelector
+		*out = new(v1.LabelSelector)
+		(*in).DeepCopyInto(*out)
+	}
 	if in.BGP != nil {
 		in, out := &in.BGP, &out.BGP
 		*out = new(EipBGP)

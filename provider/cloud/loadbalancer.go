@@ -35,6 +35,7 @@ const (
 	ReasonFamilyMismatch    = "FamilyMismatch"
 	ReasonSharedIPPortClash = "SharedIPPortClash"
 	ReasonPoolNotBound      = "PoolNotBound"
+	ReasonPoolNotSelected   = "PoolNotSelected"
 	// ReasonSharedIPNamespace: a Service asked for (or kept) an address
 	// shared with a Service of another namespace without both opting in.
 	ReasonSharedIPNamespace = "SharedIPNamespace"
@@ -336,7 +337,7 @@ func (lb *LoadBalancer) refuse(svc *v1.Service, err error) error {
 	metricAllocations.WithLabelValues(reason).Inc()
 	switch reason {
 	case ReasonNoPool, ReasonPoolNotFound, ReasonPoolDisabled, ReasonPoolExhausted, ReasonPoolUnsupported, ReasonIPTaken, ReasonIPNotInPool,
-		ReasonSharedIPPortClash, ReasonFamilyMismatch, ReasonPoolNotBound, ReasonSharedIPNamespace, ReasonSharedIPTrafficPolicy:
+		ReasonSharedIPPortClash, ReasonFamilyMismatch, ReasonPoolNotBound, ReasonPoolNotSelected, ReasonSharedIPNamespace, ReasonSharedIPTrafficPolicy:
 		// These resolve when pools or other Services change, which the
 		// service controller does not watch: retry on a fixed period.
 		return api.NewRetryError(err.Error(), lb.p.opts.RetryAfter)
@@ -372,6 +373,8 @@ func refusalReason(err error) string {
 		return ReasonSharedIPPortClash
 	case errors.Is(err, ipam.ErrNotBound):
 		return ReasonPoolNotBound
+	case errors.Is(err, ipam.ErrNotSelected):
+		return ReasonPoolNotSelected
 	case errors.Is(err, ipam.ErrShareNamespace):
 		return ReasonSharedIPNamespace
 	case errors.Is(err, ipam.ErrShareTrafficPolicy):

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
@@ -33,7 +34,8 @@ const maxUsedEntries = 1000
 type pool struct {
 	eip     *v1alpha2.Eip
 	rng     ipam.Range
-	problem string // why the Eip serves no allocation ("" when it does)
+	svcSel  ipam.Selector // nil: every Service
+	problem string        // why the Eip serves no allocation ("" when it does)
 	reason  string
 	// deleting: the Eip has a deletionTimestamp. Its addresses stay held
 	// and announced, none is handed out, and the eip-protection finalizer
@@ -82,6 +84,14 @@ func buildPools(eips []*v1alpha2.Eip) *poolSet {
 			continue
 		}
 		pl.rng = rng
+		if ss := e.Spec.ServiceSelector; ss != nil {
+			sel, err := metav1.LabelSelectorAsSelector(ss)
+			if err != nil {
+				pl.problem, pl.reason = fmt.Sprintf("spec.serviceSelector: %v", err), "InvalidServiceSelector"
+				continue
+			}
+			pl.svcSel = labelSelector{sel}
+		}
 		if e.EffectiveProtocol() == v1alpha2.ProtocolVIP {
 			pl.problem, pl.reason = "protocol vip is accepted for OpenELB compatibility but not supported by this provider; use bgp or layer2", "UnsupportedProtocol"
 			continue
@@ -127,6 +137,7 @@ func (s *poolSet) ipamPools() []ipam.Pool {
 			Namespaces:        e.Spec.Namespaces,
 			NamespaceSelector: e.Spec.NamespaceSelector,
 			AllowAnyNamespace: e.Spec.AllowAnyNamespace,
+			ServiceSelector:   pl.svcSel,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -418,3 +429,9 @@ func (p *Provider) eipStatus(pl *pool) v1alpha2.EipStatus {
 	}
 	return st
 }
+
+// labelSelector is an Eip's spec.serviceSelector as the allocator matches it.
+type labelSelector struct{ s labels.Selector }
+
+func (l labelSelector) Matches(m map[string]string) bool { return l.s.Matches(labels.Set(m)) }
+func (l labelSelector) String() string                   { return l.s.String() }

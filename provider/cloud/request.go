@@ -32,6 +32,7 @@ func buildRequest(svc *v1.Service, nsLabels map[string]string) (ipam.Request, er
 		Service:         serviceKey(svc),
 		Namespace:       svc.Namespace,
 		NamespaceLabels: nsLabels,
+		ServiceLabels:   svc.Labels,
 		Sharing:         sh,
 	}
 	if err != nil {

@@ -151,6 +151,8 @@ func (c *Controller) relevant(svc *v1.Service) bool {
 func changed(o, n *v1.Service) bool {
 	return !apiequality.Semantic.DeepEqual(o.Spec, n.Spec) ||
 		!apiequality.Semantic.DeepEqual(o.Annotations, n.Annotations) ||
+		// Labels decide which pools select the Service (Eip spec.serviceSelector).
+		!apiequality.Semantic.DeepEqual(o.Labels, n.Labels) ||
 		!slices.Equal(o.Finalizers, n.Finalizers) ||
 		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
 		!servicehelper.LoadBalancerStatusEqual(&o.Status.LoadBalancer, &n.Status.LoadBalancer)

@@ -24,6 +24,16 @@ type Pool struct {
 	// name it or request its addresses; automatic allocation still serves
 	// bound namespaces only.
 	AllowAnyNamespace bool
+	// ServiceSelector, when set, limits the pool to Services whose labels
+	// it matches, whichever way they ask: automatically, by pool name, by
+	// address or by sharing an address.
+	ServiceSelector Selector
+}
+
+// Selector matches Service labels (an Eip's spec.serviceSelector).
+type Selector interface {
+	Matches(labels map[string]string) bool
+	String() string
 }
 
 // Sharing says with whom a Service may share an address.
@@ -108,10 +118,11 @@ type Request struct {
 	Service         ServiceKey
 	Namespace       string
 	NamespaceLabels map[string]string
-	Pools           []string     // explicit pool names (annotation eip.openelb.kubesphere.io/v1alpha2, may name one pool per family); empty = automatic
-	Addresses       []netip.Addr // explicit addresses (spec.loadBalancerIP / annotation); empty = any
-	Families        []Family     // wanted families in order (from spec.ipFamilies); len 1 or 2
-	RequireAll      bool         // RequireDualStack: every family must be satisfied, else error and nothing kept
+	ServiceLabels   map[string]string // for pools with a ServiceSelector
+	Pools           []string          // explicit pool names (annotation eip.openelb.kubesphere.io/v1alpha2, may name one pool per family); empty = automatic
+	Addresses       []netip.Addr      // explicit addresses (spec.loadBalancerIP / annotation); empty = any
+	Families        []Family          // wanted families in order (from spec.ipFamilies); len 1 or 2
+	RequireAll      bool              // RequireDualStack: every family must be satisfied, else error and nothing kept
 	Sharing         Sharing
 	Ports           []Port
 }
@@ -551,6 +562,8 @@ func (a *Allocator) takeExplicit(req Request, o owner, x netip.Addr) (netip.Addr
 		return netip.Addr{}, fmt.Errorf("%w: requested address %s is not in any pool", ErrNotInPool, x)
 	case !ps.openTo(req.Namespace, req.NamespaceLabels):
 		return netip.Addr{}, fmt.Errorf("%w: requested address %s is in pool %q, which is not bound to namespace %q", ErrNotBound, x, ps.Name, req.Namespace)
+	case !ps.selects(req.ServiceLabels):
+		return netip.Addr{}, fmt.Errorf("%w: requested address %s is in pool %q, which serves only Services with labels %s", ErrNotSelected, x, ps.Name, ps.ServiceSelector)
 	case ps.Disabled:
 		return netip.Addr{}, fmt.Errorf("%w: pool %q containing requested address %s is disabled", ErrPoolDisabled, ps.Name, x)
 	case len(req.Pools) > 0 && !slices.Contains(req.Pools, ps.Name):
@@ -588,6 +601,8 @@ func (a *Allocator) takeNamed(req Request, o owner, fam Family) (netip.Addr, err
 			return netip.Addr{}, fmt.Errorf("%w: requested pool %q does not exist", ErrPoolNotFound, name)
 		case !ps.openTo(req.Namespace, req.NamespaceLabels):
 			return netip.Addr{}, fmt.Errorf("%w: requested pool %q is not bound to namespace %q", ErrNotBound, name, req.Namespace)
+		case !ps.selects(req.ServiceLabels):
+			return netip.Addr{}, fmt.Errorf("%w: requested pool %q serves only Services with labels %s", ErrNotSelected, name, ps.ServiceSelector)
 		case ps.Range.Family() != fam || slices.Contains(cands, ps):
 		case ps.Disabled:
 			disabled = append(disabled, name)
@@ -617,13 +632,26 @@ func (a *Allocator) takeAuto(req Request, o owner, fam Family) (netip.Addr, erro
 		}
 		cands = append(cands, ps)
 	}
+	var unselected []string
 	for _, ps := range a.byPriority {
 		if ps.boundTo(req.Namespace, req.NamespaceLabels) {
+			if !ps.selects(req.ServiceLabels) {
+				if !slices.Contains(unselected, ps.Name) {
+					unselected = append(unselected, ps.Name)
+				}
+				continue
+			}
 			consider(ps)
 		}
 	}
 	for _, ps := range a.byName {
 		if ps.Default {
+			if !ps.selects(req.ServiceLabels) {
+				if !slices.Contains(unselected, ps.Name) {
+					unselected = append(unselected, ps.Name)
+				}
+				continue
+			}
 			consider(ps)
 		}
 	}
@@ -631,6 +659,9 @@ func (a *Allocator) takeAuto(req Request, o owner, fam Family) (netip.Addr, erro
 		skipped := ""
 		if len(disabled) > 0 {
 			skipped = fmt.Sprintf(" (disabled pools skipped: %s)", strings.Join(disabled, ", "))
+		}
+		if len(unselected) > 0 {
+			skipped += fmt.Sprintf(" (pools whose serviceSelector the Service's labels do not match: %s)", strings.Join(unselected, ", "))
 		}
 		return netip.Addr{}, fmt.Errorf("%w: no enabled %s pool is bound to namespace %q and no default %s pool exists%s",
 			ErrNoPool, fam, req.Namespace, fam, skipped)
@@ -647,6 +678,11 @@ func (ps *poolState) openTo(ns string, labels map[string]string) bool {
 		return true
 	}
 	return ps.boundTo(ns, labels)
+}
+
+// selects tells whether the pool serves a Service with these labels.
+func (ps *poolState) selects(labels map[string]string) bool {
+	return ps.ServiceSelector == nil || ps.ServiceSelector.Matches(labels)
 }
 
 func (ps *poolState) boundTo(ns string, labels map[string]string) bool {

@@ -51,9 +51,35 @@ func req(svc string, mods ...func(*Request)) Request {
 }
 
 func labels(kv ...string) func(*Request) { return func(r *Request) { r.NamespaceLabels = kvMap(kv) } }
-func fams(f ...Family) func(*Request)    { return func(r *Request) { r.Families = f } }
-func pools(p ...string) func(*Request)   { return func(r *Request) { r.Pools = p } }
-func requireAll(r *Request)              { r.RequireAll = true }
+func svcLabels(kv ...string) func(*Request) {
+	return func(r *Request) { r.ServiceLabels = kvMap(kv) }
+}
+
+// matchLabels is a Selector of equality requirements, as an Eip's
+// serviceSelector.matchLabels.
+type matchLabels map[string]string
+
+func (m matchLabels) Matches(l map[string]string) bool {
+	for k, v := range m {
+		if got, ok := l[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+func (m matchLabels) String() string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+func svcSel(kv ...string) func(*Pool) {
+	return func(p *Pool) { p.ServiceSelector = matchLabels(kvMap(kv)) }
+}
+func fams(f ...Family) func(*Request)  { return func(r *Request) { r.Families = f } }
+func pools(p ...string) func(*Request) { return func(r *Request) { r.Pools = p } }
+func requireAll(r *Request)            { r.RequireAll = true }
 func addrs(s ...string) func(*Request) {
 	return func(r *Request) {
 		for _, x := range s {
@@ -174,6 +200,26 @@ func TestAllocate(t *testing.T) {
 				allocOp(req("ns/a"), asl("eip", "172.22.0.2")),
 				allocOp(req("ns/b"), asl("eip", "172.22.0.3")),
 				statsOp("eip", 9, 2),
+			},
+		},
+		{
+			name: "a service selector limits a pool to matching Services, whichever way they ask",
+			pools: []Pool{
+				pool("gold", "10.0.1.0/30", prio(1), ns("ns"), svcSel("tier", "gold")),
+				pool("any", "10.0.2.0/30", prio(2), ns("ns")),
+				pool("gold-default", "10.0.3.0/30", isDefault, svcSel("tier", "gold")),
+			},
+			ops: []op{
+				allocOp(req("ns/gold", svcLabels("tier", "gold", "app", "x")), asl("gold", "10.0.1.0")),
+				allocOp(req("ns/plain"), asl("any", "10.0.2.0")),
+				allocErr(req("other/plain"), ErrNoPool, "serviceSelector"),
+				allocOp(req("other/gold", svcLabels("tier", "gold")), asl("gold-default", "10.0.3.0")),
+				allocErr(req("ns/named", pools("gold")), ErrNotSelected, "tier=gold"),
+				allocErr(req("ns/addr", addrs("10.0.1.1")), ErrNotSelected, `pool "gold"`),
+				allocOp(req("ns/addr-gold", addrs("10.0.1.1"), svcLabels("tier", "gold")), asl("gold", "10.0.1.1")),
+				// Held addresses stay when the labels change, as they do
+				// when a namespace is unbound.
+				allocOp(req("ns/gold"), asl("gold", "10.0.1.0")),
 			},
 		},
 		{

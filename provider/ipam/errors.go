@@ -30,6 +30,8 @@ var (
 	ErrPortClash = errors.New("port clash on shared address")
 	// ErrNotBound reports a pool, named or holding a requested address, that is bound to other namespaces.
 	ErrNotBound = errors.New("pool not bound to the namespace")
+	// ErrNotSelected reports a pool whose serviceSelector the Service's labels do not match.
+	ErrNotSelected = errors.New("pool does not select the Service")
 	// ErrShareNamespace reports Services of different namespaces that did not both opt in to sharing.
 	ErrShareNamespace = errors.New("sharing across namespaces not allowed")
 	// ErrShareTrafficPolicy reports Services that may not share an address because of externalTrafficPolicy Local.
