@@ -134,6 +134,9 @@ func TestNextHopSelfFRR(t *testing.T) {
 	b.waitPeerStatus("leaf2", "worker-p002", func(s v1alpha2.PeerState) bool {
 		return s.SessionState == "established" && s.AddPathNegotiated && !s.NextHopSelf
 	})
+	// Both leaves carry it before the client counts (the spine learns
+	// leaf1's route after leaf1 installs it).
+	b.waitKernel("spine ECMP over both leaves", b.topo.Spine, seedPrefix, "10.0.1.2", "10.0.2.2")
 	if err := b.s.ServeNodes(seedVIP, 8080); err != nil {
 		t.Fatal(err)
 	}
