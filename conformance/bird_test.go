@@ -140,14 +140,7 @@ func TestNextHopSelfFRR(t *testing.T) {
 	if err := b.s.ServeNodes(seedVIP, 8080); err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]int{}
-	for range 60 {
-		node, err := b.s.Request(seedVIP + ":8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen[node]++
-	}
+	seen := b.spread(seedVIP+":8080", 60)
 	if seen["worker-p001"] != 0 || seen["master1"] == 0 || seen["worker-p002"] == 0 {
 		t.Errorf("with next-hop-self leaf1's traffic enters master1 only: %v", seen)
 	}
