@@ -78,7 +78,7 @@ func TestBIRDLeaf2(t *testing.T) {
 // next hops by ADD-PATH and installs an ECMP route over master1 and
 // worker-p001; leaf2's session is TCP MD5; the spine ECMPs over both, the
 // client reaches every node; a SIGTERM of master1's speaker withdraws its
-// paths from BIRD.
+// paths from BIRD, which then routes to leaf2 through the spine.
 func TestBIRDBothLeaves(t *testing.T) {
 	b := newBGPLab(t, seedlab.Options{BIRDLeaves: []string{"leaf1", "leaf2"}, Leaf2Password: leaf2Password})
 	b.birdSeedService()
@@ -100,11 +100,14 @@ func TestBIRDBothLeaves(t *testing.T) {
 	}
 	t.Logf("BIRD leaf1:\n%s", out)
 
-	// Withdrawn on SIGTERM, the route goes from leaf1's kernel.
+	// Withdrawn on SIGTERM, the rack's next hops go from leaf1's kernel:
+	// what is left is leaf2's announcement through the spine (once the
+	// spine's best path is leaf2's, it passes it to leaf1; while it was
+	// leaf1's own it did not, which made an empty FIB only a passing state).
 	if err := b.s.Speakers["master1"].Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	b.waitKernelIn("withdrawn from BIRD leaf1", "leaf1", b.topo.Lab.NS("leaf1"), seedPrefix)
+	b.waitKernelIn("withdrawn from BIRD leaf1, leaf2's route through the spine", "leaf1", b.topo.Lab.NS("leaf1"), seedPrefix, "10.0.1.1")
 	b.waitKernel("spine through leaf2 only", b.topo.Spine, seedPrefix, "10.0.2.2")
 }
 
