@@ -247,16 +247,27 @@ func TestAllocation(t *testing.T) {
 
 	t.Run("MalformedAndUnsupportedEips", func(t *testing.T) {
 		l := l.in(t)
-		for _, tc := range []struct{ name, address, protocol, iface, want string }{
-			{"bad-ip", "10.14.0.300", "", "", "spec.address must be an IP address, a CIDR, or a range"},
-			{"bad-range", "10.14.0.1-", "", "", "spec.address must be"},
-			{"bad-protocol", "10.14.0.1", "ospf", "", "Unsupported value"},
-			{"l2-no-iface", "10.14.0.1", "layer2", "", "spec.interface is required"},
+		for _, tc := range []struct {
+			name     string
+			address  v1alpha2.AddressRange
+			ranges   []v1alpha2.AddressRange
+			protocol string
+			iface    string
+			want     []string
+		}{
+			{name: "bad-ip", address: "10.14.0.300", want: []string{"spec.address", "must be an IP address, a CIDR, or a range"}},
+			{name: "bad-range", address: "10.14.0.1-", want: []string{"spec.address", "must be an IP address"}},
+			{name: "bad-second-range", ranges: []v1alpha2.AddressRange{"10.14.0.1", "10.14.0.9-10.14.0.3"}, want: []string{"spec.ranges[1]", "last address must not be before its first"}},
+			{name: "no-address", want: []string{"spec.address or spec.ranges is required"}},
+			{name: "bad-protocol", address: "10.14.0.1", protocol: "ospf", want: []string{"Unsupported value"}},
+			{name: "l2-no-iface", address: "10.14.0.1", protocol: "layer2", want: []string{"spec.interface is required"}},
 		} {
-			e := &v1alpha2.Eip{ObjectMeta: metav1.ObjectMeta{Name: tc.name}, Spec: v1alpha2.EipSpec{Address: tc.address, Protocol: tc.protocol, Interface: tc.iface}}
+			e := &v1alpha2.Eip{ObjectMeta: metav1.ObjectMeta{Name: tc.name}, Spec: v1alpha2.EipSpec{Address: tc.address, Ranges: tc.ranges, Protocol: tc.protocol, Interface: tc.iface}}
 			err := l.crd.Create(context.Background(), e)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Eip %s (%q): want a validation error containing %q, got %v", tc.name, tc.address, tc.want, err)
+			for _, want := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Eip %s (%q %q): want a validation error containing %q, got %v", tc.name, tc.address, tc.ranges, want, err)
+				}
 			}
 		}
 		// Accepted but not served: reported in conditions, never silent.

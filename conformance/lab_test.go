@@ -115,7 +115,7 @@ func (l *lab) apply(file string) {
 
 func (l *lab) eip(name, address string, tweak ...func(*v1alpha2.Eip)) *v1alpha2.Eip {
 	l.t.Helper()
-	e := &v1alpha2.Eip{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha2.EipSpec{Address: address}}
+	e := &v1alpha2.Eip{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha2.EipSpec{Address: v1alpha2.AddressRange(address)}}
 	for _, f := range tweak {
 		f(e)
 	}

@@ -8,31 +8,37 @@ import (
 // v1alpha2 Eip so existing manifests apply unchanged.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.protocol) || self.protocol != 'layer2' || (has(self.interface) && size(self.interface) > 0)",message="spec.interface is required when spec.protocol is layer2"
+// +kubebuilder:validation:XValidation:rule="has(self.address) || (has(self.ranges) && size(self.ranges) > 0)",message="spec.address or spec.ranges is required"
 type EipSpec struct {
-	// Address is a single IP (192.168.0.10), a CIDR (192.168.0.0/24) or an
-	// inclusive range (192.168.0.91-192.168.0.100), IPv4 or IPv6. A CIDR
-	// contributes every address of the prefix. IPv4-mapped IPv6 addresses
-	// (::ffff:0:0/96) may not be part of the pool, and a range may not end
-	// before it starts.
+	// Address is the pool's range: a single IP, a CIDR or first-last (see
+	// AddressRange). Required unless Ranges is set; with both, the pool is
+	// Address plus Ranges.
 	//
-	// The rules accept exactly what the allocator parses (ipam.ParseRange;
-	// FuzzEipAddressRule compares them): spaces around the value and
-	// around a range's '-' or a CIDR's '/' are allowed. CEL can neither
-	// compare addresses nor write an IPv4-mapped one, hence the detours: a
-	// range's ends are ordered by walking the bits of the first with
-	// cidr().containsIP (the first bit where the ends differ must be 0 in
-	// the first; the prefix lengths are a list of literals because the
-	// API server's cost estimate cannot bound string(int), nor comparisons
-	// of masked()); a CIDR covers ::ffff:0:0/96 when it is a /95 or shorter
-	// holding ::fffe:0:0 (then it holds the whole /95, that block
-	// included); a range does when its first address lies in ::/80 (the
-	// block is that /80's top) and its last beyond it.
+	// +optional
+	Address AddressRange `json:"address,omitempty"`
+
+	// Ranges adds ranges to the pool, each written like Address, so a pool
+	// can span addresses that no single CIDR or first-last range covers
+	// (10.0.0.0/28 and 10.0.5.7-10.0.5.20). All ranges of a pool are of one
+	// family (one Eip per family for dual stack) and none may overlap
+	// another of the pool or of another Eip; adjacent ranges merge. The
+	// CCM reports a breach as the Eip's Ready=False, reason InvalidAddress.
 	//
-	// +kubebuilder:validation:Required
-	// +kubebuilder:validation:MaxLength=100
-	// +kubebuilder:validation:XValidation:rule="isIP(self.trim()) || (self.split('/').size() == 2 && isCIDR(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()) && !(cidr(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()).prefixLength() <= 95 && cidr(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()).containsIP('::fffe:0:0'))) || (self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family() && !(cidr('::/80').containsIP(self.split('-')[0].trim()) && !cidr('::/80').containsIP(self.split('-')[1].trim())))",message="spec.address must be an IP address, a CIDR, or a range first-last of one family, without IPv4-mapped IPv6 addresses"
-	// +kubebuilder:validation:XValidation:rule="!(self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family() && ['0/1', '1/2', '2/3', '3/4', '4/5', '5/6', '6/7', '7/8', '8/9', '9/10', '10/11', '11/12', '12/13', '13/14', '14/15', '15/16', '16/17', '17/18', '18/19', '19/20', '20/21', '21/22', '22/23', '23/24', '24/25', '25/26', '26/27', '27/28', '28/29', '29/30', '30/31', '31/32', '32/33', '33/34', '34/35', '35/36', '36/37', '37/38', '38/39', '39/40', '40/41', '41/42', '42/43', '43/44', '44/45', '45/46', '46/47', '47/48', '48/49', '49/50', '50/51', '51/52', '52/53', '53/54', '54/55', '55/56', '56/57', '57/58', '58/59', '59/60', '60/61', '61/62', '62/63', '63/64', '64/65', '65/66', '66/67', '67/68', '68/69', '69/70', '70/71', '71/72', '72/73', '73/74', '74/75', '75/76', '76/77', '77/78', '78/79', '79/80', '80/81', '81/82', '82/83', '83/84', '84/85', '85/86', '86/87', '87/88', '88/89', '89/90', '90/91', '91/92', '92/93', '93/94', '94/95', '95/96', '96/97', '97/98', '98/99', '99/100', '100/101', '101/102', '102/103', '103/104', '104/105', '105/106', '106/107', '107/108', '108/109', '109/110', '110/111', '111/112', '112/113', '113/114', '114/115', '115/116', '116/117', '117/118', '118/119', '119/120', '120/121', '121/122', '122/123', '123/124', '124/125', '125/126', '126/127', '127/128'].exists(n, int(n.split('/')[0]) < (ip(self.split('-')[0].trim()).family() == 4 ? 32 : 128) && cidr(self.split('-')[0].trim() + '/' + n.split('/')[0]).containsIP(self.split('-')[1].trim()) && !cidr(self.split('-')[0].trim() + '/' + n.split('/')[1]).containsIP(self.split('-')[1].trim()) && !cidr(self.split('-')[0].trim() + '/' + n.split('/')[1]).containsIP(cidr(self.split('-')[0].trim() + '/' + n.split('/')[0]).masked().ip())))",message="spec.address: a range's last address must not be before its first"
-	Address string `json:"address"`
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Ranges []AddressRange `json:"ranges,omitempty"`
+
+	// SkipNetworkAndBroadcast leaves out the first and the last address of
+	// every CIDR in Address and Ranges: an IPv4 subnet's network and
+	// broadcast addresses, which some client stacks refuse to send to,
+	// and an IPv6 prefix's Subnet-Router anycast address and the top of
+	// its reserved anycast block. Prefixes of one or two addresses (/31,
+	// /32, /127, /128), single addresses and first-last ranges are kept
+	// whole. Addresses Services already hold stay theirs when it is set.
+	//
+	// +optional
+	SkipNetworkAndBroadcast bool `json:"skipNetworkAndBroadcast,omitempty"`
 
 	// Protocol announces the pool's addresses: bgp (default) or layer2.
 	// vip is accepted for compatibility and reported unsupported.
@@ -162,6 +168,30 @@ type EipStatus struct {
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// AddressRange is a single IP (192.168.0.10), a CIDR (192.168.0.0/24) or an
+// inclusive range (192.168.0.91-192.168.0.100), IPv4 or IPv6. A CIDR
+// contributes every address of the prefix. IPv4-mapped IPv6 addresses
+// (::ffff:0:0/96) may not be part of the pool, and a range may not end
+// before it starts.
+//
+// The rules accept exactly what the allocator parses (ipam.ParseRange;
+// FuzzEipAddressRule compares them): spaces around the value and
+// around a range's '-' or a CIDR's '/' are allowed. CEL can neither
+// compare addresses nor write an IPv4-mapped one, hence the detours: a
+// range's ends are ordered by walking the bits of the first with
+// cidr().containsIP (the first bit where the ends differ must be 0 in
+// the first; the prefix lengths are a list of literals because the
+// API server's cost estimate cannot bound string(int), nor comparisons
+// of masked()); a CIDR covers ::ffff:0:0/96 when it is a /95 or shorter
+// holding ::fffe:0:0 (then it holds the whole /95, that block
+// included); a range does when its first address lies in ::/80 (the
+// block is that /80's top) and its last beyond it.
+//
+// +kubebuilder:validation:MaxLength=100
+// +kubebuilder:validation:XValidation:rule="isIP(self.trim()) || (self.split('/').size() == 2 && isCIDR(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()) && !(cidr(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()).prefixLength() <= 95 && cidr(self.split('/')[0].trim() + '/' + self.split('/')[1].trim()).containsIP('::fffe:0:0'))) || (self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family() && !(cidr('::/80').containsIP(self.split('-')[0].trim()) && !cidr('::/80').containsIP(self.split('-')[1].trim())))",message="must be an IP address, a CIDR, or a range first-last of one family, without IPv4-mapped IPv6 addresses"
+// +kubebuilder:validation:XValidation:rule="!(self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()) && ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family() && ['0/1', '1/2', '2/3', '3/4', '4/5', '5/6', '6/7', '7/8', '8/9', '9/10', '10/11', '11/12', '12/13', '13/14', '14/15', '15/16', '16/17', '17/18', '18/19', '19/20', '20/21', '21/22', '22/23', '23/24', '24/25', '25/26', '26/27', '27/28', '28/29', '29/30', '30/31', '31/32', '32/33', '33/34', '34/35', '35/36', '36/37', '37/38', '38/39', '39/40', '40/41', '41/42', '42/43', '43/44', '44/45', '45/46', '46/47', '47/48', '48/49', '49/50', '50/51', '51/52', '52/53', '53/54', '54/55', '55/56', '56/57', '57/58', '58/59', '59/60', '60/61', '61/62', '62/63', '63/64', '64/65', '65/66', '66/67', '67/68', '68/69', '69/70', '70/71', '71/72', '72/73', '73/74', '74/75', '75/76', '76/77', '77/78', '78/79', '79/80', '80/81', '81/82', '82/83', '83/84', '84/85', '85/86', '86/87', '87/88', '88/89', '89/90', '90/91', '91/92', '92/93', '93/94', '94/95', '95/96', '96/97', '97/98', '98/99', '99/100', '100/101', '101/102', '102/103', '103/104', '104/105', '105/106', '106/107', '107/108', '108/109', '109/110', '110/111', '111/112', '112/113', '113/114', '114/115', '115/116', '116/117', '117/118', '118/119', '119/120', '120/121', '121/122', '122/123', '123/124', '124/125', '125/126', '126/127', '127/128'].exists(n, int(n.split('/')[0]) < (ip(self.split('-')[0].trim()).family() == 4 ? 32 : 128) && cidr(self.split('-')[0].trim() + '/' + n.split('/')[0]).containsIP(self.split('-')[1].trim()) && !cidr(self.split('-')[0].trim() + '/' + n.split('/')[1]).containsIP(self.split('-')[1].trim()) && !cidr(self.split('-')[0].trim() + '/' + n.split('/')[1]).containsIP(cidr(self.split('-')[0].trim() + '/' + n.split('/')[0]).masked().ip())))",message="a range's last address must not be before its first"
+type AddressRange string
 
 // Eip is a pool of addresses for LoadBalancer Services.
 //

@@ -101,17 +101,19 @@ var BgpPeerFields = map[string]string{
 
 // EipFields: spec fields of Eip, as BgpConfFields.
 var EipFields = map[string]string{
-	"spec.address":           Honoured,
-	"spec.protocol":          Honoured,
-	"spec.interface":         Honoured,
-	"spec.disable":           Honoured,
-	"spec.usingKnownIPs":     "addresses are not probed before use",
-	"spec.priority":          Honoured,
-	"spec.namespaces":        Honoured,
-	"spec.namespaceSelector": Honoured,
-	"spec.serviceSelector":   Honoured,
-	"spec.allowAnyNamespace": Honoured,
-	"spec.bgp":               Honoured,
+	"spec.address":                 Honoured,
+	"spec.ranges":                  Honoured,
+	"spec.skipNetworkAndBroadcast": Honoured,
+	"spec.protocol":                Honoured,
+	"spec.interface":               Honoured,
+	"spec.disable":                 Honoured,
+	"spec.usingKnownIPs":           "addresses are not probed before use",
+	"spec.priority":                Honoured,
+	"spec.namespaces":              Honoured,
+	"spec.namespaceSelector":       Honoured,
+	"spec.serviceSelector":         Honoured,
+	"spec.allowAnyNamespace":       Honoured,
+	"spec.bgp":                     Honoured,
 }
 
 // FieldPaths lists the JSON paths of the leaf fields of a spec type

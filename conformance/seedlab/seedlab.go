@@ -257,7 +257,7 @@ func (l *Lab) Configure(ctx context.Context, pool string) error {
 	}
 	return l.CRD.Create(ctx, &v1alpha2.Eip{
 		ObjectMeta: metav1.ObjectMeta{Name: "eip-sample-pool", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
-		Spec:       v1alpha2.EipSpec{Address: pool},
+		Spec:       v1alpha2.EipSpec{Address: v1alpha2.AddressRange(pool)},
 	})
 }
 

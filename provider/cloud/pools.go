@@ -33,7 +33,7 @@ const maxUsedEntries = 1000
 // pool is one Eip as the provider sees it after validation.
 type pool struct {
 	eip     *v1alpha2.Eip
-	rng     ipam.Range
+	rng     ipam.RangeSet
 	svcSel  ipam.Selector // nil: every Service
 	problem string        // why the Eip serves no allocation ("" when it does)
 	reason  string
@@ -74,12 +74,8 @@ func buildPools(eips []*v1alpha2.Eip) *poolSet {
 	for _, e := range eips {
 		pl := &pool{eip: e, deleting: e.DeletionTimestamp != nil}
 		set.byName[e.Name] = pl
-		rng, err := ipam.ParseRange(e.Spec.Address)
+		rng, err := eipRanges(&e.Spec)
 		if err != nil {
-			pl.problem, pl.reason = err.Error(), "InvalidAddress"
-			continue
-		}
-		if err := ipam.CheckUsableRange(rng); err != nil {
 			pl.problem, pl.reason = err.Error(), "InvalidAddress"
 			continue
 		}
@@ -110,7 +106,7 @@ func buildPools(eips []*v1alpha2.Eip) *poolSet {
 	for _, pl := range valid {
 		for _, k := range kept {
 			if pl.rng.Overlaps(k.rng) {
-				pl.problem, pl.reason = fmt.Sprintf("address %s overlaps Eip %q (%s)", pl.eip.Spec.Address, k.eip.Name, k.eip.Spec.Address), "Overlap"
+				pl.problem, pl.reason = fmt.Sprintf("address %s overlaps Eip %q (%s)", describeAddresses(&pl.eip.Spec), k.eip.Name, describeAddresses(&k.eip.Spec)), "Overlap"
 				break
 			}
 		}
@@ -119,6 +115,64 @@ func buildPools(eips []*v1alpha2.Eip) *poolSet {
 		}
 	}
 	return set
+}
+
+// eipRanges is the address space of an Eip: spec.address and every entry
+// of spec.ranges, less the edges of each CIDR with skipNetworkAndBroadcast,
+// as one RangeSet. An entry the schema let through but the allocator
+// refuses (stored before the schema checked it), special-purpose
+// addresses, two families or overlapping entries are an error naming the
+// field.
+func eipRanges(spec *v1alpha2.EipSpec) (ipam.RangeSet, error) {
+	var rs []ipam.Range
+	add := func(field string, s v1alpha2.AddressRange) error {
+		r, err := ipam.ParseRange(string(s))
+		if err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		if spec.SkipNetworkAndBroadcast {
+			r = ipam.SkipEdges(string(s), r)
+		}
+		if err := ipam.CheckUsableRange(r); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		rs = append(rs, r)
+		return nil
+	}
+	if spec.Address != "" {
+		if err := add("spec.address", spec.Address); err != nil {
+			return nil, err
+		}
+	}
+	for i, s := range spec.Ranges {
+		if err := add(fmt.Sprintf("spec.ranges[%d]", i), s); err != nil {
+			return nil, err
+		}
+	}
+	if len(rs) == 0 {
+		return nil, fmt.Errorf("spec.address or spec.ranges is required")
+	}
+	set, err := ipam.NewRangeSet(rs...)
+	if err != nil {
+		return nil, fmt.Errorf("spec.address and spec.ranges: %w", err)
+	}
+	return set, nil
+}
+
+// describeAddresses spells an Eip's addresses as its spec writes them, for
+// messages: "10.0.0.0/24" or "10.0.0.0/24 + [10.0.5.1-10.0.5.9]".
+func describeAddresses(spec *v1alpha2.EipSpec) string {
+	parts := make([]string, len(spec.Ranges))
+	for i, r := range spec.Ranges {
+		parts[i] = string(r)
+	}
+	switch {
+	case len(parts) == 0:
+		return string(spec.Address)
+	case spec.Address == "":
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	return fmt.Sprintf("%s + [%s]", spec.Address, strings.Join(parts, ", "))
 }
 
 func (s *poolSet) ipamPools() []ipam.Pool {
@@ -130,7 +184,7 @@ func (s *poolSet) ipamPools() []ipam.Pool {
 		e := pl.eip
 		out = append(out, ipam.Pool{
 			Name:              e.Name,
-			Range:             pl.rng,
+			Ranges:            pl.rng,
 			Disabled:          e.Spec.Disable || pl.deleting,
 			Priority:          e.Spec.Priority,
 			Default:           e.IsDefault(),
@@ -331,8 +385,8 @@ func (p *Provider) eipStatus(pl *pool) v1alpha2.EipStatus {
 			Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: e.Generation,
 		})
 	}
-	if pl.rng.First.IsValid() {
-		st.FirstIP, st.LastIP = pl.rng.First.String(), pl.rng.Last.String()
+	if len(pl.rng) > 0 {
+		st.FirstIP, st.LastIP = pl.rng.First().String(), pl.rng.Last().String()
 		st.V4 = pl.rng.Family() == ipam.IPv4
 		size := pl.rng.Size()
 		if size > math.MaxInt64 {

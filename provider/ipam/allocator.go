@@ -14,7 +14,7 @@ import (
 // Pool is one Eip, reduced to what allocation needs.
 type Pool struct {
 	Name              string
-	Range             Range
+	Ranges            RangeSet          // built by NewRangeSet: sorted, disjoint, one family
 	Disabled          bool              // stops new allocations; existing ones stay
 	Priority          int               // lower value = preferred (OpenELB semantics)
 	Default           bool              // eip.openelb.kubesphere.io/is-default-eip: "true"
@@ -155,9 +155,9 @@ type Allocator struct {
 	mu sync.Mutex
 
 	pools      map[string]*poolState
-	byName     []*poolState    // default pools are tried in name order
-	byPriority []*poolState    // bound pools are tried by priority, then name
-	byFirst    [2][]*poolState // per family (0 IPv4, 1 IPv6), sorted by first address, for finding the pool of an address
+	byName     []*poolState   // default pools are tried in name order
+	byPriority []*poolState   // bound pools are tried by priority, then name
+	byFirst    [2][]poolRange // every pool's ranges per family (0 IPv4, 1 IPv6), sorted by first address, for finding the pool of an address
 
 	held  map[netip.Addr]*addrState
 	bySvc map[ServiceKey][]netip.Addr
@@ -169,6 +169,12 @@ type Allocator struct {
 type poolState struct {
 	Pool
 	free *freeSet
+}
+
+// poolRange is one range of a pool in the byFirst index.
+type poolRange struct {
+	r  Range
+	ps *poolState
 }
 
 type addrState struct {
@@ -227,27 +233,28 @@ func (a *Allocator) SetPools(pools []Pool) error {
 	for _, p := range sorted {
 		switch {
 		case p.Name == "":
-			errs = append(errs, fmt.Errorf("%w: pool with range %s has no name", ErrInvalidPool, p.Range))
+			errs = append(errs, fmt.Errorf("%w: pool with range %s has no name", ErrInvalidPool, p.Ranges))
 			continue
 		case seen[p.Name]:
-			errs = append(errs, fmt.Errorf("%w: duplicate pool name %q (range %s ignored)", ErrInvalidPool, p.Name, p.Range))
+			errs = append(errs, fmt.Errorf("%w: duplicate pool name %q (range %s ignored)", ErrInvalidPool, p.Name, p.Ranges))
 			continue
 		}
 		seen[p.Name] = true
-		if err := p.Range.validate(); err != nil {
+		if err := p.Ranges.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("pool %q: %w", p.Name, err))
 			continue
 		}
-		if err := CheckUsableRange(p.Range); err != nil {
+		if err := CheckUsableRanges(p.Ranges); err != nil {
 			errs = append(errs, fmt.Errorf("pool %q: %w", p.Name, err))
 			continue
 		}
-		if i := slices.IndexFunc(accepted, func(q Pool) bool { return q.Range.Overlaps(p.Range) }); i >= 0 {
+		if i := slices.IndexFunc(accepted, func(q Pool) bool { return q.Ranges.Overlaps(p.Ranges) }); i >= 0 {
 			q := accepted[i]
 			errs = append(errs, fmt.Errorf("%w: pool %q (%s) overlaps pool %q (%s); %q is ignored",
-				ErrPoolOverlap, p.Name, p.Range, q.Name, q.Range, p.Name))
+				ErrPoolOverlap, p.Name, p.Ranges, q.Name, q.Ranges, p.Name))
 			continue
 		}
+		p.Ranges = slices.Clone(p.Ranges)
 		p.Namespaces = slices.Clone(p.Namespaces)
 		p.NamespaceSelector = maps.Clone(p.NamespaceSelector)
 		accepted = append(accepted, p)
@@ -260,10 +267,10 @@ func (a *Allocator) SetPools(pools []Pool) error {
 	byName := make([]*poolState, 0, len(accepted))
 	for _, p := range accepted {
 		ps := &poolState{Pool: p}
-		if old := a.pools[p.Name]; old != nil && old.Range == p.Range {
+		if old := a.pools[p.Name]; old != nil && old.Ranges.Equal(p.Ranges) {
 			ps.free = old.free
 		} else {
-			ps.free = a.buildFree(p.Range)
+			ps.free = a.buildFree(p.Ranges)
 		}
 		next[p.Name] = ps
 		byName = append(byName, ps)
@@ -272,13 +279,15 @@ func (a *Allocator) SetPools(pools []Pool) error {
 	a.byName = byName
 	a.byPriority = slices.Clone(byName)
 	slices.SortStableFunc(a.byPriority, func(x, y *poolState) int { return cmp.Compare(x.Priority, y.Priority) })
-	a.byFirst = [2][]*poolState{}
+	a.byFirst = [2][]poolRange{}
 	for _, ps := range byName {
-		i := familyIndex(ps.Range.Family())
-		a.byFirst[i] = append(a.byFirst[i], ps)
+		i := familyIndex(ps.Ranges.Family())
+		for _, r := range ps.Ranges {
+			a.byFirst[i] = append(a.byFirst[i], poolRange{r, ps})
+		}
 	}
 	for i := range a.byFirst {
-		slices.SortFunc(a.byFirst[i], func(x, y *poolState) int { return x.Range.First.Compare(y.Range.First) })
+		slices.SortFunc(a.byFirst[i], func(x, y poolRange) int { return x.r.First.Compare(y.r.First) })
 	}
 	for addr, st := range a.held {
 		if ps := a.poolFor(addr); ps != nil {
@@ -288,16 +297,21 @@ func (a *Allocator) SetPools(pools []Pool) error {
 	return errors.Join(errs...)
 }
 
-// buildFree costs O(held) so it is only used for new or resized pools.
-func (a *Allocator) buildFree(r Range) *freeSet {
-	fs := newFreeSet(u128From(r.First), u128From(r.Last))
+// buildFree costs O(held) so it is only used for new or resized pools. The
+// ranges of a RangeSet are disjoint and not adjacent, as the free set's
+// intervals must be.
+func (a *Allocator) buildFree(rs RangeSet) *freeSet {
+	fs := newFreeSet(u128From(rs[0].First), u128From(rs[0].Last))
+	for _, r := range rs[1:] {
+		fs.insert(fs.node(u128From(r.First), u128From(r.Last)))
+	}
 	for addr := range a.held {
-		if r.Contains(addr) {
+		if rs.Contains(addr) {
 			fs.take(u128From(addr))
 		}
 	}
 	for addr := range a.reserved {
-		if r.Contains(addr) {
+		if rs.Contains(addr) {
 			fs.take(u128From(addr))
 		}
 	}
@@ -314,14 +328,14 @@ func familyIndex(f Family) int {
 // poolFor returns the pool containing addr; pools never overlap, so there is at most one.
 func (a *Allocator) poolFor(addr netip.Addr) *poolState {
 	list := a.byFirst[familyIndex(FamilyOf(addr))]
-	i, found := slices.BinarySearchFunc(list, addr, func(ps *poolState, x netip.Addr) int { return ps.Range.First.Compare(x) })
+	i, found := slices.BinarySearchFunc(list, addr, func(pr poolRange, x netip.Addr) int { return pr.r.First.Compare(x) })
 	if !found {
-		i-- // the candidate is the last pool starting before addr
+		i-- // the candidate is the last range starting before addr
 	}
-	if i < 0 || i >= len(list) || !list[i].Range.Contains(addr) {
+	if i < 0 || i >= len(list) || !list[i].r.Contains(addr) {
 		return nil
 	}
-	return list[i]
+	return list[i].ps
 }
 
 // Assign records that svc holds addrs, typically re-adopting addresses from
@@ -603,7 +617,7 @@ func (a *Allocator) takeNamed(req Request, o owner, fam Family) (netip.Addr, err
 			return netip.Addr{}, fmt.Errorf("%w: requested pool %q is not bound to namespace %q", ErrNotBound, name, req.Namespace)
 		case !ps.selects(req.ServiceLabels):
 			return netip.Addr{}, fmt.Errorf("%w: requested pool %q serves only Services with labels %s", ErrNotSelected, name, ps.ServiceSelector)
-		case ps.Range.Family() != fam || slices.Contains(cands, ps):
+		case ps.Ranges.Family() != fam || slices.Contains(cands, ps):
 		case ps.Disabled:
 			disabled = append(disabled, name)
 		default:
@@ -623,7 +637,7 @@ func (a *Allocator) takeAuto(req Request, o owner, fam Family) (netip.Addr, erro
 	var cands []*poolState
 	var disabled []string
 	consider := func(ps *poolState) {
-		if ps.Range.Family() != fam || slices.Contains(cands, ps) || slices.Contains(disabled, ps.Name) {
+		if ps.Ranges.Family() != fam || slices.Contains(cands, ps) || slices.Contains(disabled, ps.Name) {
 			return
 		}
 		if ps.Disabled {
@@ -718,14 +732,14 @@ func (a *Allocator) takeFrom(o owner, cands []*poolState) (netip.Addr, error) {
 			return x, nil
 		}
 		if v, ok := ps.free.takeLowest(); ok {
-			x := v.addr(ps.Range.Family() == IPv4)
+			x := v.addr(ps.Ranges.Family() == IPv4)
 			a.newAddr(x, ps.Name, o)
 			return x, nil
 		}
 	}
 	names := make([]string, len(cands))
 	for i, ps := range cands {
-		names[i] = fmt.Sprintf("%s (%s)", ps.Name, ps.Range)
+		names[i] = fmt.Sprintf("%s (%s)", ps.Name, ps.Ranges)
 	}
 	return netip.Addr{}, fmt.Errorf("%w: no free address in %s", ErrPoolExhausted, strings.Join(names, ", "))
 }
@@ -955,10 +969,10 @@ func (a *Allocator) Stats(pool string) (PoolStats, bool) {
 	if ps == nil {
 		return PoolStats{}, false
 	}
-	st := PoolStats{Size: ps.Range.Size(), Owners: map[netip.Addr][]ServiceKey{}}
+	st := PoolStats{Size: ps.Ranges.Size(), Owners: map[netip.Addr][]ServiceKey{}}
 	for x, h := range a.held {
 		switch {
-		case ps.Range.Contains(x):
+		case ps.Ranges.Contains(x):
 			st.Used++
 			st.Owners[x] = h.services()
 		case h.pool == pool:

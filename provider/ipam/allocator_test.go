@@ -20,7 +20,7 @@ func pool(name, rng string, opts ...func(*Pool)) Pool {
 	if err != nil {
 		panic(err)
 	}
-	p := Pool{Name: name, Range: r}
+	p := Pool{Name: name, Ranges: RangeSet{r}}
 	for _, o := range opts {
 		o(&p)
 	}
@@ -678,9 +678,9 @@ func TestSetPoolsRejects(t *testing.T) {
 		pool("c", "10.1.0.0/24"),
 		pool("c", "10.2.0.0/24"),
 		pool("", "10.3.0.0/24"),
-		{Name: "d", Range: Range{First: mustAddr("10.4.0.5"), Last: mustAddr("10.4.0.1")}},
-		{Name: "e", Range: Range{First: mustAddr("::ffff:10.5.0.1"), Last: mustAddr("::ffff:10.5.0.2")}},
-		{Name: "h", Range: Range{First: mustAddr("10.6.0.1"), Last: mustAddr("fd00::1")}},
+		{Name: "d", Ranges: RangeSet{{First: mustAddr("10.4.0.5"), Last: mustAddr("10.4.0.1")}}},
+		{Name: "e", Ranges: RangeSet{{First: mustAddr("::ffff:10.5.0.1"), Last: mustAddr("::ffff:10.5.0.2")}}},
+		{Name: "h", Ranges: RangeSet{{First: mustAddr("10.6.0.1"), Last: mustAddr("fd00::1")}}},
 		{Name: "i"},
 		pool("f", "fd00::/64"),
 		pool("g", "fd00::5"),
@@ -792,7 +792,7 @@ func TestConcurrentAllocate(t *testing.T) {
 
 func TestReleaseAddrKeepsOtherAddresses(t *testing.T) {
 	a := New()
-	if err := a.SetPools([]Pool{{Name: "p", Range: mustRange(t, "10.0.0.0/30"), Default: true}}); err != nil {
+	if err := a.SetPools([]Pool{{Name: "p", Ranges: RangeSet{mustRange(t, "10.0.0.0/30")}, Default: true}}); err != nil {
 		t.Fatal(err)
 	}
 	x, y := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")

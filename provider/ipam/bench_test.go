@@ -28,7 +28,7 @@ func filledAllocator(b *testing.B, rng string, fill int) (*Allocator, []netip.Ad
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := a.SetPools([]Pool{{Name: "bench", Range: r, Default: true}}); err != nil {
+	if err := a.SetPools([]Pool{{Name: "bench", Ranges: RangeSet{r}, Default: true}}); err != nil {
 		b.Fatal(err)
 	}
 	size := int(r.Size())

@@ -98,7 +98,7 @@ func (m *model) accept(pools []ipam.Pool) {
 			continue
 		}
 		seen[p.Name] = true
-		if slices.ContainsFunc(accepted, func(q ipam.Pool) bool { return q.Range.Overlaps(p.Range) }) {
+		if slices.ContainsFunc(accepted, func(q ipam.Pool) bool { return q.Ranges.Overlaps(p.Ranges) }) {
 			continue
 		}
 		m.pools[p.Name] = p
@@ -129,7 +129,7 @@ func openTo(p ipam.Pool, ns string) bool {
 
 func (m *model) poolOf(x netip.Addr) (ipam.Pool, bool) {
 	for _, p := range m.pools {
-		if p.Range.Contains(x) {
+		if p.Ranges.Contains(x) {
 			return p, true
 		}
 	}
@@ -139,7 +139,7 @@ func (m *model) poolOf(x netip.Addr) (ipam.Pool, bool) {
 // lowestFree is the lowest address of p no Service holds.
 func (m *model) lowestFree(p ipam.Pool) (netip.Addr, bool) {
 	for _, x := range modelUniverse {
-		if p.Range.Contains(x) && len(m.held[x]) == 0 {
+		if p.Ranges.Contains(x) && len(m.held[x]) == 0 {
 			return x, true
 		}
 	}
@@ -227,8 +227,21 @@ func (o *modelOps) pools() []ipam.Pool {
 		if err != nil {
 			panic(err)
 		}
+		// Half the pools have a second range, when it is of the same
+		// family and does not overlap the first (NewRangeSet refuses
+		// that): lowest-free and membership then span a gap.
+		rs := ipam.RangeSet{r}
+		if second := o.next(); second%2 == 1 {
+			r2, err := ipam.ParseRange(modelRanges[int(second/2)%len(modelRanges)])
+			if err != nil {
+				panic(err)
+			}
+			if both, err := ipam.NewRangeSet(r, r2); err == nil {
+				rs = both
+			}
+		}
 		p := ipam.Pool{
-			Name: string(rune('a' + flags%4)), Range: r,
+			Name: string(rune('a' + flags%4)), Ranges: rs,
 			Default: flags&0x10 != 0, Disabled: flags&0x20 != 0, Priority: int(flags >> 6),
 		}
 		// The binding: namespaces by name, the team=blue selector, and
@@ -382,7 +395,7 @@ func checkPredicted(t *testing.T, what string, m *model, req ipam.Request, as []
 		for _, c := range cands {
 			for _, y := range modelUniverse {
 				hs := m.held[y]
-				if !c.Range.Contains(y) || len(hs) == 0 {
+				if !c.Ranges.Contains(y) || len(hs) == 0 {
 					continue
 				}
 				tenancy, accepts := true, true
@@ -555,7 +568,7 @@ func sharingAllowed(a ipam.ServiceKey, as ipam.Sharing, b ipam.ServiceKey, bs ip
 func candidates(m *model, req ipam.Request, fam ipam.Family) []ipam.Pool {
 	var out []ipam.Pool
 	add := func(p ipam.Pool) {
-		if p.Range.Family() == fam && !p.Disabled && !slices.ContainsFunc(out, func(q ipam.Pool) bool { return q.Name == p.Name }) {
+		if p.Ranges.Family() == fam && !p.Disabled && !slices.ContainsFunc(out, func(q ipam.Pool) bool { return q.Name == p.Name }) {
 			out = append(out, p)
 		}
 	}
@@ -644,12 +657,12 @@ func checkModel(t *testing.T, what string, alloc *ipam.Allocator, m *model) {
 		}
 		var used uint64
 		for x := range m.held {
-			if p.Range.Contains(x) {
+			if p.Ranges.Contains(x) {
 				used++
 			}
 		}
-		if st.Size != p.Range.Size() || st.Used != used {
-			t.Fatalf("after %s: pool %s size %d used %d, the model says %d and %d", what, name, st.Size, st.Used, p.Range.Size(), used)
+		if st.Size != p.Ranges.Size() || st.Used != used {
+			t.Fatalf("after %s: pool %s size %d used %d, the model says %d and %d", what, name, st.Size, st.Used, p.Ranges.Size(), used)
 		}
 	}
 }
@@ -669,7 +682,7 @@ func drainPools(t *testing.T, alloc *ipam.Allocator, m *model, pools []ipam.Pool
 		for i := 0; ; i++ {
 			svc := ipam.ServiceKey(fmt.Sprintf("n0/drain-%s-%d", name, i))
 			want, free := m.lowestFree(p)
-			as, err := alloc.Allocate(ipam.Request{Service: svc, Namespace: "n0", Families: []ipam.Family{p.Range.Family()}, Pools: []string{name}})
+			as, err := alloc.Allocate(ipam.Request{Service: svc, Namespace: "n0", Families: []ipam.Family{p.Ranges.Family()}, Pools: []string{name}})
 			if !free {
 				if err == nil {
 					t.Fatalf("pool %s handed out %+v although the model has nothing free", name, as)

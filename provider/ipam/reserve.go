@@ -38,9 +38,9 @@ func (a *Allocator) Reserve(pool string) (netip.Addr, error) {
 	}
 	v, ok := ps.free.takeLowest()
 	if !ok {
-		return netip.Addr{}, fmt.Errorf("%w: no free address in %s (%s)", ErrPoolExhausted, ps.Name, ps.Range)
+		return netip.Addr{}, fmt.Errorf("%w: no free address in %s (%s)", ErrPoolExhausted, ps.Name, ps.Ranges)
 	}
-	x := v.addr(ps.Range.Family() == IPv4)
+	x := v.addr(ps.Ranges.Family() == IPv4)
 	a.reserved[x] = &reservation{pool: ps.Name}
 	return x, nil
 }

@@ -408,7 +408,7 @@ func (b *scaleBench) configure(ctx context.Context) error {
 		&v1alpha2.BgpConf{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha2.BgpConfSpec{As: scaleNodeAS}},
 		&v1alpha2.Eip{
 			ObjectMeta: metav1.ObjectMeta{Name: "scale", Annotations: map[string]string{v1alpha2.AnnotationDefaultEip: "true"}},
-			Spec:       v1alpha2.EipSpec{Address: b.pool.String()},
+			Spec:       v1alpha2.EipSpec{Address: v1alpha2.AddressRange(b.pool.String())},
 		},
 	}
 	for r := range b.o.racks {
