@@ -35,6 +35,9 @@ func (e *heldError) Error() string {
 	if isReservation(e.claim) {
 		return fmt.Sprintf("address %s is reserved by CCM process %s (IPClaim %s)", e.addr, e.claim.Spec.ReservedBy, e.claim.Name)
 	}
+	if rf := e.claim.Spec.ReservedFor; rf != nil {
+		return fmt.Sprintf("address %s is reserved for Service %s/%s (IPClaim %s)", e.addr, rf.Namespace, rf.Name, e.claim.Name)
+	}
 	return fmt.Sprintf("address %s is held by %s (IPClaim %s)", e.addr, ownersString(e.claim.Spec.Owners), e.claim.Name)
 }
 
@@ -161,6 +164,10 @@ func (p *Provider) claim(ctx context.Context, svc *v1.Service, a ipam.Assignment
 			}
 			p.alloc.Bound(a.Addr)
 			return nil
+		}
+		if rf := c.Spec.ReservedFor; rf != nil && (rf.Namespace != svc.Namespace || rf.Name != svc.Name) {
+			// An admin's reservation for another Service.
+			return &heldError{addr: a.Addr, claim: c}
 		}
 		if isReservation(c) {
 			if !p.isMyReservation(c) && !adopt {
@@ -322,9 +329,14 @@ func (p *Provider) adopt(ctx context.Context) error {
 		}
 		if len(live) != len(c.Spec.Owners) {
 			// Holders whose Service is gone: the claim is pruned so the
-			// address returns to its pool.
+			// address returns to its pool (or to its reservation).
 			if err := p.pruneClaim(ctx, c, live); err != nil {
 				errs = append(errs, err)
+			}
+		}
+		if c.Spec.ReservedFor != nil && len(live) == 0 {
+			if r, err := reservationOf(c); err == nil {
+				p.holdFor(ctx, r)
 			}
 		}
 	}
@@ -379,10 +391,11 @@ func (p *Provider) adopt(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// setOwners writes a claim's new holders, deleting it when none is left;
-// both are conditional on the version read, so a concurrent change wins.
+// setOwners writes a claim's new holders, deleting it when none is left
+// unless an admin reserved it for a Service (it stays, held for the
+// Service's next incarnation); both are conditional on the version read, so a concurrent change wins.
 func (p *Provider) setOwners(ctx context.Context, c *v1alpha2.IPClaim, owners []v1alpha2.ClaimOwner) error {
-	if len(owners) == 0 {
+	if len(owners) == 0 && c.Spec.ReservedFor == nil {
 		return p.cluster.DeleteClaim(ctx, c)
 	}
 	upd := c.DeepCopy()

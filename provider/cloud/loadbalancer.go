@@ -43,6 +43,12 @@ const (
 	// externalTrafficPolicy Local with other endpoints.
 	ReasonSharedIPTrafficPolicy = "SharedIPTrafficPolicy"
 	ReasonNotReady              = "ProviderNotReady"
+	// ReasonReservationUnused: an address reserved for the Service
+	// (IPClaim spec.reservedFor) is not used by it, and stays reserved.
+	ReasonReservationUnused = "ReservationUnused"
+	// ReasonInvalidReservation: an IPClaim's reservation cannot be
+	// honoured (event on the IPClaim).
+	ReasonInvalidReservation = "InvalidReservation"
 )
 
 // LoadBalancer gives Services addresses from Eip pools.
@@ -112,6 +118,7 @@ func (lb *LoadBalancer) EnsureLoadBalancer(ctx context.Context, clusterName stri
 	if err := lb.checkNamedPools(req); err != nil {
 		return nil, lb.refuse(svc, err)
 	}
+	req = p.applyReservations(svc, req)
 
 	if err := lb.followRecorded(ctx, svc, req); err != nil {
 		return nil, err
@@ -308,6 +315,12 @@ func (lb *LoadBalancer) recordForeign(c *v1alpha2.IPClaim) {
 	}
 	if isReservation(c) {
 		_, _ = lb.p.alloc.Assign(reservationOwner(c.Spec.ReservedBy), []netip.Addr{addr}, ipam.Sharing{}, nil)
+		return
+	}
+	if rf := c.Spec.ReservedFor; rf != nil && len(c.Spec.Owners) == 0 {
+		if r, err := reservationOf(c); err == nil {
+			lb.p.holdFor(context.Background(), r)
+		}
 		return
 	}
 	for _, o := range c.Spec.Owners {

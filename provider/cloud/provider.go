@@ -100,11 +100,15 @@ type Provider struct {
 	identity string
 	// after holds work waiting for a Service's status write (binds of
 	// reserved claims, the allocation event); see afterStatus.
-	after        map[ipam.ServiceKey]*afterStatus
-	afterKick    chan struct{}
-	reserving    map[netip.Addr]chan struct{} // reservations whose claim is being created
-	lastAlloc    time.Time
-	foreign      map[netip.Addr]foreignHold
+	after     map[ipam.ServiceKey]*afterStatus
+	afterKick chan struct{}
+	reserving map[netip.Addr]chan struct{} // reservations whose claim is being created
+	lastAlloc time.Time
+	foreign   map[netip.Addr]foreignHold
+	// resvByClaim and resvBySvc index the admins' reservations for
+	// Services (IPClaim spec.reservedFor) by claim and by Service.
+	resvByClaim  map[string]reservation
+	resvBySvc    map[ipam.ServiceKey][]netip.Addr
 	reserveDirty chan struct{}
 	keyMu        [keyLockStripes]sync.Mutex
 
@@ -146,6 +150,8 @@ func New(opts Options) (*Provider, error) {
 		identity:     opts.Identity,
 		after:        map[ipam.ServiceKey]*afterStatus{},
 		foreign:      map[netip.Addr]foreignHold{},
+		resvByClaim:  map[string]reservation{},
+		resvBySvc:    map[ipam.ServiceKey][]netip.Addr{},
 		reserveDirty: make(chan struct{}, 1),
 		afterKick:    make(chan struct{}, 1),
 		reserving:    map[netip.Addr]chan struct{}{},
@@ -217,6 +223,7 @@ func (p *Provider) start(ctx context.Context, clientBuilder cloudprovider.Contro
 	}
 	handlers := Handlers{
 		Eip:           func(string) { signal(p.poolsDirty) },
+		Claim:         func(name string) { p.claimChanged(ctx, name) },
 		Plan:          p.planQueue.Add,
 		Service:       p.planQueue.Add,
 		EndpointSlice: p.planQueue.Add,

@@ -102,6 +102,14 @@ func policyName(local bool) string {
 	return "Cluster"
 }
 
+// HeldFor is the key under which an address reserved for svc by an admin
+// (an IPClaim with spec.reservedFor) is held until svc asks for it: held,
+// it is never handed out automatically, and requesting it explicitly is
+// refused for every other Service; svc's explicit request takes it over in
+// place. Keys of Services contain a "/" after a namespace, which cannot
+// start with "@", so this never names a Service.
+func HeldFor(svc ServiceKey) ServiceKey { return "@held-for:" + svc }
+
 // ServiceKey identifies a Service as "namespace/name".
 type ServiceKey string
 
@@ -585,6 +593,20 @@ func (a *Allocator) takeExplicit(req Request, o owner, x netip.Addr) (netip.Addr
 			ErrNotInPool, x, ps.Name, req.Pools)
 	}
 	if st := a.held[x]; st != nil {
+		if len(st.owners) == 1 && st.owners[0].svc == HeldFor(o.svc) {
+			// Held for this very Service (an admin's reservation): handed
+			// over in place, never through the free set, so no other
+			// request can take it in between.
+			held := st.owners[0].svc
+			a.bySvc[held] = slices.DeleteFunc(a.bySvc[held], func(y netip.Addr) bool { return y == x })
+			if len(a.bySvc[held]) == 0 {
+				delete(a.bySvc, held)
+			}
+			a.unindexKey(st)
+			st.owners[0], st.key = o, o.key()
+			a.indexKey(st)
+			return x, nil
+		}
 		if err := st.canShare(o); err != nil {
 			return netip.Addr{}, err
 		}
