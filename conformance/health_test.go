@@ -62,6 +62,10 @@ func TestUndecodableObject(t *testing.T) {
 	if code, body := speakerGet(healthPort, "/healthz"); code != http.StatusOK {
 		t.Errorf("speaker /healthz while BgpPeers cannot be listed: %d %q, want 200: a restart would not help", code, body)
 	}
+	// The same verdict for Prometheus (the OpenELBSpeakerNotReady alert).
+	if _, body := speakerGet(healthPort, "/metrics"); !strings.Contains(body, "\nopenelb_speaker_ready 0\n") {
+		t.Errorf("speaker /metrics while BgpPeers cannot be listed: want openelb_speaker_ready 0, have %q", grepLines(body, "openelb_speaker_ready"))
+	}
 	svc, err := l.cs.CoreV1().Services("default").Get(ctx, "nginx", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +93,9 @@ func TestUndecodableObject(t *testing.T) {
 	})
 	if code != http.StatusOK || body != "ok" {
 		t.Errorf("speaker /readyz after the fix: %d %q, want 200 ok", code, body)
+	}
+	if _, body := speakerGet(healthPort, "/metrics"); !strings.Contains(body, "\nopenelb_speaker_ready 1\n") {
+		t.Errorf("speaker /metrics after the fix: want openelb_speaker_ready 1, have %q", grepLines(body, "openelb_speaker_ready"))
 	}
 	if ccm.Exited() || speaker.Exited() || ccm.Pid() != ccmPid || speaker.Pid() != speakerPid {
 		t.Errorf("a process was restarted: CCM exited=%v, speaker exited=%v", ccm.Exited(), speaker.Exited())

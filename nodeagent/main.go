@@ -183,6 +183,7 @@ func serveHealth(ctx context.Context, addr string, a *agent.Agent, profiling boo
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", checkHandler(a.Healthz))
 	mux.HandleFunc("/readyz", checkHandler(a.Readyz))
+	agent.ServeReadyMetric(a.Readyz) // openelb_speaker_ready: /readyz for Prometheus
 	mux.Handle("/metrics", legacyregistry.Handler())
 	if profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/component-base/metrics/legacyregistry"
 )
 
 // TestHealth walks the probes through a speaker's life: started, caches
@@ -76,4 +78,33 @@ func TestHealth(t *testing.T) {
 	check("hung reconcile", at(20*time.Minute+stuckAfter+time.Second), true, true, want{live: "the agent is hung"})
 	h.reconcileEnded(at(24*time.Minute), nil)
 	check("unhung", at(24*time.Minute), true, true, want{})
+}
+
+// TestReadyMetric checks that openelb_speaker_ready follows the check
+// ServeReadyMetric was given, read at scrape time.
+func TestReadyMetric(t *testing.T) {
+	RegisterMetrics()
+	scrape := func() float64 {
+		t.Helper()
+		mfs, err := legacyregistry.DefaultGatherer.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "openelb_speaker_ready" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no openelb_speaker_ready on /metrics")
+		return -1
+	}
+	var failing error = errors.New("caches not synced")
+	ServeReadyMetric(func() error { return failing })
+	if v := scrape(); v != 0 {
+		t.Errorf("openelb_speaker_ready = %v while the check fails, want 0", v)
+	}
+	failing = nil
+	if v := scrape(); v != 1 {
+		t.Errorf("openelb_speaker_ready = %v while the check passes, want 1", v)
+	}
 }

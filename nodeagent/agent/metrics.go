@@ -2,6 +2,7 @@ package agent
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -52,8 +53,28 @@ var (
 		Help:           "Per probed node (the next hops of this speaker's rack, and itself): 1 while its kube-proxy health check passes, 0 while it fails after passing once (the node is left out of the next hops), absent until it first passed.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"node"})
+	// metricReady repeats the /readyz verdict for Prometheus: `up` only
+	// says that /metrics answered, and an alert on a speaker that runs but
+	// does not do what the cluster asks (caches not synced, applies
+	// failing) needs the speaker's own view. It is evaluated per scrape,
+	// like a readiness probe: a few mutex acquisitions.
+	metricReady = metrics.NewGaugeFunc(&metrics.GaugeOpts{
+		Namespace: "openelb", Subsystem: "speaker", Name: "ready",
+		Help:           "1 while the speaker's readiness check (/readyz) passes, 0 while it fails (or before it is served).",
+		StabilityLevel: metrics.ALPHA,
+	}, func() float64 {
+		check := readyCheck.Load()
+		return boolGauge(check != nil && (*check)() == nil)
+	})
+	// readyCheck is the check metricReady reports (ServeReadyMetric).
+	readyCheck atomic.Pointer[func() error]
+
 	registerOnce sync.Once
 )
+
+// ServeReadyMetric makes openelb_speaker_ready report check, the process's
+// readiness check (Agent.Readyz); the last call wins.
+func ServeReadyMetric(check func() error) { readyCheck.Store(&check) }
 
 // RegisterMetrics registers the agent's metrics with component-base's
 // legacy registry (served on /metrics). Safe to call repeatedly.
@@ -61,6 +82,9 @@ func RegisterMetrics() {
 	registerOnce.Do(func() {
 		legacyregistry.MustRegister(metricSessionUp, metricAdvertised, metricUpdatesSent, metricReceived,
 			metricPrefixLimit, metricPrefixLimitExceeded, metricApplies, metricDataPathHealthy)
+		// A GaugeFunc is a plain Prometheus collector (as the kubelet
+		// registers its own).
+		legacyregistry.RawMustRegister(metricReady)
 	})
 }
 

@@ -273,14 +273,17 @@ func (p *Provider) statusLoop(ctx context.Context) {
 func (p *Provider) writeEipStatuses(ctx context.Context) error {
 	set := p.pools.Load()
 	var firstErr error
+	usage := make(poolUsage, len(set.byName)) // the pool metrics (metrics.go)
+	defer usage.publish()
 	for _, pl := range set.byName {
+		want := p.eipStatus(pl)
+		usage.observe(pl, &want)
 		if err := p.syncEipFinalizer(ctx, pl); err != nil {
 			if firstErr == nil {
 				firstErr = err
 			}
 			continue
 		}
-		want := p.eipStatus(pl)
 		if statusEqual(&pl.eip.Status, &want) {
 			continue
 		}
