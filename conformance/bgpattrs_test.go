@@ -237,16 +237,21 @@ func TestBGPSelectors(t *testing.T) {
 	b.startSpeaker("worker-p002")
 	b.createNginx()
 	// Both nodes are next hops of rack leaf1 (and the speaker has seen
-	// it: it announces the rack's other Services' paths from it)...
+	// it: it announces the rack's other Services' paths from it), master1
+	// carrying the selector's key (the rack may first be written before
+	// the CCM has seen the Eip's selector: wait for the labelled one)...
 	var rack v1alpha2.LoadBalancerRack
+	labelled := func() bool {
+		return slices.ContainsFunc(rack.Spec.NextHops, func(h v1alpha2.RackNextHop) bool { return h.Node == "master1" && len(h.Labels) > 0 })
+	}
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
 		if err := b.crd.Get(ctx, client.ObjectKey{Name: "leaf1"}, &rack); err != nil {
 			return false, nil
 		}
-		return len(rack.Spec.NextHops) == 2, nil
+		return len(rack.Spec.NextHops) == 2 && labelled(), nil
 	})
 	if err != nil {
-		t.Fatalf("rack leaf1 next hops %+v, want master1 and worker-p001", rack.Spec.NextHops)
+		t.Fatalf("rack leaf1 next hops %+v, want master1 (with label edge) and worker-p001", rack.Spec.NextHops)
 	}
 	b.waitAnnouncedRack("master1", rack.Generation)
 	// ...and only master1 carries the address.

@@ -45,7 +45,7 @@ func TestUnsupportedFieldsReported(t *testing.T) {
 			return bp.Status.Conditions, err
 		}
 	}
-	for _, f := range []string{"spec.conf.vrf (VRFs", "spec.conf.peerGroup", "spec.transport.mtuDiscovery"} {
+	for _, f := range []string{"spec.conf.vrf (a GoBGP VRF", "spec.conf.peerGroup", "spec.transport.mtuDiscovery"} {
 		l.waitConditions("BgpPeer leaf1", cloud.ConditionUnsupported, metav1.ConditionTrue, f, peerConds("leaf1"))
 	}
 	l.waitConditions("BgpConf default", cloud.ConditionUnsupported, metav1.ConditionTrue, "spec.useMultiplePaths (", func(ctx context.Context) ([]metav1.Condition, error) {

@@ -290,13 +290,16 @@ func (l *Lab) StartSpeaker(node string, extra ...string) (*netlab.Proc, error) {
 // IPVS dummy interface would) and answer TCP on port with its node name,
 // as a backend would.
 func (l *Lab) ServeNodes(vip string, port int) error {
-	cidr, listen := vip+"/32", fmt.Sprintf("0.0.0.0:%d", port)
+	addr, listen := []string{"addr", "add", vip + "/32", "dev", "lo"}, fmt.Sprintf("0.0.0.0:%d", port)
 	if strings.Contains(vip, ":") {
 		// The address itself: an IPv6 wildcard would take IPv4 too.
-		cidr, listen = vip+"/128", net.JoinHostPort(vip, strconv.Itoa(port))
+		// nodad: an IPv6 address is tentative until duplicate address
+		// detection ends, and binding it fails meanwhile (a cold CI run
+		// hit "cannot assign requested address").
+		addr, listen = []string{"addr", "add", vip + "/128", "dev", "lo", "nodad"}, net.JoinHostPort(vip, strconv.Itoa(port))
 	}
 	for _, n := range l.Topo.Nodes {
-		if err := l.Net.Addr(n.NS, "lo", cidr); err != nil {
+		if err := l.Net.IP(n.NS, addr...); err != nil {
 			return err
 		}
 		ln, err := l.Net.ListenTCP(n.NS, listen)
