@@ -18,6 +18,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -718,6 +719,56 @@ func TestLayer2(t *testing.T) {
 		}
 		// The well-configured pool is unaffected.
 		b.arpingOne(vip)
+	})
+
+	t.Run("NodeSelectorChoosesAnsweringNodes", func(t *testing.T) {
+		b := b.in(t)
+		label := func(node, value string) {
+			t.Helper()
+			patch := fmt.Sprintf(`{"metadata":{"labels":{"l2-answer":%s}}}`, value)
+			if _, err := b.cs.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		chosen, next := b.seg.Nodes[1], b.seg.Nodes[2]
+		label(chosen.Name, `"yes"`)
+		t.Cleanup(func() { label(chosen.Name, "null"); label(next.Name, "null") })
+		b.eip("l2sel", "192.168.50.120-192.168.50.121", func(e *v1alpha2.Eip) {
+			e.Spec.Protocol, e.Spec.Interface = v1alpha2.ProtocolLayer2, "eth0"
+			e.Spec.Layer2 = &v1alpha2.EipLayer2{NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"l2-answer": "yes"}}}
+		})
+		ip := b.l2Service("selected", "l2sel")
+		if mac := b.arpingOne(ip); mac.String() != chosen.MAC.String() {
+			t.Errorf("%s answered by %s, want %s (%s), the only node the selector picks", ip, mac, chosen.Name, chosen.MAC)
+		}
+		if h := b.holder("l2sel"); h != chosen {
+			t.Errorf("Lease of l2sel held by %s, want %s", h.Name, chosen.Name)
+		}
+		for _, n := range b.seg.Nodes {
+			if n == chosen {
+				continue
+			}
+			// Left out by choice: a reason in the status, not a problem.
+			b.entry("not selected", "selected", n.Name, func(e l2Entry) bool {
+				return !e.Answering && e.Reason == agent.ReasonNodeNotSelected && len(e.Problems) == 0
+			})
+		}
+		// Moving the label moves the answering node.
+		label(next.Name, `"yes"`)
+		label(chosen.Name, "null")
+		watch := b.watchARP(ip, 20*time.Millisecond)
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		moved, err := watch.WaitOther(wctx, time.Now(), chosen.MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if moved.MAC.String() != next.MAC.String() {
+			t.Errorf("after relabelling, %s answered by %s, want %s (%s)", ip, moved.MAC, next.Name, next.MAC)
+		}
+		b.entry("deselected", "selected", chosen.Name, func(e l2Entry) bool {
+			return !e.Answering && e.Reason == agent.ReasonNodeNotSelected
+		})
 	})
 
 	t.Run("CCMLeaderKillSecondReplicaAllocates", func(t *testing.T) {

@@ -116,6 +116,13 @@ type EipSpec struct {
 	// +optional
 	ServiceSelector *metav1.LabelSelector `json:"serviceSelector,omitempty"`
 
+	// Layer2 chooses, for a layer2 pool, which nodes may answer for its
+	// addresses. Reported Unsupported on a bgp pool (use
+	// spec.bgp.nodeSelector there).
+	//
+	// +optional
+	Layer2 *EipLayer2 `json:"layer2,omitempty"`
+
 	// BGP sets the path attributes (communities, large communities, local
 	// preference, AS-path prepend) the pool's addresses are announced
 	// with; a Service overrides each by annotation. Ignored for layer2
@@ -123,6 +130,21 @@ type EipSpec struct {
 	//
 	// +optional
 	BGP *EipBGP `json:"bgp,omitempty"`
+}
+
+// EipLayer2 is how a layer2 pool is answered.
+type EipLayer2 struct {
+	// NodeSelector limits the nodes that may answer ARP/NDP for the
+	// pool's addresses to those whose labels match (on top of the speaker
+	// label). A node left out does not compete, and reports the pool with
+	// reason NodeNotSelected in its LoadBalancerSpeaker status (not a
+	// problem). Unset: every speaker node. A selector the API server
+	// stores but that is not valid keeps the Eip out of allocation
+	// (Ready=False, reason InvalidNodeSelector) and every node out of its
+	// election.
+	//
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 }
 
 // EipStatus reports what the pool holds. It is written by the CCM leader.

@@ -114,6 +114,7 @@ var EipFields = map[string]string{
 	"spec.serviceSelector":         Honoured,
 	"spec.allowAnyNamespace":       Honoured,
 	"spec.bgp":                     Honoured,
+	"spec.layer2.nodeSelector":     Honoured,
 }
 
 // FieldPaths lists the JSON paths of the leaf fields of a spec type

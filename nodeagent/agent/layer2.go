@@ -169,6 +169,10 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 
 	targets := make(map[string]target, len(pools))
 	for name, p := range pools {
+		if p.NotSelected != "" {
+			targets[name] = target{problem: l2Problem{Reason: ReasonNodeNotSelected, Message: p.NotSelected}}
+			continue
+		}
 		targets[name] = resolveTarget(p)
 	}
 	if m.dataPath != nil {

@@ -1,12 +1,15 @@
 package agent
 
 import (
+	"fmt"
 	"hash/fnv"
 	"net"
 	"net/netip"
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
@@ -25,6 +28,9 @@ type l2Pool struct {
 	// Local: some of its addresses are of externalTrafficPolicy Local
 	// plans, which the answering node may answer with another node's MAC.
 	Local bool
+	// NotSelected says why the Eip's spec.layer2.nodeSelector leaves this
+	// node out (empty: it may answer).
+	NotSelected string
 }
 
 // l2Addr is one address of a pool and the plan it belongs to.
@@ -90,6 +96,7 @@ func layer2Desired(node *v1.Node, eips []*v1alpha2.Eip, plans []*v1alpha2.LoadBa
 					if e.Spec.Interface != "" {
 						pool.Interface = e.Spec.Interface
 					}
+					pool.NotSelected = notSelected(node, e)
 				}
 				pools[a.Pool] = pool
 			}
@@ -101,6 +108,23 @@ func layer2Desired(node *v1.Node, eips []*v1alpha2.Eip, plans []*v1alpha2.LoadBa
 		slices.SortFunc(pool.Addrs, func(a, b l2Addr) int { return a.IP.Compare(b.IP) })
 	}
 	return pools
+}
+
+// notSelected says why e's spec.layer2.nodeSelector leaves node out, or
+// "" when it may answer. An invalid selector selects no node (the CCM
+// reports it on the Eip).
+func notSelected(node *v1.Node, e *v1alpha2.Eip) string {
+	if e.Spec.Layer2 == nil || e.Spec.Layer2.NodeSelector == nil {
+		return ""
+	}
+	sel, err := metav1.LabelSelectorAsSelector(e.Spec.Layer2.NodeSelector)
+	if err != nil {
+		return fmt.Sprintf("spec.layer2.nodeSelector of Eip %s is invalid (%v): no node answers for it", e.Name, err)
+	}
+	if !sel.Matches(labels.Set(node.Labels)) {
+		return fmt.Sprintf("this node's labels do not match spec.layer2.nodeSelector (%s) of Eip %s", sel, e.Name)
+	}
+	return ""
 }
 
 // hasLayer2 says whether a plan has layer-2 addresses.

@@ -29,6 +29,9 @@ const (
 	ReasonNoLocalEndpoint   = "NoLocalEndpoint"
 	ReasonRejected          = "Rejected"
 	ReasonStopped           = "Stopped"
+	// ReasonNodeNotSelected: the Eip's spec.layer2.nodeSelector leaves
+	// this node out; a choice, not a problem.
+	ReasonNodeNotSelected = "NodeNotSelected"
 )
 
 // l2Problem says why this node cannot answer for a pool or an address.
@@ -78,6 +81,9 @@ func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2,
 	switch {
 	case m.closed:
 		e.Reason, e.Message = ReasonStopped, "the speaker stopped"
+		return e, nil
+	case st.problem.Reason == ReasonNodeNotSelected:
+		e.Reason, e.Message = st.problem.Reason, st.problem.Message
 		return e, nil
 	case st.problem.Reason != "":
 		e.Reason, e.Message = st.problem.Reason, st.problem.Message

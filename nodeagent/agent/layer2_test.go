@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -353,5 +354,32 @@ func TestListed(t *testing.T) {
 	}
 	if got := listed([]string{"a", "b"}, ", "); got != "a, b" {
 		t.Errorf("listed: %q", got)
+	}
+}
+
+// TestLayer2NodeSelector: an Eip's spec.layer2.nodeSelector leaves out the
+// nodes whose labels do not match, with the reason; an invalid selector
+// leaves out every node.
+func TestLayer2NodeSelector(t *testing.T) {
+	sel := l2Eip("l2", "eth0")
+	sel.Spec.Layer2 = &v1alpha2.EipLayer2{NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"zone": "a"}}}
+	bad := l2Eip("bad", "eth0")
+	bad.Spec.Layer2 = &v1alpha2.EipLayer2{NodeSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: "Bogus"}}}}
+	plans := []*v1alpha2.LoadBalancerPlan{l2PlanObj("web", "Cluster", l2Address("192.168.50.101", "l2"), l2Address("192.168.50.102", "bad"))}
+	for _, tc := range []struct {
+		labels          map[string]string
+		wantL2, wantBad string // substrings of NotSelected; "" = selected
+	}{
+		{map[string]string{"zone": "a"}, "", "is invalid"},
+		{map[string]string{"zone": "b"}, "do not match spec.layer2.nodeSelector (zone=a) of Eip l2", "is invalid"},
+		{nil, "do not match", "is invalid"},
+	} {
+		pools := layer2Desired(speakerNode(tc.labels), []*v1alpha2.Eip{sel, bad}, plans)
+		for name, want := range map[string]string{"l2": tc.wantL2, "bad": tc.wantBad} {
+			got := pools[name].NotSelected
+			if (want == "") != (got == "") || !strings.Contains(got, want) {
+				t.Errorf("labels %v, pool %s: NotSelected %q, want %q", tc.labels, name, got, want)
+			}
+		}
 	}
 }

@@ -88,6 +88,12 @@ func buildPools(eips []*v1alpha2.Eip) *poolSet {
 			}
 			pl.svcSel = labelSelector{sel}
 		}
+		if l2 := e.Spec.Layer2; l2 != nil && l2.NodeSelector != nil {
+			if _, err := metav1.LabelSelectorAsSelector(l2.NodeSelector); err != nil {
+				pl.problem, pl.reason = fmt.Sprintf("spec.layer2.nodeSelector: %v", err), "InvalidNodeSelector"
+				continue
+			}
+		}
 		if e.EffectiveProtocol() == v1alpha2.ProtocolVIP {
 			pl.problem, pl.reason = "protocol vip is accepted for OpenELB compatibility but not supported by this provider; use bgp or layer2", "UnsupportedProtocol"
 			continue
@@ -427,7 +433,7 @@ func (p *Provider) eipStatus(pl *pool) v1alpha2.EipStatus {
 		}
 		if len(stats.Outside) > 0 {
 			set(conditionOutside, metav1.ConditionTrue, "RangeShrunk",
-				fmt.Sprintf("%d addresses held by Services are outside spec.address: %s; they stay the Services' and announced until released, and are never handed out again",
+				fmt.Sprintf("%d addresses held by Services are outside spec.address and spec.ranges: %s; they stay the Services' and announced until released, and are never handed out again",
 					len(stats.Outside), listAddrs(stats.Outside)))
 		} else {
 			meta.RemoveStatusCondition(&conds, conditionOutside)
@@ -459,6 +465,9 @@ func (p *Provider) eipStatus(pl *pool) v1alpha2.EipStatus {
 	}
 	if b := e.Spec.BGP; e.EffectiveProtocol() == v1alpha2.ProtocolLayer2 && b != nil && !(b.IsZero() && b.AggregationLength == 0 && b.AggregationLengthV6 == 0) {
 		unsupported = append(unsupported, [2]string{"BGPOnLayer2", "spec.bgp has no effect on a layer2 pool: its addresses are answered by ARP/NDP, not announced over BGP"})
+	}
+	if e.Spec.Layer2 != nil && e.EffectiveProtocol() != v1alpha2.ProtocolLayer2 {
+		unsupported = append(unsupported, [2]string{"Layer2OnBGP", "spec.layer2 has no effect on a bgp pool: choose its announcing nodes with spec.bgp.nodeSelector"})
 	}
 	if len(unsupported) > 0 {
 		msgs := make([]string, len(unsupported))
