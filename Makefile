@@ -73,6 +73,7 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 go build -o $(BIN)/openelb-cloud-controller-manager ./ccm
 	CGO_ENABLED=0 go build -o $(BIN)/openelb-speaker ./nodeagent
+	CGO_ENABLED=0 go build -o $(BIN)/kubectl-openelb ./kubectl-openelb
 
 # No Docker needed: hack/ociimage compiles each binary statically and layers
 # it onto an empty base (go-containerregistry).
@@ -187,7 +188,7 @@ deps:
 test: deps tools node-tools build verify test-unit test-fuzz test-conformance
 
 test-unit:
-	go test -count=1 -race ./provider/... ./nodeagent/ ./nodeagent/agent/... ./nodeagent/election/... ./nodeagent/layer2/...
+	go test -count=1 -race ./provider/... ./nodeagent/ ./nodeagent/agent/... ./nodeagent/election/... ./nodeagent/layer2/... ./nodeagent/spread/... ./kubectl-openelb/...
 	@# GoBGP's StartBgp writes package-level state that every GoBGP server in
 	@# a process reads; these tests run two servers, so the race detector
 	@# would flag GoBGP itself. The speaker runs one server per process.
