@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"hash/fnv"
 	"net"
 	"net/netip"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/spread"
 )
 
 // l2Pool is one layer-2 pool with addresses in use: this node competes for
@@ -169,26 +169,21 @@ func speakerMACs(speakers []*v1alpha2.LoadBalancerSpeaker, pools map[string]*l2P
 // With externalTrafficPolicy Cluster it is the answering node's own. With
 // Local it is a node with a ready endpoint: the answering node itself when
 // it has one (its own MAC needs no publication), else one of the endpoint
-// nodes that published their MAC for the pool, chosen by rendezvous hashing of the IP,
+// nodes that published their MAC for the pool, chosen by rendezvous hashing
+// of the IP (spread.Owner),
 // so Services spread over the endpoint nodes and an IP's choice changes
 // only when its node stops qualifying.
 func answerMAC(ip netip.Addr, plan *l2Plan, macs map[string]net.HardwareAddr, self string, selfMAC net.HardwareAddr) (net.HardwareAddr, string) {
 	if !plan.Local || slices.Contains(plan.EndpointNodes, self) {
 		return selfMAC, self
 	}
-	var best string
-	var bestScore uint64
+	var published []string
 	for _, n := range plan.EndpointNodes {
-		if macs[n] == nil {
-			continue
-		}
-		h := fnv.New64a()
-		_, _ = h.Write(ip.AsSlice())
-		_, _ = h.Write([]byte(n))
-		if s := h.Sum64(); best == "" || s > bestScore {
-			best, bestScore = n, s
+		if macs[n] != nil {
+			published = append(published, n)
 		}
 	}
+	best := spread.Owner("", ip, published, nil)
 	if best == "" {
 		return nil, ""
 	}

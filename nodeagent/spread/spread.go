@@ -15,6 +15,11 @@
 // keeps hand-overs (and their gratuitous ARPs) to what the change needs.
 // Preferred nodes, when any of them is a candidate, are the only ones
 // considered.
+//
+// Today the speaker uses it to pick, for an externalTrafficPolicy Local
+// address, the endpoint node whose MAC the answer carries; electing the
+// answering node per address (instead of one Lease per pool) is the next
+// step and not wired yet.
 package spread
 
 import (
