@@ -260,7 +260,7 @@ func TestAllocation(t *testing.T) {
 			{name: "bad-second-range", ranges: []v1alpha2.AddressRange{"10.14.0.1", "10.14.0.9-10.14.0.3"}, want: []string{"spec.ranges[1]", "last address must not be before its first"}},
 			{name: "no-address", want: []string{"spec.address or spec.ranges is required"}},
 			{name: "bad-protocol", address: "10.14.0.1", protocol: "ospf", want: []string{"Unsupported value"}},
-			{name: "l2-no-iface", address: "10.14.0.1", protocol: "layer2", want: []string{"spec.interface is required"}},
+			{name: "l2-no-iface", address: "10.14.0.1", protocol: "layer2", want: []string{"spec.interface or spec.layer2.interfaces is required"}},
 		} {
 			e := &v1alpha2.Eip{ObjectMeta: metav1.ObjectMeta{Name: tc.name}, Spec: v1alpha2.EipSpec{Address: tc.address, Ranges: tc.ranges, Protocol: tc.protocol, Interface: tc.iface}}
 			err := l.crd.Create(context.Background(), e)

@@ -113,12 +113,13 @@ func TestSpeakerPrivilege(t *testing.T) {
 
 	t.Run("Leases", func(t *testing.T) {
 		leases := a.cs.CoordinationV1().Leases(deployNamespace)
-		own, err := leases.Create(ctx, lease(election.LeaseName("pool-a"), "node-a"), metav1.CreateOptions{})
+		own, err := leases.Create(ctx, lease(election.NodeLeaseName("node-a"), "node-a"), metav1.CreateOptions{})
 		wantAllowed(t, "create its own layer-2 Lease", err)
 		if err != nil {
 			t.FailNow()
 		}
 		own.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		own.Annotations = map[string]string{election.AnnotationPools: `{"pool-a":{"view":"1"}}`}
 		own, err = leases.Update(ctx, own, metav1.UpdateOptions{})
 		wantAllowed(t, "renew its own layer-2 Lease", err)
 		if err != nil {
@@ -128,13 +129,19 @@ func TestSpeakerPrivilege(t *testing.T) {
 		stolen.Spec.HolderIdentity = ptr.To("node-b")
 		_, err = leases.Update(ctx, stolen, metav1.UpdateOptions{})
 		wantRefused(t, "hand its Lease to node-b", err, leasePolicy)
-		_, err = leases.Create(ctx, lease(election.LeaseName("pool-b"), "node-b"), metav1.CreateOptions{})
-		wantRefused(t, "create a layer-2 Lease held by node-b", err, leasePolicy)
+		cleared := own.DeepCopy()
+		cleared.Spec.HolderIdentity = nil
+		_, err = leases.Update(ctx, cleared, metav1.UpdateOptions{})
+		wantRefused(t, "clear the holder of its Lease", err, leasePolicy)
+		_, err = leases.Create(ctx, lease(election.NodeLeaseName("node-b"), "node-b"), metav1.CreateOptions{})
+		wantRefused(t, "create node-b's layer-2 Lease", err, leasePolicy)
+		_, err = leases.Create(ctx, lease(election.NodeLeaseName("node-b"), "node-a"), metav1.CreateOptions{})
+		wantRefused(t, "create node-b's layer-2 Lease in its own name", err, leasePolicy)
 
-		// A Lease node-b holds: not renewed, released or rewritten by
-		// node-a in node-b's name; taking it over in its own name is what
-		// a campaign does once it expired (a policy has no clock).
-		theirs, err := cp.Client().CoordinationV1().Leases(deployNamespace).Create(ctx, lease(election.LeaseName("pool-c"), "node-b"), metav1.CreateOptions{})
+		// node-b's Lease: not renewed, emptied or taken over by node-a,
+		// whatever holder it writes (a node could otherwise list node-b
+		// as a candidate of every pool and silence its addresses).
+		theirs, err := cp.Client().CoordinationV1().Leases(deployNamespace).Create(ctx, lease(election.NodeLeaseName("node-b"), "node-b"), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,25 +149,12 @@ func TestSpeakerPrivilege(t *testing.T) {
 		renewed.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
 		_, err = leases.Update(ctx, renewed, metav1.UpdateOptions{})
 		wantRefused(t, "renew node-b's Lease", err, leasePolicy)
-		released := theirs.DeepCopy()
-		released.Spec.HolderIdentity = ptr.To("")
-		_, err = leases.Update(ctx, released, metav1.UpdateOptions{})
-		wantRefused(t, "release node-b's Lease", err, leasePolicy)
 		taken := theirs.DeepCopy()
 		taken.Spec.HolderIdentity = ptr.To("node-a")
 		_, err = leases.Update(ctx, taken, metav1.UpdateOptions{})
-		wantAllowed(t, "take over pool-c's Lease in its own name", err)
-
-		// Releasing its own (client-go's elector clears the holder).
-		rel := own.DeepCopy()
-		rel.Spec.HolderIdentity = ptr.To("")
-		rel, err = leases.Update(ctx, rel, metav1.UpdateOptions{})
-		wantAllowed(t, "release its own Lease", err)
-		if err == nil {
-			rel.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
-			_, err = leases.Update(ctx, rel, metav1.UpdateOptions{})
-			wantRefused(t, "write a released Lease without taking it", err, leasePolicy)
-		}
+		wantRefused(t, "take node-b's Lease in its own name", err, leasePolicy)
+		_, err = leases.Create(ctx, lease(election.LeasePrefix+"pool-a", "node-a"), metav1.CreateOptions{})
+		wantRefused(t, "create a layer-2 Lease that is not its node's", err, leasePolicy)
 		err = leases.Delete(ctx, own.Name, metav1.DeleteOptions{})
 		wantForbidden(t, "delete its own Lease (RBAC: never)", err)
 
@@ -184,7 +178,7 @@ func TestSpeakerPrivilege(t *testing.T) {
 		}
 
 		// Fail closed: the same ServiceAccount without a node.
-		_, err = noNode.cs.CoordinationV1().Leases(deployNamespace).Create(ctx, lease(election.LeaseName("pool-d"), "node-a"), metav1.CreateOptions{})
+		_, err = noNode.cs.CoordinationV1().Leases(deployNamespace).Create(ctx, lease(election.NodeLeaseName("node-c"), "node-c"), metav1.CreateOptions{})
 		wantRefused(t, "create a layer-2 Lease with a token naming no node", err, leasePolicy)
 	})
 
@@ -374,14 +368,15 @@ func speakerEndToEnd(t *testing.T, cp *harness.ControlPlane, admin client.Client
 	waitPeerEntry(t, admin, "leaf2", "node-a", func(ps v1alpha2.PeerState) bool {
 		return strings.Contains(ps.Message, `no Secret "bgp-leaf2" in namespace `+bgpSecretsNamespace)
 	})
-	// The layer-2 Lease, in its name, and ARP answered with its MAC.
+	// Its layer-2 Lease, in its name, listing the pool, and ARP answered
+	// with its MAC.
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		var le coordinationv1.Lease
-		err := admin.Get(ctx, client.ObjectKey{Namespace: deployNamespace, Name: election.LeaseName("l2pool")}, &le)
-		return err == nil && ptr.Deref(le.Spec.HolderIdentity, "") == "node-a", nil
+		err := admin.Get(ctx, client.ObjectKey{Namespace: deployNamespace, Name: election.NodeLeaseName("node-a")}, &le)
+		return err == nil && ptr.Deref(le.Spec.HolderIdentity, "") == "node-a" && strings.Contains(le.Annotations[election.AnnotationPools], `"l2pool"`), nil
 	})
 	if err != nil {
-		t.Fatalf("Lease %s: not held by node-a", election.LeaseName("l2pool"))
+		t.Fatalf("Lease %s: not held by node-a, or not listing l2pool", election.NodeLeaseName("node-a"))
 	}
 	var macs []string
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -415,14 +410,14 @@ func speakerEndToEnd(t *testing.T, cp *harness.ControlPlane, admin client.Client
 	} else {
 		_ = c.Close()
 	}
-	// SIGTERM: it releases its Lease (clears the holder, which only the
-	// holder may) so a standby would take over at once.
+	// SIGTERM: it releases its pools (writes its Lease listing none) so
+	// the other nodes would take its addresses at once.
 	if err := sp.Stop(10 * time.Second); err != nil {
 		t.Errorf("stopping the speaker: %v", err)
 	}
 	var le coordinationv1.Lease
-	if err := admin.Get(ctx, client.ObjectKey{Namespace: deployNamespace, Name: election.LeaseName("l2pool")}, &le); err != nil || ptr.Deref(le.Spec.HolderIdentity, "") != "" {
-		t.Errorf("Lease %s after SIGTERM: holder %q (%v), want released", election.LeaseName("l2pool"), ptr.Deref(le.Spec.HolderIdentity, ""), err)
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: deployNamespace, Name: election.NodeLeaseName("node-a")}, &le); err != nil || le.Annotations[election.AnnotationPools] != "{}" {
+		t.Errorf("Lease %s after SIGTERM: pools %q (%v), want none", election.NodeLeaseName("node-a"), le.Annotations[election.AnnotationPools], err)
 	}
 	for _, s := range []string{"forbidden", "denied request"} {
 		if strings.Contains(strings.ToLower(sp.Log()), s) {

@@ -2,7 +2,8 @@
 // of its rack's LoadBalancerRack, it advertises the BGP addresses of the
 // LoadBalancerPlans over BGP (embedded GoBGP) to the routers its BgpPeers
 // select, with the rack's next hops; it answers ARP/NDP for the addresses
-// of layer-2 pools whose Lease it holds (one node per pool); and it reports
+// of layer-2 pools that it owns (one node per address, spread over the
+// nodes that can answer, agreed through one Lease per node); and it reports
 // in its node's LoadBalancerSpeaker.
 package main
 
@@ -64,14 +65,15 @@ func main() {
 	// status writes either way.
 	qps := flag.Float64("kube-api-qps", 20, "API requests per second the speaker may send")
 	burst := flag.Int("kube-api-burst", 40, "API request burst")
-	// Layer 2: one node per pool answers ARP/NDP, elected with a Lease.
+	// Layer 2: one node per address answers ARP/NDP; each node renews one
+	// Lease (see package election).
 	lease := election.DefaultLeaseTimings
 	flag.DurationVar(&lease.Duration, "layer2-lease-duration", lease.Duration,
-		"how long a layer-2 pool's Lease stays valid without renewal: a dead answering node is replaced after about this long (whole seconds)")
+		"how long a node's layer-2 Lease stays valid without renewal: a dead node's addresses move after about this long (whole seconds)")
 	flag.DurationVar(&lease.RenewDeadline, "layer2-renew-deadline", lease.RenewDeadline,
-		"how long the answering node keeps failing to renew its Lease before it stops answering (below the lease duration)")
+		"how long after its last successful renewal a node keeps answering when renewals fail (below the lease duration)")
 	flag.DurationVar(&lease.RetryPeriod, "layer2-retry-period", lease.RetryPeriod,
-		"how often the answering node renews its Lease, and the wait before a failed Lease write is retried")
+		"how often a node renews its layer-2 Lease (while it is a candidate of some pool), and the wait before a failed write is retried")
 	garpCount := flag.Int("layer2-gratuitous-count", layer2.DefaultAnnounceCount,
 		"gratuitous ARPs / unsolicited neighbor advertisements sent per address on taking it over or when its MAC changes")
 	garpInterval := flag.Duration("layer2-gratuitous-interval", layer2.DefaultAnnounceInterval,

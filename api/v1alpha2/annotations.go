@@ -28,6 +28,13 @@ const (
 	// fits a Service.
 	AnnotationDefaultEip = "eip.openelb.kubesphere.io/is-default-eip"
 
+	// AnnotationLayer2Interface chooses, for a Service with a layer2
+	// address, the node interface(s) its addresses are answered on,
+	// instead of its Eip's: comma-separated names, patterns or
+	// can_reach:<IP>, tried in order (see EipLayer2.Interfaces). For
+	// multi-homed nodes whose Services live on different segments.
+	AnnotationLayer2Interface = "openelb.kubesphere.io/layer2-interface"
+
 	// FinalizerEipProtection is set on every Eip by the CCM: an Eip being
 	// deleted stays (its addresses still announced, none handed out) until
 	// no Service holds one of its addresses.

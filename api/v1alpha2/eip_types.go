@@ -7,7 +7,7 @@ import (
 // EipSpec is an address pool. Field names and meanings follow OpenELB's
 // v1alpha2 Eip so existing manifests apply unchanged.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.protocol) || self.protocol != 'layer2' || (has(self.interface) && size(self.interface) > 0)",message="spec.interface is required when spec.protocol is layer2"
+// +kubebuilder:validation:XValidation:rule="!has(self.protocol) || self.protocol != 'layer2' || (has(self.interface) && size(self.interface) > 0) || (has(self.layer2) && has(self.layer2.interfaces) && size(self.layer2.interfaces) > 0)",message="spec.interface or spec.layer2.interfaces is required when spec.protocol is layer2"
 // +kubebuilder:validation:XValidation:rule="has(self.address) || (has(self.ranges) && size(self.ranges) > 0)",message="spec.address or spec.ranges is required"
 type EipSpec struct {
 	// Address is the pool's range: a single IP, a CIDR or first-last (see
@@ -48,7 +48,9 @@ type EipSpec struct {
 	Protocol string `json:"protocol,omitempty"`
 
 	// Interface is, for layer2, the node interface to answer ARP/NDP on:
-	// a name (eth0) or can_reach:<IP> for the interface that routes to IP.
+	// a name (eth0), a pattern (eth*, see Layer2Interfaces) or
+	// can_reach:<IP> for the interface that routes to IP. More can follow
+	// in spec.layer2.interfaces.
 	//
 	// +kubebuilder:validation:MaxLength=64
 	// +optional
@@ -140,11 +142,39 @@ type EipLayer2 struct {
 	// reason NodeNotSelected in its LoadBalancerSpeaker status (not a
 	// problem). Unset: every speaker node. A selector the API server
 	// stores but that is not valid keeps the Eip out of allocation
-	// (Ready=False, reason InvalidNodeSelector) and every node out of its
-	// election.
+	// (Ready=False, reason InvalidNodeSelector) and every node out of the
+	// pool.
 	//
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// Interfaces are more interfaces to answer on, tried after
+	// spec.interface, in order, on each node: a name (eth1), a shell
+	// pattern matched against the node's interface names in name order
+	// (ens*, bond[0-9]), or can_reach:<IP>. A node answers on the first
+	// one that is up and carries the subnet of the pool's addresses, so
+	// nodes whose NICs are named differently share one Eip. A Service
+	// picks its own with the annotation
+	// openelb.kubesphere.io/layer2-interface (same syntax,
+	// comma-separated).
+	//
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=64
+	// +listType=atomic
+	// +optional
+	Interfaces []string `json:"interfaces,omitempty"`
+
+	// PreferredNodeSelector picks, among the nodes that may answer, the
+	// ones that answer while any of them can: the pool's addresses spread
+	// over the preferred candidates only, and move to the other nodes
+	// when no preferred node is left (dead, interface down, not
+	// selected), and back when one returns. Unset: all candidates share
+	// the addresses. Invalid: the Eip is kept out of allocation
+	// (Ready=False, reason InvalidNodeSelector).
+	//
+	// +optional
+	PreferredNodeSelector *metav1.LabelSelector `json:"preferredNodeSelector,omitempty"`
 }
 
 // EipStatus reports what the pool holds. It is written by the CCM leader.
@@ -252,6 +282,19 @@ func (e *Eip) IsDefault() bool {
 
 // EffectiveProtocol is the protocol the pool's addresses are announced
 // with; an empty spec.protocol means bgp, as in OpenELB.
+// Layer2Interfaces is the interface list a layer2 pool is answered on:
+// spec.interface, then spec.layer2.interfaces.
+func (e *Eip) Layer2Interfaces() []string {
+	var out []string
+	if e.Spec.Interface != "" {
+		out = append(out, e.Spec.Interface)
+	}
+	if e.Spec.Layer2 != nil {
+		out = append(out, e.Spec.Layer2.Interfaces...)
+	}
+	return out
+}
+
 func (e *Eip) EffectiveProtocol() string {
 	if e.Spec.Protocol == "" {
 		return ProtocolBGP

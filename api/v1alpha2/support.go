@@ -101,20 +101,22 @@ var BgpPeerFields = map[string]string{
 
 // EipFields: spec fields of Eip, as BgpConfFields.
 var EipFields = map[string]string{
-	"spec.address":                 Honoured,
-	"spec.ranges":                  Honoured,
-	"spec.skipNetworkAndBroadcast": Honoured,
-	"spec.protocol":                Honoured,
-	"spec.interface":               Honoured,
-	"spec.disable":                 Honoured,
-	"spec.usingKnownIPs":           "addresses are not probed before use",
-	"spec.priority":                Honoured,
-	"spec.namespaces":              Honoured,
-	"spec.namespaceSelector":       Honoured,
-	"spec.serviceSelector":         Honoured,
-	"spec.allowAnyNamespace":       Honoured,
-	"spec.bgp":                     Honoured,
-	"spec.layer2.nodeSelector":     Honoured,
+	"spec.address":                      Honoured,
+	"spec.ranges":                       Honoured,
+	"spec.skipNetworkAndBroadcast":      Honoured,
+	"spec.protocol":                     Honoured,
+	"spec.interface":                    Honoured,
+	"spec.disable":                      Honoured,
+	"spec.usingKnownIPs":                "addresses are not probed before use",
+	"spec.priority":                     Honoured,
+	"spec.namespaces":                   Honoured,
+	"spec.namespaceSelector":            Honoured,
+	"spec.serviceSelector":              Honoured,
+	"spec.allowAnyNamespace":            Honoured,
+	"spec.bgp":                          Honoured,
+	"spec.layer2.nodeSelector":          Honoured,
+	"spec.layer2.preferredNodeSelector": Honoured,
+	"spec.layer2.interfaces":            Honoured,
 }
 
 // FieldPaths lists the JSON paths of the leaf fields of a spec type

@@ -16,6 +16,7 @@ import (
 	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
 )
 
+// usage is the help text (-h, help, and after a usage error).
 const usage = `kubectl openelb shows what openelb does for LoadBalancer Services.
 
 Usage:
@@ -23,20 +24,27 @@ Usage:
   kubectl openelb pools [flags]              per pool (Eip): usage, readiness, the Services holding its addresses
 
 Flags:
-  -n, --namespace NAME       namespace of the Services (default: the kubeconfig context's)
-  -A, --all-namespaces       status of the LoadBalancer Services of every namespace
-      --kubeconfig FILE      kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
-      --context NAME         kubeconfig context to use
-      --cluster NAME         kubeconfig cluster to use
-      --user NAME            kubeconfig user to use
-      --request-timeout DUR  give up on the API server after this long (default 30s)
+  -n, --namespace NAME          namespace of the Services (default: the kubeconfig context's)
+  -A, --all-namespaces          status of the LoadBalancer Services of every namespace
+      --openelb-namespace NAME  namespace openelb runs in, where the speakers keep their
+                                layer-2 node Leases (default openelb-system)
+      --kubeconfig FILE         kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
+      --context NAME            kubeconfig context to use
+      --cluster NAME            kubeconfig cluster to use
+      --user NAME               kubeconfig user to use
+      --request-timeout DUR     give up on the API server after this long (default 30s)
 `
+
+// DefaultOpenELBNamespace is the namespace the chart and the manifests
+// install openelb in, and the speakers' default for their Leases.
+const DefaultOpenELBNamespace = "openelb-system"
 
 // options are the command line.
 type options struct {
 	command, service string
 	namespace        string
 	allNamespaces    bool
+	openelbNamespace string
 	kubeconfig       string
 	context          string
 	cluster          string
@@ -73,7 +81,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // genericclioptions: the module does not otherwise depend on them, and
 // the few flags here need neither.)
 func parseArgs(args []string) (options, error) {
-	o := options{timeout: 30 * time.Second}
+	o := options{timeout: 30 * time.Second, openelbNamespace: DefaultOpenELBNamespace}
 	fs := flag.NewFlagSet("kubectl-openelb", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, name := range []string{"n", "namespace"} {
@@ -85,6 +93,7 @@ func parseArgs(args []string) (options, error) {
 	for _, name := range []string{"h", "help"} {
 		fs.BoolVar(&o.help, name, false, "")
 	}
+	fs.StringVar(&o.openelbNamespace, "openelb-namespace", o.openelbNamespace, "")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "")
 	fs.StringVar(&o.context, "context", "", "")
 	fs.StringVar(&o.cluster, "cluster", "", "")
@@ -134,6 +143,9 @@ func parseArgs(args []string) (options, error) {
 	default:
 		return o, fmt.Errorf("unknown command %q (want status or pools)", o.command)
 	}
+	if o.openelbNamespace == "" {
+		return o, errors.New("--openelb-namespace must not be empty")
+	}
 	if o.timeout <= 0 {
 		return o, fmt.Errorf("--request-timeout must be positive, got %s", o.timeout)
 	}
@@ -161,7 +173,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("creating the API client: %w", err)
 	}
-	f := &fetcher{c: c, now: time.Now}
+	f := &fetcher{c: c, now: time.Now, openelbNamespace: o.openelbNamespace}
 
 	switch o.command {
 	case "pools":

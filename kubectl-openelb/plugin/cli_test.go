@@ -35,7 +35,9 @@ func TestParseArgs(t *testing.T) {
 		{args: []string{"pools", "x"}, wantErr: "pools takes no argument"},
 		{args: []string{"status", "--bogus"}, wantErr: "flag provided but not defined: -bogus"},
 		{args: []string{"status", "-n"}, wantErr: "flag needs an argument: -n"},
+		{args: []string{"status", "--openelb-namespace", "lb"}, want: options{command: "status", openelbNamespace: "lb"}},
 		{args: []string{"pools", "--request-timeout=0s"}, wantErr: "must be positive"},
+		{args: []string{"status", "--openelb-namespace="}, wantErr: "--openelb-namespace must not be empty"},
 	} {
 		got, err := parseArgs(tc.args)
 		if tc.wantErr != "" {
@@ -50,6 +52,9 @@ func TestParseArgs(t *testing.T) {
 		}
 		if tc.want.timeout == 0 {
 			tc.want.timeout = 30 * time.Second
+		}
+		if tc.want.openelbNamespace == "" {
+			tc.want.openelbNamespace = DefaultOpenELBNamespace
 		}
 		if got != tc.want {
 			t.Errorf("parseArgs(%q) = %+v, want %+v", tc.args, got, tc.want)

@@ -2,8 +2,14 @@
 // `kubectl openelb status [SERVICE]` draws, per LoadBalancer Service, one
 // tree joining what openelb spreads over several objects (the Service's
 // LoadBalancerPlan, the LoadBalancerRacks, every node's
-// LoadBalancerSpeaker, the refusal events), and `kubectl openelb pools`
-// lists the Eips with the Services holding their addresses.
+// LoadBalancerSpeaker, the speakers' layer-2 node Leases, the refusal
+// events), and `kubectl openelb pools` lists the Eips with the Services
+// holding their addresses.
+//
+// The node answering a layer-2 address is computed as the speakers compute
+// it: the owner of the address (election.View.Owner) among the pool's
+// candidates, the nodes whose live Lease lists the pool, provided that
+// node's LoadBalancerSpeaker says it answers for the pool.
 //
 // It is split in three so that what is shown can be tested without an
 // API server: fetch.go reads the objects into a StatusInput or a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 )
 
 // LoadBalancerClass is the spec.loadBalancerClass openelb serves, besides
@@ -31,13 +33,16 @@ var (
 type fetcher struct {
 	c   client.Client
 	now func() time.Time
+	// openelbNamespace is where the speakers run and keep their layer-2
+	// node Leases.
+	openelbNamespace string
 }
 
 // statusInput reads the Service named (every LoadBalancer Service openelb
 // serves in the namespace when name is "", in every namespace when
 // namespace is "") and the objects that describe it.
 func (f *fetcher) statusInput(ctx context.Context, namespace, name string) (StatusInput, error) {
-	in := StatusInput{Now: f.now()}
+	in := StatusInput{Now: f.now(), LeaseNamespace: f.openelbNamespace}
 	if name != "" {
 		var svc corev1.Service
 		if err := f.c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &svc); err != nil {
@@ -100,6 +105,12 @@ func (f *fetcher) statusInput(ctx context.Context, namespace, name string) (Stat
 		return in, crdError("listing BgpPeers", err)
 	}
 
+	if layer2(in.Plans) {
+		if err := f.leases(ctx, &in); err != nil {
+			return in, err
+		}
+	}
+
 	planned := map[string]bool{}
 	for _, p := range in.Plans {
 		planned[p.Namespace+"/"+p.Name+"/"+string(p.Spec.ServiceUID)] = len(p.Spec.Addresses) > 0
@@ -115,6 +126,33 @@ func (f *fetcher) statusInput(ctx context.Context, namespace, name string) (Stat
 		in.Events = append(in.Events, evs...)
 	}
 	return in, nil
+}
+
+// layer2 says whether a plan has a layer-2 address.
+func layer2(plans []v1alpha2.LoadBalancerPlan) bool {
+	for _, p := range plans {
+		for _, a := range p.Spec.Addresses {
+			if a.Protocol == v1alpha2.ProtocolLayer2 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// leases reads the speakers' layer-2 node Leases, which say the nodes
+// each layer-2 address is shared out among; a user who may not read them
+// gets the rest (in.LeasesListed stays false).
+func (f *fetcher) leases(ctx context.Context, in *StatusInput) error {
+	var leases coordinationv1.LeaseList
+	err := f.c.List(ctx, &leases, client.InNamespace(f.openelbNamespace), client.MatchingLabels{labelComponent: election.LeaseComponent})
+	switch {
+	case err == nil:
+		in.Leases, in.LeasesListed = leases.Items, true
+	case !apierrors.IsForbidden(err):
+		return fmt.Errorf("listing the layer-2 node Leases in namespace %s: %w", f.openelbNamespace, err)
+	}
+	return nil
 }
 
 // warnings lists the Warning events of a Service (of this incarnation).
@@ -172,6 +210,8 @@ func crdError(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// inNamespace is " in namespace ns" for a message, or " in all
+// namespaces" for "".
 func inNamespace(ns string) string {
 	if ns == "" {
 		return " in all namespaces"

@@ -185,6 +185,7 @@ func addHoldings(n *node, held, reserved []holding) {
 	}
 }
 
+// findCondition returns the condition of type t, nil when there is none.
 func findCondition(cs []metav1.Condition, t string) *metav1.Condition {
 	for i := range cs {
 		if cs[i].Type == t {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -38,11 +39,23 @@ type StatusInput struct {
 	// Events are the Warning events of the Services that have no address
 	// or no plan; those the CCM recorded (its refusals) say why.
 	Events []corev1.Event
+	// Leases are the speakers' layer-2 node Leases (in LeaseNamespace,
+	// label app.kubernetes.io/component=layer2-node): the owner of each
+	// layer-2 address is computed from them, as the speakers compute it.
+	Leases []coordinationv1.Lease
+	// LeasesListed is false when the Leases were not read (no layer-2
+	// address, or RBAC): a layer-2 address is then shown answered by the
+	// node that reports answering its pool, when there is one only.
+	LeasesListed bool
+	// LeaseNamespace is the namespace of the speakers and their Leases.
+	LeaseNamespace string
 }
 
 // Condition types and reasons the renderer treats specially. They are the
 // CCM's and the speaker's; redeclared here because the plugin depends on
-// the API package only, not on the provider or node agent code.
+// the API package and the pure election code only (nodeagent/election,
+// for the owner of a layer-2 address), not on the provider or the rest of
+// the node agent.
 const (
 	conditionAnnounced = "Announced"
 	conditionPlanned   = "Planned"
@@ -65,7 +78,8 @@ const maxEvents = 3
 // RenderStatus prints one tree per Service, in namespace/name order: its
 // addresses, the pool and protocol of each, and for a BGP address every
 // rack (speakers with their sessions, peers, next hops, whether the rack
-// announces it and why not), for a layer-2 address the node that answers;
+// announces it and why not), for a layer-2 address the node that answers
+// it (its owner among the pool's candidates, from the node Leases);
 // then the plan's conditions and the speakers' problems that touch the
 // Service. Services are separated by a blank line.
 func RenderStatus(in StatusInput) string {
@@ -91,10 +105,15 @@ type statusView struct {
 	speakers map[string]*v1alpha2.LoadBalancerSpeaker
 	peers    map[string]*v1alpha2.BgpPeer // nil: unknown
 	racks    []*v1alpha2.LoadBalancerRack // by spec.rack
+	leases   []nodeLease                  // by node
+	l2pools  map[string]*layer2Pool       // by pool, computed on demand
 }
 
+// newStatusView indexes in: plans by namespace/name, speakers and
+// BgpPeers by name, racks sorted, the node Leases parsed.
 func newStatusView(in StatusInput) *statusView {
-	v := &statusView{in: in, plans: map[string]*v1alpha2.LoadBalancerPlan{}, speakers: map[string]*v1alpha2.LoadBalancerSpeaker{}}
+	v := &statusView{in: in, plans: map[string]*v1alpha2.LoadBalancerPlan{}, speakers: map[string]*v1alpha2.LoadBalancerSpeaker{},
+		leases: parseLeases(in.Leases, in.Now), l2pools: map[string]*layer2Pool{}}
 	for i := range in.Plans {
 		p := &in.Plans[i]
 		v.plans[p.Namespace+"/"+p.Name] = p
@@ -400,48 +419,6 @@ func (v *statusView) leftOut(n *node, r *v1alpha2.LoadBalancerRack) {
 	}
 }
 
-// layer2Address adds an address answered by ARP/NDP: which node answers
-// it, and what every speaker says about the pool.
-func (v *statusView) layer2Address(root *node, a *v1alpha2.PlanAddress) {
-	head := fmt.Sprintf("%s (pool %s, layer2", a.IP, orNone(a.Pool))
-	if a.Interface != "" {
-		head += " on " + a.Interface
-	}
-	n := root.add("%s)", head)
-	var answering []string
-	for _, sp := range v.sortedSpeakers() {
-		for _, e := range sp.Status.Layer2 {
-			if e.Pool != a.Pool {
-				continue
-			}
-			switch {
-			case e.Answering:
-				answering = append(answering, sp.Name)
-				n.add("%s: answering%s: %s", sp.Name, mac(e.MAC), e.Message)
-			case e.Reason == reasonStandby:
-				n.add("%s: standby%s", sp.Name, mac(e.MAC))
-			case hasProblem(sp, "Eip/"+a.Pool, e.Reason):
-				// The problem, listed below, carries the same message.
-				n.add("%s: %s%s (see speaker problems)", sp.Name, orNone(e.Reason), mac(e.MAC))
-			default:
-				n.add("%s: %s%s: %s", sp.Name, orNone(e.Reason), mac(e.MAC), e.Message)
-			}
-		}
-	}
-	switch len(answering) {
-	case 0:
-		if len(n.children) == 0 {
-			n.text += fmt.Sprintf(": answered by no node: no speaker reports pool %s", a.Pool)
-		} else {
-			n.text += ": answered by no node"
-		}
-	case 1:
-		n.text += ": answered by " + answering[0]
-	default:
-		n.text += fmt.Sprintf(": answered by %d nodes at once (%s)", len(answering), strings.Join(answering, ", "))
-	}
-}
-
 // problems adds what the speakers report that touches the Service: a
 // problem naming it, or its plan, or one of its pools, and for a Service
 // with BGP addresses the problems of BgpPeers and of the BgpConf (every
@@ -477,6 +454,8 @@ func hasProblem(sp *v1alpha2.LoadBalancerSpeaker, object, reason string) bool {
 	})
 }
 
+// touches says whether a speaker problem concerns the Service key, whose
+// plan uses pools and, when bgp, has BGP addresses.
 func touches(p v1alpha2.SpeakerProblem, key string, pools map[string]bool, bgp bool) bool {
 	kind, name, _ := strings.Cut(p.Object, "/")
 	switch {
@@ -525,6 +504,8 @@ func (v *statusView) events(root *node, svc *corev1.Service) {
 	}
 }
 
+// eventTime is when an event last happened, whichever of its times is
+// set.
 func eventTime(e corev1.Event) time.Time {
 	switch {
 	case e.Series != nil && !e.Series.LastObservedTime.IsZero():
@@ -537,6 +518,7 @@ func eventTime(e corev1.Event) time.Time {
 	return e.CreationTimestamp.Time
 }
 
+// sortedSpeakers lists the LoadBalancerSpeakers by name.
 func (v *statusView) sortedSpeakers() []*v1alpha2.LoadBalancerSpeaker {
 	out := make([]*v1alpha2.LoadBalancerSpeaker, 0, len(v.speakers))
 	for _, sp := range v.speakers {
@@ -608,6 +590,7 @@ func selector(b *v1alpha2.BGPAttributes, get func(*v1alpha2.BGPAttributes) *meta
 	return s
 }
 
+// rackLabel names a rack, saying what the rack "" is.
 func rackLabel(rack string) string {
 	if rack == "" {
 		return `"" (nodes without label ` + v1alpha2.LabelRack + `)`
@@ -615,6 +598,7 @@ func rackLabel(rack string) string {
 	return rack
 }
 
+// ingressIPs lists the addresses in the Service's status.
 func ingressIPs(svc *corev1.Service) []string {
 	var out []string
 	for _, ing := range svc.Status.LoadBalancer.Ingress {
@@ -625,6 +609,7 @@ func ingressIPs(svc *corev1.Service) []string {
 	return out
 }
 
+// planIPs lists the addresses of the plan.
 func planIPs(p *v1alpha2.LoadBalancerPlan) []string {
 	out := make([]string, 0, len(p.Spec.Addresses))
 	for _, a := range p.Spec.Addresses {
@@ -644,12 +629,14 @@ func notIn(a, b []string) []string {
 	return out
 }
 
+// sortedConditions returns the conditions sorted by type.
 func sortedConditions(cs []metav1.Condition) []metav1.Condition {
 	out := slices.Clone(cs)
 	slices.SortFunc(out, func(a, b metav1.Condition) int { return cmp.Compare(a.Type, b.Type) })
 	return out
 }
 
+// mac is " (MAC m)", or "" when m is unknown.
 func mac(m string) string {
 	if m == "" {
 		return ""
@@ -657,6 +644,7 @@ func mac(m string) string {
 	return " (MAC " + m + ")"
 }
 
+// orNone quotes an empty name so that it shows.
 func orNone(s string) string {
 	if s == "" {
 		return `""`
@@ -664,6 +652,7 @@ func orNone(s string) string {
 	return s
 }
 
+// plural is n with the noun's singular or plural form.
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one

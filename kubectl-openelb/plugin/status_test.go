@@ -1,17 +1,20 @@
 package plugin
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 )
 
 var now = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
@@ -96,11 +99,19 @@ func seedInput() StatusInput {
 				Status: v1alpha2.LoadBalancerSpeakerStatus{Rack: "leaf1", Announcing: true, AS: 65001, Prefixes: 1, Paths: 1, ObservedRackGeneration: 2,
 					Sessions: []v1alpha2.SpeakerSession{{Peer: "leaf1", Address: "192.168.0.1", State: "established", AddPathNegotiated: true, AdvertisedPaths: 1, BfdState: "up", LastTransitionTime: ago(75 * time.Second)}},
 					Layer2: []v1alpha2.SpeakerLayer2{{Pool: "l2-rack1", Interface: "eth0", MAC: "02:00:00:00:00:03", Answering: true, Addresses: 1, Reason: "Answering",
-						Message: "answering for 1 of 1 address(es) on eth0 (Lease openelb-system/openelb-layer2-l2-rack1); 1 with 02:00:00:00:00:03 of this node"}},
+						Message: "answering for 1 of 1 address(es) on eth0, its share with 0 other candidate node(s); 1 with 02:00:00:00:00:03 of this node"}},
 				},
 			},
 		},
 		Peers: []v1alpha2.BgpPeer{{ObjectMeta: metav1.ObjectMeta{Name: "leaf1"}}, {ObjectMeta: metav1.ObjectMeta{Name: "leaf2"}}},
+		// master1 is the only node up on the pool's subnet: the pool's
+		// only candidate. worker-p002, outside it, lists no pool.
+		Leases: []coordinationv1.Lease{
+			l2Lease("master1", 300*time.Millisecond, l2Acks("l2-rack1", "master1", "master1")),
+			l2Lease("worker-p002", 200*time.Millisecond, nil),
+		},
+		LeasesListed:   true,
+		LeaseNamespace: "openelb-system",
 		Events: []corev1.Event{
 			warning("orphan", "u-orphan", "PoolNotFound", `pool not found: requested pool "missing-pool" does not exist`, 10*time.Second),
 			warning("orphan", "u-orphan", "PoolNotFound", "an older one", time.Minute),
@@ -112,6 +123,41 @@ func seedInput() StatusInput {
 			}(),
 		},
 	}
+}
+
+// l2Lease is a node's layer-2 Lease as its speaker writes it, last
+// renewed ago before now, for election.DefaultLeaseTimings (2s).
+func l2Lease(node string, ago time.Duration, m election.Membership) coordinationv1.Lease {
+	return coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "openelb-system", Name: election.NodeLeaseName(node),
+			Labels: map[string]string{labelComponent: election.LeaseComponent}, Annotations: map[string]string{election.AnnotationPools: m.Encode()}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), LeaseDurationSeconds: ptr.To[int32](2),
+			RenewTime: ptr.To(metav1.NewMicroTime(now.Add(-ago)))},
+	}
+}
+
+// l2Acks is the membership a node writes when it acts on the view of
+// pool made of nodes (a name ending in "*" is preferred); self is one of
+// nodes, and its preferred flag is read from there.
+func l2Acks(pool, self string, nodes ...string) election.Membership {
+	v := l2View(pool, nodes...)
+	preferred := false
+	for _, c := range v.Candidates {
+		if c.Node == self {
+			preferred = c.Preferred
+		}
+	}
+	return election.Membership{pool: {View: v.Hash, Preferred: preferred}}
+}
+
+// l2View is the view of pool made of nodes; a name ending in "*" is
+// preferred.
+func l2View(pool string, nodes ...string) election.View {
+	cands := make([]election.Candidate, len(nodes))
+	for i, n := range nodes {
+		cands[i] = election.Candidate{Node: strings.TrimSuffix(n, "*"), Preferred: strings.HasSuffix(n, "*")}
+	}
+	return election.NewView(pool, cands)
 }
 
 func warning(svc, uid, reason, msg string, age time.Duration) corev1.Event {
@@ -146,7 +192,8 @@ Service default/orphan (externalTrafficPolicy Cluster)
 
 Service default/web (externalTrafficPolicy Cluster)
 ├── 192.168.0.200 (pool l2-rack1, layer2 on eth0): answered by master1
-│   ├── master1: answering (MAC 02:00:00:00:00:03): answering for 1 of 1 address(es) on eth0 (Lease openelb-system/openelb-layer2-l2-rack1); 1 with 02:00:00:00:00:03 of this node
+│   ├── candidates: master1
+│   ├── master1: answering (MAC 02:00:00:00:00:03), owner of this address: answering for 1 of 1 address(es) on eth0, its share with 0 other candidate node(s); 1 with 02:00:00:00:00:03 of this node
 │   └── worker-p002: OutsideSubnet (MAC 02:00:00:00:01:02) (see speaker problems)
 └── speaker problems
     └── worker-p002: [OutsideSubnet] Eip/l2-rack1: the addresses of Eip l2-rack1 (192.168.0.200) are outside every subnet of interface eth0 [192.168.1.2/24]
@@ -171,6 +218,13 @@ func TestRenderStatusDeterministic(t *testing.T) {
 	rev(len(in.Events), func(i, j int) { in.Events[i], in.Events[j] = in.Events[j], in.Events[i] })
 	if got := RenderStatus(in); got != want {
 		t.Errorf("output depends on the input's order:\n%s", cmp.Diff(want, got))
+	}
+	in = spreadInput()
+	want = RenderStatus(in)
+	rev(len(in.Leases), func(i, j int) { in.Leases[i], in.Leases[j] = in.Leases[j], in.Leases[i] })
+	rev(len(in.Speakers), func(i, j int) { in.Speakers[i], in.Speakers[j] = in.Speakers[j], in.Speakers[i] })
+	if got := RenderStatus(in); got != want {
+		t.Errorf("output depends on the order of the Leases:\n%s", cmp.Diff(want, got))
 	}
 }
 
@@ -324,6 +378,12 @@ func TestRenderStatusLayer2Nobody(t *testing.T) {
 	if diff := cmp.Diff(want, RenderStatus(in)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
+	// The same with the Leases read: none lists the pool.
+	in.LeasesListed = true
+	if diff := cmp.Diff(want, RenderStatus(in)); diff != "" {
+		t.Errorf("Leases read (-want +got):\n%s", diff)
+	}
+	in.LeasesListed = false
 	in.Speakers = []v1alpha2.LoadBalancerSpeaker{
 		{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: v1alpha2.LoadBalancerSpeakerStatus{Layer2: []v1alpha2.SpeakerLayer2{{Pool: "l2", Reason: "InterfaceUnavailable", Message: `interface "eth1" of Eip l2: no such network interface`}}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1alpha2.LoadBalancerSpeakerStatus{Layer2: []v1alpha2.SpeakerLayer2{{Pool: "l2", Reason: "Standby", MAC: "02:00:00:00:00:01"}}}},
@@ -376,5 +436,169 @@ func TestRenderStatusLocalWithoutEndpoints(t *testing.T) {
 `
 	if diff := cmp.Diff(want, RenderStatus(in)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// spreadInput is a layer-2 pool shared out among n1, n2 and n3: n1
+// answers its share, n2 waits for n3 to acknowledge the current set of
+// candidates before it takes over its addresses, n3 has no endpoint node's
+// MAC for its address, and n4's Lease expired while its last report still
+// says answering.
+func spreadInput() StatusInput {
+	svc := lbService("ns", "s", "u", "10.0.0.12", "10.0.0.9", "fd00::9")
+	addr := func(ip string) v1alpha2.PlanAddress {
+		return v1alpha2.PlanAddress{IP: ip, Pool: "l2", Protocol: "layer2", Interface: "eth1"}
+	}
+	l2 := func(e v1alpha2.SpeakerLayer2) []v1alpha2.SpeakerLayer2 {
+		e.Pool, e.Interface = "l2", "eth1"
+		return []v1alpha2.SpeakerLayer2{e}
+	}
+	return StatusInput{
+		Now:      now,
+		Services: []corev1.Service{svc},
+		Plans:    []v1alpha2.LoadBalancerPlan{plan("ns", "s", "u", addr("10.0.0.12"), addr("10.0.0.9"), addr("fd00::9"))},
+		Speakers: []v1alpha2.LoadBalancerSpeaker{
+			{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Status: v1alpha2.LoadBalancerSpeakerStatus{Layer2: l2(v1alpha2.SpeakerLayer2{
+				MAC: "02:00:00:00:00:01", Answering: true, Addresses: 1, Reason: "Answering",
+				Message: "answering for 1 of 3 address(es) on eth1, its share with 2 other candidate node(s); 1 with 02:00:00:00:00:01 of this node"})}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "n2"}, Status: v1alpha2.LoadBalancerSpeakerStatus{Layer2: l2(v1alpha2.SpeakerLayer2{
+				MAC: "02:00:00:00:00:02", Reason: "Standby",
+				Message: "candidate on eth1: taking over 1 address(es) once n3 acknowledge(s) the new set of candidates"})}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "n3"}, Status: v1alpha2.LoadBalancerSpeakerStatus{
+				Layer2: l2(v1alpha2.SpeakerLayer2{MAC: "02:00:00:00:00:03", Reason: "NoLocalEndpoint",
+					Message: "owning 1 address(es) of pool l2 but answering for none on eth1 (see problems)"}),
+				Problems: []v1alpha2.SpeakerProblem{{Object: "Eip/l2", Reason: "NoLocalEndpoint", Services: []string{"ns/s"}, ServiceCount: 1,
+					Message: "1 address(es) not answered: no node with a ready endpoint of the Service has published its MAC for pool l2 (externalTrafficPolicy Local): fd00::9"}},
+			}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "n4"}, Status: v1alpha2.LoadBalancerSpeakerStatus{Layer2: l2(v1alpha2.SpeakerLayer2{
+				MAC: "02:00:00:00:00:04", Answering: true, Addresses: 2, Reason: "Answering",
+				Message: "answering for 2 of 3 address(es) on eth1, its share with 2 other candidate node(s); 2 with 02:00:00:00:00:04 of this node"})}},
+		},
+		Leases: []coordinationv1.Lease{
+			l2Lease("n1", 100*time.Millisecond, l2Acks("l2", "n1", "n1", "n2", "n3")),
+			l2Lease("n2", 400*time.Millisecond, l2Acks("l2", "n2", "n1", "n2", "n3")),
+			l2Lease("n3", 2*time.Second, l2Acks("l2", "n3", "n1", "n2", "n3", "n4")), // expires now: still live
+			l2Lease("n4", 10*time.Second, l2Acks("l2", "n4", "n1", "n2", "n3", "n4")),
+		},
+		LeasesListed:   true,
+		LeaseNamespace: "openelb-system",
+	}
+}
+
+// TestRenderStatusLayer2Spread: each address is answered by its owner
+// among the live candidates, as the speakers compute it.
+func TestRenderStatusLayer2Spread(t *testing.T) {
+	in := spreadInput()
+	want := `Service ns/s (externalTrafficPolicy Cluster)
+├── 10.0.0.12 (pool l2, layer2 on eth1): answered by n1
+│   ├── candidates: n1, n2, n3 (still acting on another set of candidates); Lease expired: n4 (8s ago)
+│   ├── n1: answering (MAC 02:00:00:00:00:01), owner of this address: answering for 1 of 3 address(es) on eth1, its share with 2 other candidate node(s); 1 with 02:00:00:00:00:01 of this node
+│   ├── n2: standby (MAC 02:00:00:00:00:02)
+│   ├── n3: NoLocalEndpoint (MAC 02:00:00:00:00:03) (see speaker problems)
+│   └── n4: answering (MAC 02:00:00:00:00:04), by its last report, but no live Lease of it lists the pool: answering for 2 of 3 address(es) on eth1, its share with 2 other candidate node(s); 2 with 02:00:00:00:00:04 of this node
+├── 10.0.0.9 (pool l2, layer2 on eth1): answered by no node: its owner n2 reports Standby
+│   ├── candidates: n1, n2, n3 (still acting on another set of candidates); Lease expired: n4 (8s ago)
+│   ├── n1: answering (MAC 02:00:00:00:00:01), not this address: answering for 1 of 3 address(es) on eth1, its share with 2 other candidate node(s); 1 with 02:00:00:00:00:01 of this node
+│   ├── n2: standby (MAC 02:00:00:00:00:02), owner of this address: candidate on eth1: taking over 1 address(es) once n3 acknowledge(s) the new set of candidates
+│   ├── n3: NoLocalEndpoint (MAC 02:00:00:00:00:03) (see speaker problems)
+│   └── n4: answering (MAC 02:00:00:00:00:04), by its last report, but no live Lease of it lists the pool: answering for 2 of 3 address(es) on eth1, its share with 2 other candidate node(s); 2 with 02:00:00:00:00:04 of this node
+├── fd00::9 (pool l2, layer2 on eth1): answered by no node: its owner n3 reports NoLocalEndpoint
+│   ├── candidates: n1, n2, n3 (still acting on another set of candidates); Lease expired: n4 (8s ago)
+│   ├── n1: answering (MAC 02:00:00:00:00:01), not this address: answering for 1 of 3 address(es) on eth1, its share with 2 other candidate node(s); 1 with 02:00:00:00:00:01 of this node
+│   ├── n2: standby (MAC 02:00:00:00:00:02)
+│   ├── n3: NoLocalEndpoint (MAC 02:00:00:00:00:03), owner of this address (see speaker problems)
+│   └── n4: answering (MAC 02:00:00:00:00:04), by its last report, but no live Lease of it lists the pool: answering for 2 of 3 address(es) on eth1, its share with 2 other candidate node(s); 2 with 02:00:00:00:00:04 of this node
+└── speaker problems
+    └── n3: [NoLocalEndpoint] Eip/l2: 1 address(es) not answered: no node with a ready endpoint of the Service has published its MAC for pool l2 (externalTrafficPolicy Local): fd00::9
+`
+	if diff := cmp.Diff(want, RenderStatus(in)); diff != "" {
+		t.Errorf("RenderStatus (-want +got):\n%s", diff)
+	}
+	// The owners shown are the speakers' (election.View.Owner).
+	v := l2View("l2", "n1", "n2", "n3")
+	for ip, owner := range map[string]string{"10.0.0.12": "n1", "10.0.0.9": "n2", "fd00::9": "n3"} {
+		if got := v.Owner(netip.MustParseAddr(ip)); got != owner {
+			t.Errorf("owner of %s is %s, the test assumes %s", ip, got, owner)
+		}
+	}
+}
+
+// TestRenderStatusLayer2OwnerCannotAnswer: an owner that answers for its
+// pool but reports a problem naming the address does not answer it.
+func TestRenderStatusLayer2OwnerCannotAnswer(t *testing.T) {
+	in := spreadInput()
+	in.Speakers[0].Status.Problems = []v1alpha2.SpeakerProblem{{Object: "Eip/l2", Reason: "Rejected", Services: []string{"ns/s"}, ServiceCount: 1,
+		Message: "1 address(es) cannot be answered on eth1: 10.0.0.12: taken by another responder"}}
+	got := RenderStatus(in)
+	if want := "10.0.0.12 (pool l2, layer2 on eth1): answered by no node: its owner n1 cannot answer it (Rejected, see speaker problems)\n"; !strings.Contains(got, want) {
+		t.Errorf("want %q in:\n%s", want, got)
+	}
+	if strings.Contains(got, "10.0.0.120") || !strings.Contains(got, "├── fd00::9 (pool l2, layer2 on eth1): answered by no node: its owner n3 reports NoLocalEndpoint\n") {
+		t.Errorf("the other addresses changed:\n%s", got)
+	}
+}
+
+// TestRenderStatusLayer2Preferred: preferred candidates own every address
+// while there are any.
+func TestRenderStatusLayer2Preferred(t *testing.T) {
+	in := spreadInput()
+	in.Leases = []coordinationv1.Lease{
+		l2Lease("n1", 0, l2Acks("l2", "n1", "n1", "n2*")),
+		l2Lease("n2", 0, l2Acks("l2", "n2", "n1", "n2*")),
+		// Named after another node than its holder: not a node Lease.
+		func() coordinationv1.Lease {
+			l := l2Lease("n3", 0, l2Acks("l2", "n3", "n1", "n2*", "n3"))
+			l.Name = election.NodeLeaseName("n1")
+			return l
+		}(),
+	}
+	in.Speakers[1].Status.Layer2[0].Answering, in.Speakers[1].Status.Layer2[0].Reason, in.Speakers[1].Status.Layer2[0].Message =
+		true, "Answering", "answering for 3 of 3 address(es) on eth1, its share with 1 other candidate node(s); 3 with 02:00:00:00:00:02 of this node"
+	got := RenderStatus(in)
+	for _, want := range []string{
+		"├── 10.0.0.12 (pool l2, layer2 on eth1): answered by n2\n",
+		"├── 10.0.0.9 (pool l2, layer2 on eth1): answered by n2\n",
+		"├── fd00::9 (pool l2, layer2 on eth1): answered by n2\n",
+		"│   ├── candidates: n1, n2 (preferred)\n",
+		"│   ├── n1: answering (MAC 02:00:00:00:00:01), not this address: ",
+		"│   ├── n2: answering (MAC 02:00:00:00:00:02), owner of this address: answering for 3 of 3",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("want %q in:\n%s", want, got)
+		}
+	}
+}
+
+// TestRenderStatusLayer2LeasesUnreadable: without the node Leases, the
+// answering node is known only when one node answers for the pool.
+func TestRenderStatusLayer2LeasesUnreadable(t *testing.T) {
+	in := spreadInput()
+	in.Leases, in.LeasesListed = nil, false
+	got := RenderStatus(in)
+	want := "├── 10.0.0.12 (pool l2, layer2 on eth1): answered by one of n1, n4 (the node Leases in openelb-system are not readable: which node owns this address is unknown)\n" +
+		"│   ├── n1: answering (MAC 02:00:00:00:00:01): answering for 1 of 3"
+	if !strings.Contains(got, want) {
+		t.Errorf("want %q in:\n%s", want, got)
+	}
+	in.Speakers = in.Speakers[:1]
+	if got := RenderStatus(in); !strings.Contains(got, "├── 10.0.0.12 (pool l2, layer2 on eth1): answered by n1\n") {
+		t.Errorf("one node answering for the pool answers every address:\n%s", got)
+	}
+}
+
+// TestRenderStatusLayer2NoCandidate: speakers report the pool, but no live
+// Lease lists it.
+func TestRenderStatusLayer2NoCandidate(t *testing.T) {
+	in := spreadInput()
+	in.Leases = in.Leases[3:] // n4's, expired
+	got := RenderStatus(in)
+	for _, want := range []string{
+		"├── 10.0.0.12 (pool l2, layer2 on eth1): answered by no node: no live node Lease in openelb-system lists pool l2\n",
+		"│   ├── candidates: none (no live node Lease lists the pool); Lease expired: n4 (8s ago)\n",
+		"│   ├── n1: answering (MAC 02:00:00:00:00:01), by its last report, but no live Lease of it lists the pool: ",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("want %q in:\n%s", want, got)
+		}
 	}
 }

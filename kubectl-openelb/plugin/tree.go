@@ -29,6 +29,8 @@ func (n *node) write(b *strings.Builder) {
 	writeChildren(b, n.children, "")
 }
 
+// writeChildren prints kids and their descendants, each line after
+// prefix and its branch.
 func writeChildren(b *strings.Builder, kids []*node, prefix string) {
 	for i, c := range kids {
 		branch, indent := "├── ", "│   "

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/klog/v2"
@@ -31,22 +33,30 @@ type Layer2Options struct {
 	AnnounceInterval time.Duration
 }
 
-// layer2Manager makes this node answer ARP/NDP for the layer-2 pools whose
-// Lease it holds. Per pool with addresses in use, a node competes for the
-// pool's Lease when the pool's interface resolves, is up, carries the
-// addresses' subnet, and a Responder runs on it; the leader answers for
-// every address of the pool (its own MAC, or for externalTrafficPolicy
-// Local a node with a ready endpoint) and announces each address it takes
-// over or whose MAC changes. Losing the Lease, giving it up, or no longer
-// qualifying stops the answers before anything else happens: the switch of
-// answers (Responder.SetAnswers) and every leadership change run under mu,
-// and the Lease is released only after that.
+// layer2Manager makes this node answer ARP/NDP for its share of the
+// layer-2 addresses. A node is a candidate of a pool (with addresses in
+// use) when the pool's interface resolves, is up, carries the addresses'
+// subnet, and a Responder runs on it; it lists the pool in its own Lease
+// (election.OwnLease). The candidates of a pool, as a node sees them, are
+// its view: the owner of each address is a rendezvous hash over the view
+// (election.View.Owner), so the addresses spread over the candidates and
+// the API cost is one Lease renewal per node, whatever the number of
+// addresses.
+//
+// Hand-overs keep one answering node per address (election.Ready): a node
+// stops answering what it no longer owns as soon as its view changes,
+// before it says so in its Lease; it starts answering an address it now
+// owns only once every other candidate has acknowledged the same view
+// after that; a node that cannot renew its Lease stops answering
+// everything before the others may take over. The switch of answers
+// (Responder.SetAnswers) runs under mu.
 type layer2Manager struct {
 	node      string
 	namespace string
 	opts      Layer2Options
 	reader    client.Reader
-	leases    *election.CachedLeases
+	own       *election.OwnLease
+	peers     *election.Peers
 	// statusChanged asks for a status report (the agent's requestReport).
 	statusChanged func()
 	// dataPath says whether the node forwards Service traffic (see
@@ -54,46 +64,66 @@ type layer2Manager struct {
 	dataPath func() (bool, string)
 	log      klog.Logger
 
-	kick chan struct{}
+	leaseWrites atomic.Int64 // own Lease writes counted in the metric
+
+	kick      chan struct{} // full reconcile
+	electKick chan struct{} // hand-overs only (Lease events)
 	// speakers is the LoadBalancerSpeaker informer, started once a Local
 	// layer-2 plan exists (only those need the other nodes' MACs).
 	speakers       ctrlcache.Informer
 	speakersWaited bool
 
-	mu     sync.Mutex
-	closed bool
-	synced bool                   // reconciled at least once
-	ifaces map[string]*ifaceState // by interface name
-	pools  map[string]*poolState
-	macs   poolMACs // published by the nodes, for the Local pools
+	mu      sync.Mutex
+	closed  bool
+	synced  bool // reconciled at least once
+	nodeUID types.UID
+	epoch   uint64                 // of the own Lease the hand-overs are in
+	ifaces  map[string]*ifaceState // by interface name
+	pools   map[string]*poolState
+	macs    poolMACs // published by the nodes, for the Local pools
 	// status and problems are this node's layer-2 report (by pool, sorted).
 	status   []v1alpha2.SpeakerLayer2
 	problems []Problem
-	wg       sync.WaitGroup // campaigns, responders, announcements
+	wg       sync.WaitGroup // responders, announcements
 }
 
 // poolState is this node's part in one pool.
 type poolState struct {
 	spec *l2Pool
-	// problem says why the node does not compete (empty reason: it does).
+	// problem says why the node is not a candidate (empty reason: it is).
 	problem      l2Problem
 	addrProblems map[netip.Addr]error // addresses it cannot answer for here
 	ifname       string               // the pool's interface here, if it resolves
 	mac          string               // its MAC when the node may answer there
-	iface        *ifaceState          // nil when not competing
-	campaign     *poolCampaign        // nil when not competing
-	// term is the current leadership (nil: not leading); lastEnded the
-	// last term that ended, so a late "started" for it is ignored.
-	term, lastEnded *election.Term
-	termCtx         context.Context    // ends with the term
-	endTerm         context.CancelFunc // ends termCtx
-	chosen          map[netip.Addr]chosenMAC
-	announced       map[netip.Addr]string
+	iface        *ifaceState          // nil when not a candidate
+	preferred    bool                 // matches the Eip's preferred-node selector
+	// view is the pool's candidates as this node sees them; seq the own
+	// Lease's Membership that first carried it, switchRV the
+	// resourceVersion of the first write of it (empty until written).
+	view     election.View
+	seq      uint64
+	switchRV string
+	ready    bool
+	waiting  []string // candidates that have not acknowledged view yet
+	// mine are the addresses this node owns under view; answering those
+	// it answers (all of mine once ready; before, those it kept).
+	mine      map[netip.Addr]bool
+	answering map[netip.Addr]bool
+	chosen    map[netip.Addr]chosenMAC
+	announced map[netip.Addr]string
+	batches   []*announceBatch
+}
+
+// announceBatch is one run of gratuitous ARPs / unsolicited NAs; it is
+// cancelled as soon as one of its addresses is no longer answered here.
+type announceBatch struct {
+	ips    map[netip.Addr]bool
+	cancel context.CancelFunc
 }
 
 // newLayer2Manager builds the manager. It checks the Lease timings itself
-// rather than trust its caller: timings that let a leader outlive its Lease
-// would let two nodes answer at once.
+// rather than trust its caller: timings that let a node answer after the
+// others may consider its Lease expired would let two nodes answer at once.
 func newLayer2Manager(node, namespace string, opts Layer2Options, reader client.Reader, leases coordinationv1client.LeasesGetter, statusChanged func()) (*layer2Manager, error) {
 	registerLayer2Metrics()
 	if opts.Lease == (election.LeaseTimings{}) {
@@ -102,12 +132,65 @@ func newLayer2Manager(node, namespace string, opts Layer2Options, reader client.
 	if err := opts.Lease.Validate(); err != nil {
 		return nil, fmt.Errorf("layer-2 Lease timings: %w", err)
 	}
-	return &layer2Manager{
+	m := &layer2Manager{
 		node: node, namespace: namespace, opts: opts, reader: reader, statusChanged: statusChanged, log: klog.Background(),
-		leases: election.NewCachedLeases(namespace, leaseCache{reader: reader}, leases.Leases(namespace)),
-		kick:   make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), electKick: make(chan struct{}, 1),
 		ifaces: map[string]*ifaceState{}, pools: map[string]*poolState{},
-	}, nil
+	}
+	client := leases.Leases(namespace)
+	m.own = election.NewOwnLease(client, namespace, node, opts.Lease, m.leaseMeta, m.ownChanged)
+	m.peers = election.NewPeers(node, opts.Lease, client, m.triggerElect)
+	return m, nil
+}
+
+// leaseMeta is the labels and owner of this node's Lease: it goes with
+// the Node (garbage collector), so departed nodes leave no Lease behind.
+func (m *layer2Manager) leaseMeta() metav1.ObjectMeta {
+	om := metav1.ObjectMeta{Labels: map[string]string{
+		"app.kubernetes.io/managed-by": "openelb-speaker", "app.kubernetes.io/component": election.LeaseComponent,
+	}}
+	m.mu.Lock()
+	uid := m.nodeUID
+	m.mu.Unlock()
+	if uid != "" {
+		om.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: m.node, UID: uid}}
+	}
+	return om
+}
+
+// ownChanged reacts to a write or lapse of this node's Lease: a lapse
+// stops every answer at once, in the timer's goroutine, rather than after
+// a queued reconcile.
+func (m *layer2Manager) ownChanged() {
+	if n := m.own.Writes(); n > m.leaseWrites.Load() {
+		if old := m.leaseWrites.Swap(n); n > old {
+			metricL2LeaseWrites.Add(float64(n - old))
+		}
+	}
+	if !m.own.State().Live {
+		m.mu.Lock()
+		stopped := 0
+		for _, st := range m.pools {
+			stopped += len(st.answering)
+			st.answering = nil
+		}
+		if stopped > 0 {
+			m.applyLocked()
+			m.poolMetricsLocked()
+			m.log.Info("Stopped answering every layer-2 address: this node's Lease is not renewed", "addresses", stopped)
+		}
+		m.mu.Unlock()
+	}
+	m.triggerElect()
+}
+
+// triggerElect asks for the hand-overs to be reconsidered (a Lease
+// changed); a pending one absorbs it.
+func (m *layer2Manager) triggerElect() {
+	select {
+	case m.electKick <- struct{}{}:
+	default:
+	}
 }
 
 // trigger asks for a reconcile; one already pending absorbs it, so a burst
@@ -125,11 +208,20 @@ func (m *layer2Manager) trigger() {
 func (m *layer2Manager) run(ctx context.Context, c ctrlcache.Cache) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	go m.own.Run(ctx)
 	m.trigger()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-m.electKick:
+			m.mu.Lock()
+			if !m.closed && m.synced {
+				m.electLocked()
+				m.refreshStatusLocked()
+			}
+			m.mu.Unlock()
+			continue
 		case <-m.kick:
 			time.Sleep(5 * time.Millisecond) // coalesce bursts
 		case <-tick.C:
@@ -192,9 +284,12 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 	if m.closed {
 		return nil
 	}
+	if nodePtr != nil {
+		m.nodeUID = node.UID
+	}
 	logger := klog.FromContext(ctx)
-	// Stop competing where the node no longer qualifies, or qualifies on
-	// another interface, before touching any interface.
+	// Stop being a candidate where the node no longer qualifies, or
+	// qualifies on another interface, before touching any interface.
 	for name, st := range m.pools {
 		p, want := pools[name]
 		t := targets[name]
@@ -207,6 +302,7 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 		}
 		st.spec = p
 	}
+	m.applyLocked()
 	// Interfaces no pool answers on any more, or replaced (new index).
 	for name, is := range m.ifaces {
 		if !m.usedLocked(is) || !ifaceStillWanted(is, targets) {
@@ -227,19 +323,22 @@ func (m *layer2Manager) sync(ctx context.Context, c ctrlcache.Cache) error {
 			st.mac = t.ifi.HardwareAddr.String()
 			if is, err := m.ifaceLocked(ctx, t.ifi); err != nil {
 				st.problem = l2Problem{Reason: ReasonResponderFailed, Message: fmt.Sprintf("cannot answer on %s: %v", t.ifi.Name, err)}
-			} else if st.campaign == nil {
-				m.startCampaignLocked(ctx, st, is)
+			} else if st.iface == nil {
+				st.iface = is
+				logger.Info("Candidate for a layer-2 pool", "pool", name, "interface", is.name, "lease", m.own.Describe())
 			}
 		}
 		if st.problem != prev && st.problem.Reason != "" {
-			logger.Info("Not competing for a layer-2 pool", "pool", name, "reason", st.problem.Reason, "problem", st.problem.Message)
+			logger.Info("Not a candidate for a layer-2 pool", "pool", name, "reason", st.problem.Reason, "problem", st.problem.Message)
 		}
+		st.preferred = p.Preferred
+		st.mine = nil // the addresses may have changed
 	}
 	m.macs = macs
-	m.applyLocked()
+	m.synced = true
+	m.electLocked()
 	m.statsLocked()
 	m.refreshStatusLocked()
-	m.synced = true
 	return nil
 }
 
@@ -267,8 +366,9 @@ func (m *layer2Manager) publishedMACs(ctx context.Context, c ctrlcache.Cache, po
 	return speakerMACs(ptrs(list.Items), pools)
 }
 
-// shutdown stops answering and releases every Lease (so other nodes take
-// over at once), waits for that until ctx ends, and closes the responders.
+// shutdown stops answering, then writes this node's Lease without pools
+// (so the other nodes take its addresses at once), waits for that until
+// ctx ends, and closes the responders.
 func (m *layer2Manager) shutdown(ctx context.Context) {
 	m.mu.Lock()
 	m.closed = true
@@ -282,6 +382,9 @@ func (m *layer2Manager) shutdown(ctx context.Context) {
 	}
 	m.refreshStatusLocked()
 	m.mu.Unlock()
+	if err := m.own.Release(ctx); err != nil {
+		m.log.Info("Layer-2 Lease not released; the other nodes take over when it expires", "err", err)
+	}
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
 	select {

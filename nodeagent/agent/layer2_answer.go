@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"net"
@@ -17,19 +18,20 @@ type chosenMAC struct {
 	node string
 }
 
-// applyLocked gives each responder the answers of the pools this node
-// leads on it, and announces every address newly answered or answered with
-// a new MAC.
+// applyLocked gives each responder the answers of the addresses this node
+// answers on it, and announces every address newly answered or answered
+// with a new MAC. An announcement still running for an address no longer
+// answered here is cancelled (its other addresses are announced again).
 func (m *layer2Manager) applyLocked() {
 	for _, is := range m.ifaces {
 		want := map[netip.Addr]net.HardwareAddr{}
 		for _, st := range m.pools {
-			if st.iface != is || st.term == nil {
+			if st.iface != is {
 				continue
 			}
 			st.chosen = map[netip.Addr]chosenMAC{}
 			for _, a := range st.spec.Addrs {
-				if st.addrProblems[a.IP] != nil {
+				if !st.answering[a.IP] || st.addrProblems[a.IP] != nil {
 					continue
 				}
 				if mac, node := answerMAC(a.IP, a.Plan, m.macs[st.spec.Name], m.node, is.mac); mac != nil {
@@ -41,21 +43,45 @@ func (m *layer2Manager) applyLocked() {
 		m.setAnswersLocked(is, want)
 	}
 	for _, st := range m.pools {
-		if st.term == nil {
-			continue
+		if st.iface == nil {
+			st.chosen = nil
 		}
+		m.cancelAnnouncementsLocked(st)
 		var ips []netip.Addr
 		for ip, c := range st.chosen {
 			if st.iface.rejected[ip] == nil && st.announced[ip] != c.mac.String() {
 				ips = append(ips, ip)
+				if st.announced == nil {
+					st.announced = map[netip.Addr]string{}
+				}
 				st.announced[ip] = c.mac.String()
 			}
 		}
-		maps.DeleteFunc(st.announced, func(ip netip.Addr, _ string) bool { _, ok := st.chosen[ip]; return !ok })
 		if len(ips) > 0 {
 			m.announceLocked(st, ips)
 		}
 	}
+}
+
+// cancelAnnouncementsLocked stops the announcements that include an
+// address the node no longer answers (or answers with another MAC than
+// the one announced), and forgets the other addresses of those runs so
+// that they are announced again.
+func (m *layer2Manager) cancelAnnouncementsLocked(st *poolState) {
+	gone := func(ip netip.Addr) bool { c, ok := st.chosen[ip]; return !ok || c.mac.String() != st.announced[ip] }
+	st.batches = slices.DeleteFunc(st.batches, func(b *announceBatch) bool {
+		for ip := range b.ips {
+			if gone(ip) {
+				b.cancel()
+				for ip := range b.ips {
+					delete(st.announced, ip)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	maps.DeleteFunc(st.announced, func(ip netip.Addr, _ string) bool { _, ok := st.chosen[ip]; return !ok })
 }
 
 func (m *layer2Manager) setAnswersLocked(is *ifaceState, want map[netip.Addr]net.HardwareAddr) {
@@ -82,20 +108,28 @@ func (m *layer2Manager) setAnswersLocked(is *ifaceState, want map[netip.Addr]net
 }
 
 // announceLocked sends gratuitous ARPs / unsolicited NAs for ips in the
-// background, for as long as the leadership term lasts.
+// background, until they are done or cancelled.
 func (m *layer2Manager) announceLocked(st *poolState, ips []netip.Addr) {
 	slices.SortFunc(ips, netip.Addr.Compare)
-	ctx, is, pool := st.termCtx, st.iface, st.spec.Name
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &announceBatch{ips: make(map[netip.Addr]bool, len(ips)), cancel: cancel}
+	for _, ip := range ips {
+		b.ips[ip] = true
+	}
+	st.batches = append(st.batches, b)
+	is, pool := st.iface, st.spec.Name
 	m.log.V(2).Info("Announcing layer-2 addresses", "pool", pool, "interface", is.name, "addresses", ips)
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
+		defer cancel()
 		err := is.r.Announce(ctx, ips)
 		var rej *layer2.RejectedError
 		if err != nil && ctx.Err() == nil && !errors.As(err, &rej) {
 			m.log.Error(err, "Announcing layer-2 addresses failed", "pool", pool, "interface", is.name)
 		}
 		m.mu.Lock()
+		st.batches = slices.DeleteFunc(st.batches, func(x *announceBatch) bool { return x == b })
 		m.statsLocked()
 		m.mu.Unlock()
 	}()

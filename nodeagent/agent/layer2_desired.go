@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,9 +19,19 @@ import (
 // l2Pool is one layer-2 pool with addresses in use: this node competes for
 // its Lease when it can answer on the pool's interface.
 type l2Pool struct {
+	// Name is the group's key: the Eip's name for the addresses answered
+	// on the Eip's interfaces, <eip>@<interfaces> for those of Services
+	// that choose theirs (v1alpha2.AnnotationLayer2Interface). Each group
+	// has its own candidates (the nodes that can answer on its
+	// interfaces) and so its own owners.
 	Name string
-	// Interface is the Eip's spec.interface (a name or can_reach:<IP>).
-	Interface string
+	// Eip is the pool's name.
+	Eip string
+	// Interfaces are tried in order (names, patterns, can_reach:<IP>).
+	Interfaces []string
+	// Override: the Services of this group chose their interfaces; the
+	// other nodes' MACs (published for the Eip's interfaces) do not apply.
+	Override bool
 	// EipUID owns the pool's Lease (so it goes with the Eip); empty when
 	// the Eip is gone and the plans still name it.
 	EipUID types.UID
@@ -31,6 +42,10 @@ type l2Pool struct {
 	// NotSelected says why the Eip's spec.layer2.nodeSelector leaves this
 	// node out (empty: it may answer).
 	NotSelected string
+	// Preferred: this node matches the Eip's
+	// spec.layer2.preferredNodeSelector; while any preferred node is a
+	// candidate, only preferred nodes answer.
+	Preferred bool
 }
 
 // l2Addr is one address of a pool and the plan it belongs to.
@@ -88,17 +103,17 @@ func layer2Desired(node *v1.Node, eips []*v1alpha2.Eip, plans []*v1alpha2.LoadBa
 			if err != nil {
 				continue
 			}
-			pool := pools[a.Pool]
+			e := byName[a.Pool]
+			key, ifaces, override := l2Group(a, e)
+			pool := pools[key]
 			if pool == nil {
-				pool = &l2Pool{Name: a.Pool, Interface: a.Interface}
-				if e := byName[a.Pool]; e != nil {
+				pool = &l2Pool{Name: key, Eip: a.Pool, Interfaces: ifaces, Override: override}
+				if e != nil {
 					pool.EipUID = e.UID
-					if e.Spec.Interface != "" {
-						pool.Interface = e.Spec.Interface
-					}
 					pool.NotSelected = notSelected(node, e)
+					pool.Preferred = preferred(node, e)
 				}
-				pools[a.Pool] = pool
+				pools[key] = pool
 			}
 			pool.Addrs = append(pool.Addrs, l2Addr{IP: ip.Unmap(), Plan: lp})
 			pool.Local = pool.Local || lp.Local
@@ -108,6 +123,30 @@ func layer2Desired(node *v1.Node, eips []*v1alpha2.Eip, plans []*v1alpha2.LoadBa
 		slices.SortFunc(pool.Addrs, func(a, b l2Addr) int { return a.IP.Compare(b.IP) })
 	}
 	return pools
+}
+
+// l2Group is the group of a plan address (see l2Pool.Name): the plan
+// carries the interfaces the CCM chose for it (the Service's annotation,
+// else the Eip's); when those are the Eip's own, or the plan names none,
+// the Eip's group.
+func l2Group(a v1alpha2.PlanAddress, e *v1alpha2.Eip) (key string, ifaces []string, override bool) {
+	var own []string
+	if e != nil {
+		own = e.Layer2Interfaces()
+	}
+	if a.Interface == "" || (e != nil && a.Interface == strings.Join(own, ",")) {
+		if e == nil {
+			return a.Pool, nil, false
+		}
+		return a.Pool, own, false
+	}
+	list := strings.Split(a.Interface, ",")
+	if e == nil {
+		// The Eip is gone and the plan still names it: its interfaces
+		// are what the plan says.
+		return a.Pool, list, false
+	}
+	return a.Pool + "@" + a.Interface, list, true
 }
 
 // notSelected says why e's spec.layer2.nodeSelector leaves node out, or
@@ -125,6 +164,16 @@ func notSelected(node *v1.Node, e *v1alpha2.Eip) string {
 		return fmt.Sprintf("this node's labels do not match spec.layer2.nodeSelector (%s) of Eip %s", sel, e.Name)
 	}
 	return ""
+}
+
+// preferred says whether node matches e's
+// spec.layer2.preferredNodeSelector (false when unset or invalid).
+func preferred(node *v1.Node, e *v1alpha2.Eip) bool {
+	if e.Spec.Layer2 == nil || e.Spec.Layer2.PreferredNodeSelector == nil {
+		return false
+	}
+	sel, err := metav1.LabelSelectorAsSelector(e.Spec.Layer2.PreferredNodeSelector)
+	return err == nil && sel.Matches(labels.Set(node.Labels))
 }
 
 // hasLayer2 says whether a plan has layer-2 addresses.

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
 
+	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
 
@@ -33,12 +37,59 @@ type target struct {
 	addrProblems map[netip.Addr]error
 }
 
-// resolveTarget finds the pool's interface on this node and checks that it
-// carries the pool's addresses.
+// resolveTarget finds the pool's interface on this node: the first of its
+// interfaces (patterns expanded in name order) that is up and carries the
+// subnet of at least one of the pool's addresses. When none does, the
+// problem is that of the first interface that resolved (its addresses are
+// outside its subnets), or else why the first entry did not resolve.
 func resolveTarget(p *l2Pool) target {
-	ifi, err := layer2.ResolveInterface(p.Interface)
+	if len(p.Interfaces) == 0 {
+		return target{problem: l2Problem{Reason: ReasonNoInterface, Message: fmt.Sprintf("Eip %s names no interface", p.Eip)}}
+	}
+	var first *target
+	for _, spec := range p.Interfaces {
+		for _, name := range expandInterface(spec) {
+			t := tryInterface(p, spec, name)
+			if t.ifi != nil {
+				return t
+			}
+			if first == nil || (first.ifname == "" && t.ifname != "") {
+				first = &t
+			}
+		}
+	}
+	return *first
+}
+
+// expandInterface turns one entry into the interface specs to try: a
+// pattern into the matching interface names (sorted), anything else as it
+// is (a pattern matching nothing stays itself, so its error names it).
+func expandInterface(spec string) []string {
+	if strings.HasPrefix(spec, v1alpha2.CanReachPrefix) || !strings.ContainsAny(spec, "*?[") {
+		return []string{spec}
+	}
+	ifs, err := net.Interfaces()
 	if err != nil {
-		return target{problem: l2Problem{Reason: ReasonNoInterface, Message: fmt.Sprintf("interface %q of Eip %s: %v", p.Interface, p.Name, err)}}
+		return []string{spec}
+	}
+	var out []string
+	for _, ifi := range ifs {
+		if ok, _ := filepath.Match(spec, ifi.Name); ok {
+			out = append(out, ifi.Name)
+		}
+	}
+	if len(out) == 0 {
+		return []string{spec}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// tryInterface checks one interface for the pool.
+func tryInterface(p *l2Pool, entry, spec string) target {
+	ifi, err := layer2.ResolveInterface(spec)
+	if err != nil {
+		return target{problem: l2Problem{Reason: ReasonNoInterface, Message: fmt.Sprintf("interface %q of Eip %s: %v", entry, p.Eip, err)}}
 	}
 	prefixes, err := layer2.InterfacePrefixes(ifi)
 	if err != nil {
@@ -54,14 +105,14 @@ func resolveTarget(p *l2Pool) target {
 		}
 	}
 	if len(t.addrProblems) == len(p.Addrs) {
-		// Not one address can be answered here: do not take the Lease
-		// from a node that can.
+		// Not one address can be answered here: do not become a
+		// candidate where a node that can would own some.
 		ips := make([]string, len(p.Addrs))
 		for i, a := range p.Addrs {
 			ips[i] = a.IP.String()
 		}
 		return target{ifname: ifi.Name, addrProblems: t.addrProblems, problem: l2Problem{Reason: ReasonOutsideSubnet,
-			Message: fmt.Sprintf("the addresses of Eip %s (%s) are outside every subnet of interface %s %v", p.Name, listed(ips, ", "), ifi.Name, prefixes)}}
+			Message: fmt.Sprintf("the addresses of Eip %s (%s) are outside every subnet of interface %s %v", p.Eip, listed(ips, ", "), ifi.Name, prefixes)}}
 	}
 	return t
 }

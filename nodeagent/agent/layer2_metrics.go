@@ -10,16 +10,26 @@ import (
 )
 
 var (
-	metricL2Leader = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Namespace: "openelb", Subsystem: "layer2", Name: "is_leader",
-		Help:           "1 while this node holds the pool's Lease and answers ARP/NDP for its addresses, 0 while it competes for it; absent when it does not compete (interface missing, no address in use).",
+	metricL2Answered = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace: "openelb", Subsystem: "layer2", Name: "answered_addresses",
+		Help:           "Addresses of the pool this node answers ARP/NDP for (its share); absent when the node is not a candidate of the pool (interface missing, not selected, no address in use).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"pool"})
-	metricL2Transitions = metrics.NewCounterVec(&metrics.CounterOpts{
-		Namespace: "openelb", Subsystem: "layer2", Name: "leader_transitions_total",
-		Help:           "Times this node became, or stopped being, the answering node of the pool.",
+	metricL2Candidates = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace: "openelb", Subsystem: "layer2", Name: "candidates",
+		Help:           "Candidate nodes of the pool (this one included) as this node sees them; absent when it is not a candidate.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"pool"})
+	metricL2Moves = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "openelb", Subsystem: "layer2", Name: "address_moves_total",
+		Help:           "Addresses of the pool this node started or stopped answering for.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"pool"})
+	metricL2LeaseWrites = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "openelb", Subsystem: "layer2", Name: "lease_writes_total",
+		Help:           "Successful writes of this node's layer-2 Lease (renewals, changes of its pools or views).",
+		StabilityLevel: metrics.ALPHA,
+	})
 	metricL2Gratuitous = metrics.NewCounterVec(&metrics.CounterOpts{
 		Namespace: "openelb", Subsystem: "layer2", Name: "gratuitous_sent_total",
 		Help:           "Gratuitous ARPs (ipv4) and unsolicited neighbor advertisements (ipv6) sent, on taking over an address or when its answered MAC changed.",
@@ -45,7 +55,7 @@ var (
 
 func registerLayer2Metrics() {
 	registerL2Once.Do(func() {
-		legacyregistry.MustRegister(metricL2Leader, metricL2Transitions, metricL2Gratuitous, metricL2Replies, metricL2Conflicts, metricL2SendErrors)
+		legacyregistry.MustRegister(metricL2Answered, metricL2Candidates, metricL2Moves, metricL2LeaseWrites, metricL2Gratuitous, metricL2Replies, metricL2Conflicts, metricL2SendErrors)
 	})
 }
 

@@ -12,7 +12,6 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
-	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/layer2"
 )
 
@@ -52,9 +51,17 @@ const maxListed = 3
 func (m *layer2Manager) refreshStatusLocked() {
 	status := make([]v1alpha2.SpeakerLayer2, 0, len(m.pools))
 	var problems []Problem
+	// Group keys sort each Eip's own group first ("pool" < "pool@...").
 	for _, name := range slices.Sorted(maps.Keys(m.pools)) {
 		e, probs := m.poolReportLocked(m.pools[name])
-		status = append(status, e)
+		if n := len(status); n > 0 && status[n-1].Pool == e.Pool {
+			status[n-1] = mergeEntries(status[n-1], e, m.pools[name].spec)
+		} else {
+			if st := m.pools[name]; st.spec.Override {
+				e.Message = overrideNote(st.spec) + e.Message
+			}
+			status = append(status, e)
+		}
 		problems = append(problems, probs...)
 	}
 	if apiequality.Semantic.DeepEqual(status, m.status) && reflect.DeepEqual(problems, m.problems) {
@@ -75,9 +82,8 @@ type addrIssue struct {
 
 // poolReportLocked is this node's entry for one pool, and its problems.
 func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2, []Problem) {
-	pool := st.spec.Name
+	pool := st.spec.Eip
 	e := v1alpha2.SpeakerLayer2{Pool: pool, Interface: st.ifname, MAC: st.mac}
-	lease := m.namespace + "/" + election.LeaseName(pool)
 	switch {
 	case m.closed:
 		e.Reason, e.Message = ReasonStopped, "the speaker stopped"
@@ -88,7 +94,7 @@ func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2,
 	case st.problem.Reason != "":
 		e.Reason, e.Message = st.problem.Reason, st.problem.Message
 		return e, []Problem{{Object: "Eip/" + pool, Reason: st.problem.Reason, Message: st.problem.Message, Services: planKeys(st.spec.Addrs)}}
-	case st.campaign == nil:
+	case st.iface == nil:
 		// Between a responder failure and the reconcile that rebuilds it.
 		e.Reason, e.Message = ReasonResponderFailed, fmt.Sprintf("the responder on %s failed; rebuilding it", st.ifname)
 		return e, nil
@@ -96,7 +102,7 @@ func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2,
 	issues := map[string][]addrIssue{}
 	var firstIssue string
 	answered, viaOthers := 0, 0
-	others := map[string]bool{}
+	endpointNodes := map[string]bool{}
 	issue := func(reason string, a l2Addr, detail string) {
 		if firstIssue == "" {
 			firstIssue = reason
@@ -112,7 +118,7 @@ func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2,
 			issue(reason, a, err.Error())
 			continue
 		}
-		if st.term == nil {
+		if !st.answering[a.IP] {
 			continue
 		}
 		if rej := st.iface.rejected[a.IP]; rej != nil {
@@ -127,30 +133,34 @@ func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2,
 		answered++
 		if c.node != m.node {
 			viaOthers++
-			others[c.node] = true
+			endpointNodes[c.node] = true
 		}
 	}
+	others := len(st.view.Candidates) - 1
 	switch {
-	case st.term == nil:
-		e.Reason = ReasonStandby
-		e.Message = fmt.Sprintf("standby on %s: the holder of Lease %s answers for pool %s", st.ifname, lease, pool)
 	case answered > 0:
 		e.Answering, e.Addresses, e.Reason = true, int32(answered), ReasonAnswering
-		msg := []string{fmt.Sprintf("answering for %d of %d address(es) on %s (Lease %s)", answered, len(st.spec.Addrs), st.ifname, lease)}
+		msg := []string{fmt.Sprintf("answering for %d of %d address(es) on %s, its share with %d other candidate node(s)", answered, len(st.spec.Addrs), st.ifname, others)}
 		if own := answered - viaOthers; own > 0 {
 			msg = append(msg, fmt.Sprintf("%d with %s of this node", own, st.iface.mac))
 		}
 		if viaOthers > 0 {
 			msg = append(msg, fmt.Sprintf("%d with the MAC of a node with a ready endpoint (externalTrafficPolicy Local): %s",
-				viaOthers, listed(slices.Sorted(maps.Keys(others)), ", ")))
+				viaOthers, listed(slices.Sorted(maps.Keys(endpointNodes)), ", ")))
 		}
-		if n := len(st.spec.Addrs) - answered; n > 0 {
-			msg = append(msg, fmt.Sprintf("%d not answered (see problems)", n))
+		if n := len(st.mine) - len(st.answering); n > 0 {
+			msg = append(msg, fmt.Sprintf("%d more once %s acknowledge(s) the new set of candidates", n, listed(st.waiting, ", ")))
 		}
 		e.Message = strings.Join(msg, "; ")
+	case len(st.mine) > 0 && len(st.answering) == 0:
+		e.Reason = ReasonStandby
+		e.Message = fmt.Sprintf("candidate on %s: taking over %d address(es) once %s acknowledge(s) the new set of candidates", st.ifname, len(st.mine), listed(st.waiting, ", "))
+	case len(st.mine) == 0:
+		e.Reason = ReasonStandby
+		e.Message = fmt.Sprintf("standby on %s: the %d other candidate node(s) own the %d address(es) of pool %s", st.ifname, others, len(st.spec.Addrs), pool)
 	default:
 		e.Reason = firstIssue
-		e.Message = fmt.Sprintf("holding Lease %s but answering for none of the %d address(es) on %s (see problems)", lease, len(st.spec.Addrs), st.ifname)
+		e.Message = fmt.Sprintf("owning %d address(es) of pool %s but answering for none on %s (see problems)", len(st.mine), pool, st.ifname)
 	}
 	var problems []Problem
 	for _, reason := range []string{ReasonOutsideSubnet, ReasonRejected, ReasonNoLocalEndpoint} {
@@ -159,6 +169,25 @@ func (m *layer2Manager) poolReportLocked(st *poolState) (v1alpha2.SpeakerLayer2,
 		}
 	}
 	return e, problems
+}
+
+// overrideNote introduces the part of an entry about the Services that
+// chose their interfaces.
+func overrideNote(spec *l2Pool) string {
+	return fmt.Sprintf("Services choosing interface %s: ", strings.Join(spec.Interfaces, ","))
+}
+
+// mergeEntries adds to an Eip's entry the part of a group of its Services
+// that chose their own interfaces: the counts add up, the Eip's own group
+// keeps the interface, MAC and reason unless it answers nothing.
+func mergeEntries(e, g v1alpha2.SpeakerLayer2, spec *l2Pool) v1alpha2.SpeakerLayer2 {
+	e.Message += "; " + overrideNote(spec) + g.Message
+	if g.Answering && !e.Answering {
+		e.Reason = g.Reason
+	}
+	e.Answering = e.Answering || g.Answering
+	e.Addresses += g.Addresses
+	return e
 }
 
 // issueProblem summarizes the addresses of a pool refused for one reason:

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -32,7 +33,7 @@ func l2PlanObj(name, etp string, addrs ...v1alpha2.PlanAddress) *v1alpha2.LoadBa
 }
 
 func l2Address(ip, pool string) v1alpha2.PlanAddress {
-	return v1alpha2.PlanAddress{IP: ip, Pool: pool, Protocol: v1alpha2.ProtocolLayer2, Interface: "plan-iface"}
+	return v1alpha2.PlanAddress{IP: ip, Pool: pool, Protocol: v1alpha2.ProtocolLayer2}
 }
 
 func speakerNode(labels map[string]string) *v1.Node {
@@ -46,6 +47,8 @@ func speakerNode(labels map[string]string) *v1.Node {
 // summary flattens layer2Desired's output for comparison.
 type poolSummary struct {
 	Interface string
+	Eip       string
+	Override  bool
 	EipUID    string
 	Local     bool
 	Addrs     []string // ip@plan
@@ -60,7 +63,7 @@ func summarize(pools map[string]*l2Pool) (map[string]poolSummary, map[string]pla
 	ps := map[string]poolSummary{}
 	pl := map[string]planSummary{}
 	for n, p := range pools {
-		s := poolSummary{Interface: p.Interface, EipUID: string(p.EipUID), Local: p.Local}
+		s := poolSummary{Interface: strings.Join(p.Interfaces, ","), Eip: p.Eip, Override: p.Override, EipUID: string(p.EipUID), Local: p.Local}
 		for _, a := range p.Addrs {
 			s.Addrs = append(s.Addrs, a.IP.String()+"@"+a.Plan.Key)
 			pl[a.Plan.Key] = planSummary{Local: a.Plan.Local, EndpointNodes: a.Plan.EndpointNodes}
@@ -78,19 +81,30 @@ func TestLayer2Desired(t *testing.T) {
 	local := l2PlanObj("local", "Local", l2Address("192.168.50.100", "l2"))
 	local.Spec.EndpointNodes = []string{"node2", "node3"}
 	bgpOnly := l2PlanObj("routed", "Cluster", v1alpha2.PlanAddress{IP: "172.22.0.2", Pool: "bgp", Protocol: v1alpha2.ProtocolBGP})
-	orphan := l2PlanObj("orphan", "Cluster", l2Address("192.168.60.5", "deleted-pool"))
+	orphanAddr := l2Address("192.168.60.5", "deleted-pool")
+	orphanAddr.Interface = "plan-iface"
+	orphan := l2PlanObj("orphan", "Cluster", orphanAddr)
 	noPool := l2PlanObj("adopted", "Cluster", v1alpha2.PlanAddress{IP: "192.168.50.200"})
-	plans := []*v1alpha2.LoadBalancerPlan{web, local, bgpOnly, orphan, noPool}
+	// The CCM writes the Eip's interfaces into the plan, or the Service's
+	// own (annotation): those form a group of their own.
+	sameAddr, ownAddr := l2Address("192.168.50.102", "l2"), l2Address("192.168.50.103", "l2")
+	sameAddr.Interface, ownAddr.Interface = "eth0", "eth1,bond*"
+	same, own := l2PlanObj("same", "Cluster", sameAddr), l2PlanObj("own", "Cluster", ownAddr)
+	plans := []*v1alpha2.LoadBalancerPlan{web, local, bgpOnly, orphan, noPool, same, own}
 
 	wantPools := map[string]poolSummary{
-		"l2":           {Interface: "eth0", EipUID: "uid-l2", Local: true, Addrs: []string{"192.168.50.100@default/local", "192.168.50.101@default/web"}},
-		"l2v6":         {Interface: "can_reach:2001:db8:50::2", EipUID: "uid-l2v6", Addrs: []string{"2001:db8:50::100@default/web"}},
-		"deleted-pool": {Interface: "plan-iface", Addrs: []string{"192.168.60.5@default/orphan"}},
+		"l2": {Interface: "eth0", Eip: "l2", EipUID: "uid-l2", Local: true,
+			Addrs: []string{"192.168.50.100@default/local", "192.168.50.101@default/web", "192.168.50.102@default/same"}},
+		"l2@eth1,bond*": {Interface: "eth1,bond*", Eip: "l2", Override: true, EipUID: "uid-l2", Addrs: []string{"192.168.50.103@default/own"}},
+		"l2v6":          {Interface: "can_reach:2001:db8:50::2", Eip: "l2v6", EipUID: "uid-l2v6", Addrs: []string{"2001:db8:50::100@default/web"}},
+		"deleted-pool":  {Interface: "plan-iface", Eip: "deleted-pool", Addrs: []string{"192.168.60.5@default/orphan"}},
 	}
 	wantPlans := map[string]planSummary{
 		"default/web":    {},
 		"default/local":  {Local: true, EndpointNodes: []string{"node2", "node3"}},
 		"default/orphan": {},
+		"default/same":   {},
+		"default/own":    {},
 	}
 
 	for _, tc := range []struct {
@@ -258,20 +272,21 @@ func TestLayer2Report(t *testing.T) {
 	plan := func(name string) *l2Plan { return &l2Plan{Key: "default/" + name, Namespace: "default", Name: name} }
 	ip := netip.MustParseAddr
 	web, local, nolocal, bad, outside := plan("web"), plan("local"), plan("nolocal"), plan("bad"), plan("outside")
-	spec := &l2Pool{Name: "l2", Interface: "eth0", Addrs: []l2Addr{
+	spec := &l2Pool{Name: "l2", Eip: "l2", Interfaces: []string{"eth0"}, Addrs: []l2Addr{
 		{IP: ip("192.168.50.100"), Plan: web}, {IP: ip("192.168.50.101"), Plan: local}, {IP: ip("192.168.50.102"), Plan: nolocal},
 		{IP: ip("192.168.50.103"), Plan: bad}, {IP: ip("10.99.0.10"), Plan: outside},
 	}}
 	is := &ifaceState{name: "eth0", mac: selfMAC, rejected: map[netip.Addr]error{ip("192.168.50.103"): errors.New("address of the interface itself")}}
 	leading := func() *poolState {
-		return &poolState{spec: spec, ifname: "eth0", mac: selfMAC.String(), iface: is, campaign: &poolCampaign{}, term: &election.Term{},
+		all := map[netip.Addr]bool{ip("192.168.50.100"): true, ip("192.168.50.101"): true, ip("192.168.50.102"): true, ip("192.168.50.103"): true}
+		return &poolState{spec: spec, ifname: "eth0", mac: selfMAC.String(), iface: is, mine: all, answering: maps.Clone(all), ready: true,
+			view:         election.NewView("l2", []election.Candidate{{Node: "node1"}, {Node: "node2"}, {Node: "node3"}}),
 			addrProblems: map[netip.Addr]error{ip("10.99.0.10"): fmt.Errorf("%w [192.168.50.0/24]", layer2.ErrOutsideSubnets)},
 			chosen: map[netip.Addr]chosenMAC{
 				ip("192.168.50.100"): {mac: selfMAC, node: "node1"}, ip("192.168.50.101"): {mac: mac2, node: "node2"},
 				ip("192.168.50.103"): {mac: selfMAC, node: "node1"},
 			}}
 	}
-	lease := "openelb-system/" + election.LeaseName("l2")
 	for _, tc := range []struct {
 		name         string
 		st           func() *poolState
@@ -283,8 +298,8 @@ func TestLayer2Report(t *testing.T) {
 			name: "answering",
 			st:   leading,
 			want: v1alpha2.SpeakerLayer2{Pool: "l2", Interface: "eth0", MAC: selfMAC.String(), Answering: true, Addresses: 2, Reason: ReasonAnswering,
-				Message: "answering for 2 of 5 address(es) on eth0 (Lease " + lease + "); 1 with 02:00:00:00:50:11 of this node; " +
-					"1 with the MAC of a node with a ready endpoint (externalTrafficPolicy Local): node2; 3 not answered (see problems)"},
+				Message: "answering for 2 of 5 address(es) on eth0, its share with 2 other candidate node(s); 1 with 02:00:00:00:50:11 of this node; " +
+					"1 with the MAC of a node with a ready endpoint (externalTrafficPolicy Local): node2"},
 			wantProblems: []Problem{
 				{Object: "Eip/l2", Reason: ReasonOutsideSubnet, Services: []string{"default/outside"},
 					Message: "1 address(es) cannot be answered on eth0: 10.99.0.10: outside every subnet of the interface [192.168.50.0/24]"},
@@ -298,11 +313,23 @@ func TestLayer2Report(t *testing.T) {
 			name: "standby: only its own address problems",
 			st: func() *poolState {
 				st := leading()
-				st.term, st.chosen = nil, nil
+				st.mine, st.answering, st.chosen = map[netip.Addr]bool{}, nil, nil
 				return st
 			},
 			want: v1alpha2.SpeakerLayer2{Pool: "l2", Interface: "eth0", MAC: selfMAC.String(), Reason: ReasonStandby,
-				Message: "standby on eth0: the holder of Lease " + lease + " answers for pool l2"},
+				Message: "standby on eth0: the 2 other candidate node(s) own the 5 address(es) of pool l2"},
+			wantProblems: []Problem{{Object: "Eip/l2", Reason: ReasonOutsideSubnet, Services: []string{"default/outside"},
+				Message: "1 address(es) cannot be answered on eth0: 10.99.0.10: outside every subnet of the interface [192.168.50.0/24]"}},
+		},
+		{
+			name: "taking over: waits for the other candidates",
+			st: func() *poolState {
+				st := leading()
+				st.answering, st.chosen, st.ready, st.waiting = nil, nil, false, []string{"node3"}
+				return st
+			},
+			want: v1alpha2.SpeakerLayer2{Pool: "l2", Interface: "eth0", MAC: selfMAC.String(), Reason: ReasonStandby,
+				Message: "candidate on eth0: taking over 4 address(es) once node3 acknowledge(s) the new set of candidates"},
 			wantProblems: []Problem{{Object: "Eip/l2", Reason: ReasonOutsideSubnet, Services: []string{"default/outside"},
 				Message: "1 address(es) cannot be answered on eth0: 10.99.0.10: outside every subnet of the interface [192.168.50.0/24]"}},
 		},

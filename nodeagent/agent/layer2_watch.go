@@ -61,8 +61,8 @@ func (m *layer2Manager) register(ctx context.Context, c ctrlcache.Cache) error {
 	if err != nil {
 		return fmt.Errorf("informer for Leases: %w", err)
 	}
-	// Candidates wait on these events instead of polling the Leases.
-	return m.leases.Watch(inf)
+	// The other nodes' Leases: who is live, and the views they act on.
+	return m.peers.Watch(ctx, inf)
 }
 
 // objectOf unwraps an informer event's object; nil for none.

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -31,6 +32,7 @@ import (
 	apischeme "github.com/openelb/cloud-provider-openelb/api/scheme"
 	"github.com/openelb/cloud-provider-openelb/api/v1alpha2"
 	"github.com/openelb/cloud-provider-openelb/nodeagent/bgp"
+	"github.com/openelb/cloud-provider-openelb/nodeagent/election"
 )
 
 // Options configure the agent.
@@ -122,8 +124,12 @@ func New(cfg *rest.Config, opts Options) (*Agent, error) {
 			// Layer-2 election Leases live in the speaker's namespace, and
 			// so does the ConfigMap of BgpConf spec.policy (OpenELB's
 			// layout): a namespace of a few ConfigMaps.
-			&coordinationv1.Lease{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
-			&v1.ConfigMap{}:         {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
+			// Only the nodes' layer-2 Leases (not the CCM's).
+			&coordinationv1.Lease{}: {
+				Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}},
+				Label:      labels.SelectorFromSet(labels.Set{"app.kubernetes.io/component": election.LeaseComponent}),
+			},
+			&v1.ConfigMap{}: {Namespaces: map[string]ctrlcache.Config{opts.Namespace: {}}},
 			// Every plan and Eip, trimmed to what the agent reads: their
 			// number follows the Services.
 			&v1alpha2.LoadBalancerPlan{}: {Transform: trimPlan},

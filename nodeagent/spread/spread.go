@@ -16,10 +16,10 @@
 // Preferred nodes, when any of them is a candidate, are the only ones
 // considered.
 //
-// Today the speaker uses it to pick, for an externalTrafficPolicy Local
-// address, the endpoint node whose MAC the answer carries; electing the
-// answering node per address (instead of one Lease per pool) is the next
-// step and not wired yet.
+// The speaker uses it twice: to choose the answering node of each
+// address among a pool's candidates (package election's View.Owner), and
+// to pick, for an externalTrafficPolicy Local address, the endpoint node
+// whose MAC the answer carries.
 package spread
 
 import (

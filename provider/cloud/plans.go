@@ -26,6 +26,11 @@ const ReasonNoLocalEndpoints = "NoLocalEndpoints"
 // speakers cannot announce: that value is left out, the rest announced.
 const ReasonInvalidBGPAttributes = "InvalidBGPAttributes"
 
+// ReasonInvalidLayer2Interface: a Service's
+// openelb.kubesphere.io/layer2-interface annotation does not parse; its
+// addresses are answered on the Eip's interfaces.
+const ReasonInvalidLayer2Interface = "InvalidLayer2Interface"
+
 // serviceBGPAttributes are what a Service's addresses of pool pl are
 // announced with: the pool's spec.bgp with the Service's annotations
 // applied (v1alpha2.ServiceBGPAttributes).
@@ -184,12 +189,20 @@ func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service) (*v1alpha2.
 		},
 	}
 	var attrProblems []string
+	var ifaceProblem string
 	for _, a := range addrs {
 		pa := v1alpha2.PlanAddress{IP: a.String(), Pool: pools[a.String()]}
 		if pl := set.get(pa.Pool); pl != nil {
 			pa.Protocol = pl.eip.EffectiveProtocol()
 			if pa.Protocol == v1alpha2.ProtocolLayer2 {
-				pa.Interface = pl.eip.Spec.Interface
+				pa.Interface = strings.Join(pl.eip.Layer2Interfaces(), ",")
+				if ann, ok := svc.Annotations[v1alpha2.AnnotationLayer2Interface]; ok {
+					if list, err := v1alpha2.ParseInterfaceList(ann); err != nil {
+						ifaceProblem = fmt.Sprintf("annotation %s: %v", v1alpha2.AnnotationLayer2Interface, err)
+					} else {
+						pa.Interface = strings.Join(list, ",")
+					}
+				}
 			}
 		}
 		if pa.Protocol == v1alpha2.ProtocolBGP {
@@ -216,6 +229,11 @@ func (p *Provider) desiredPlan(ctx context.Context, svc *v1.Service) (*v1alpha2.
 		klog.FromContext(ctx).Info("Service's BGP attributes partly invalid: announced with the valid ones", "service", key, "problems", msg)
 		problems = append(problems, planner.Problem{Reason: ReasonInvalidBGPAttributes,
 			Message: msg + " (each bad value is left out: the pool's value of that attribute, or none, is announced instead)"})
+	}
+	if ifaceProblem != "" {
+		klog.FromContext(ctx).Info("Service's layer-2 interface annotation invalid: answered on its Eip's interfaces", "service", key, "problem", ifaceProblem)
+		problems = append(problems, planner.Problem{Reason: ReasonInvalidLayer2Interface,
+			Message: ifaceProblem + " (its addresses are answered on the Eip's interfaces instead)"})
 	}
 	if svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
 		nodes, err := p.endpointNodes(ctx, svc)

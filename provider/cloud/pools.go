@@ -88,9 +88,13 @@ func buildPools(eips []*v1alpha2.Eip) *poolSet {
 			}
 			pl.svcSel = labelSelector{sel}
 		}
-		if l2 := e.Spec.Layer2; l2 != nil && l2.NodeSelector != nil {
+		if l2 := e.Spec.Layer2; l2 != nil {
 			if _, err := metav1.LabelSelectorAsSelector(l2.NodeSelector); err != nil {
 				pl.problem, pl.reason = fmt.Sprintf("spec.layer2.nodeSelector: %v", err), "InvalidNodeSelector"
+				continue
+			}
+			if _, err := metav1.LabelSelectorAsSelector(l2.PreferredNodeSelector); err != nil {
+				pl.problem, pl.reason = fmt.Sprintf("spec.layer2.preferredNodeSelector: %v", err), "InvalidNodeSelector"
 				continue
 			}
 		}
