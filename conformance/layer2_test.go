@@ -195,6 +195,15 @@ func (b *l2Lab) answerer(pool string, ip netip.Addr) *netlab.L2Node {
 	return b.seg.Node(owner)
 }
 
+// waitCandidates waits until every node of the segment counts n
+// candidates of pool.
+func (b *l2Lab) waitCandidates(pool string, n int) {
+	b.t.Helper()
+	for _, node := range b.seg.Nodes {
+		b.waitMetric(node.Name, fmt.Sprintf(`openelb_layer2_candidates{pool=%q}`, pool), float64(n))
+	}
+}
+
 // answeredByOwner waits until arping ip gets replies from its owner only,
 // by the nodes' Leases read again at each try: when a pool gets its first
 // Service, its nodes become candidates one after the other, and the first
@@ -395,6 +404,10 @@ func TestLayer2(t *testing.T) {
 
 	t.Run("OneNodeAnswers", func(t *testing.T) {
 		b := b.in(t)
+		// Once every node is a candidate (a pool's first Service makes
+		// them join one after the other), the owner by the nodes'
+		// Leases answers.
+		b.waitCandidates("l2pool", 3)
 		leader := b.answeredByOwner("the owner by the nodes' Leases", "l2pool", vip)
 		mac := b.arpingOne(vip)
 		b.entry("owner", "web", leader.Name, func(e l2Entry) bool {
@@ -854,9 +867,7 @@ func TestLayer2(t *testing.T) {
 		for i := range n {
 			ips = append(ips, b.l2Service(fmt.Sprintf("spread-%d", i), "l2spread"))
 		}
-		for _, node := range b.seg.Nodes {
-			b.waitMetric(node.Name, `openelb_layer2_candidates{pool="l2spread"}`, 3)
-		}
+		b.waitCandidates("l2spread", 3)
 		owners := map[string][]netip.Addr{}
 		for _, ip := range ips {
 			o := b.answerer("l2spread", ip)
@@ -958,8 +969,8 @@ func TestLayer2(t *testing.T) {
 			e.Spec.Layer2 = &v1alpha2.EipLayer2{Interfaces: []string{"bond*", "et[h]*"}}
 		})
 		ip := b.l2Service("by-pattern", "l2list")
-		b.answeredByOwner("interface by pattern", "l2list", ip)
-		owner := b.answerer("l2list", ip)
+		b.waitCandidates("l2list", 3)
+		owner := b.answeredByOwner("interface by pattern", "l2list", ip)
 		b.entry("pattern resolved to eth0", "by-pattern", owner.Name, func(e l2Entry) bool {
 			return e.Answering && e.Interface == netlab.L2Interface
 		})

@@ -26,8 +26,9 @@
 // saw its last Lease write (timed by the observer's clock, not the
 // Lease's timestamps), and then only once a read from the API server
 // confirms that nothing was written since (Peers). A node that writes its
-// Lease without pools (SIGTERM, interface down) or whose Lease is deleted
-// is no candidate at once.
+// Lease without pools (SIGTERM, interface down) is no candidate at once; a
+// deleted Lease is treated as one not renewed (the node may be about to
+// create it again).
 //
 // # Hand-overs: never two answering nodes
 //

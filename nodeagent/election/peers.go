@@ -43,10 +43,11 @@ type peerState struct {
 //
 // A node is live until Duration after this node saw its last write, and
 // then only once a read from the API server (not the cache, which may
-// lag) confirms that the Lease has not been written since: a node's own
-// renew deadline ends its answers before that (see OwnLease). A node
-// whose Lease lists no pool (released) or is deleted is not a candidate
-// at once. The only API requests are those confirmations, one per expiry.
+// lag) confirms that the Lease has not been written since (or is gone): a
+// node's own renew deadline ends its answers before that (see OwnLease).
+// A node whose Lease lists no pool (released) is not a candidate at once;
+// a deleted Lease counts as not written since. The only API requests are
+// those confirmations, one per expiry.
 type Peers struct {
 	self    string
 	t       LeaseTimings
@@ -150,8 +151,11 @@ func (p *Peers) observe(l *coordinationv1.Lease, deleted bool) {
 func (p *Peers) recordLocked(node, rv string, m Membership, deleted bool) bool {
 	ps := p.peers[node]
 	if deleted {
-		delete(p.peers, node)
-		return ps != nil
+		// A deleted Lease (by hand, or with its Node) is not proof that
+		// the node stopped answering: it may be about to create it again.
+		// It stays a candidate until its expiry is confirmed, which finds
+		// the Lease gone (or written again).
+		return false
 	}
 	if ps == nil {
 		ps = &peerState{Peer: Peer{Node: node, AckSince: map[string]string{}}}
