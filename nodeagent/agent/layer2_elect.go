@@ -81,10 +81,12 @@ func (m *layer2Manager) electLocked() {
 		if st.iface == nil {
 			continue
 		}
-		current := own.Written.Epoch == m.epoch && own.Written.Seq >= st.seq && own.Written.RV != ""
-		if st.switchRV == "" && current {
-			st.switchRV = own.Written.RV
+		if st.switchRV == "" {
+			// The view's first write, not the latest: a renewal since
+			// must not raise the bar the others' acknowledgements meet.
+			st.switchRV = m.own.FirstWrite(m.epoch, st.seq)
 		}
+		current := st.switchRV != ""
 		acks := map[string]election.PeerAck{}
 		for n, p := range peers {
 			a, ok := p.Pools[name]

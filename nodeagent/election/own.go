@@ -79,7 +79,17 @@ type OwnLease struct {
 	kick    chan struct{}
 	writes  int64
 	lastErr error
+	// firsts holds, for the current epoch, the first successful write
+	// of each Membership sequence number written (ascending; the last
+	// maxFirsts): where a view's switch happened (FirstWrite).
+	firsts []Written
 }
+
+// maxFirsts bounds OwnLease.firsts. Sequence numbers change only with the
+// pools' views, so the ones a hand-over still waits on are the last few;
+// an older one is answered with the oldest kept, a later write, which only
+// makes the hand-over wait for newer acknowledgements.
+const maxFirsts = 32
 
 // NewOwnLease returns the Lease keeper of node. meta gives the labels,
 // annotations (other than AnnotationPools) and owner of the Lease, read at
@@ -135,6 +145,30 @@ func (o *OwnLease) State() OwnState {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.state
+}
+
+// FirstWrite returns the resourceVersion of the first successful write of
+// epoch that carried Membership seq or a later one: the switch of a view
+// Set made at seq (see Ready). It is "" while there is none, or when epoch
+// is over.
+//
+// The latest write would be a later switch, which is still safe but makes
+// the hand-over wait for acknowledgements newer than that write: a
+// renewal that happens to complete between the view's first write and the
+// caller's look at it would otherwise delay the hand-over by a renewal
+// period, since the other nodes renew early only for the first one.
+func (o *OwnLease) FirstWrite(epoch, seq uint64) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if epoch != o.state.Epoch {
+		return ""
+	}
+	for _, w := range o.firsts {
+		if w.Seq >= seq {
+			return w.RV
+		}
+	}
+	return ""
 }
 
 // Writes is how many writes succeeded, for tests and benchmarks.
@@ -226,6 +260,12 @@ func (o *OwnLease) write(ctx context.Context) error {
 		o.stopLiveLocked()
 	} else if epoch == o.state.Epoch {
 		o.state.Written = Written{Epoch: epoch, Seq: seq, RV: res.ResourceVersion}
+		if n := len(o.firsts); n == 0 || seq > o.firsts[n-1].Seq {
+			if n == maxFirsts {
+				o.firsts = append(o.firsts[:0], o.firsts[1:]...)
+			}
+			o.firsts = append(o.firsts, o.state.Written)
+		}
 		if sent.After(o.lastOK) {
 			o.lastOK = sent
 		}
@@ -318,5 +358,6 @@ func (o *OwnLease) stopLiveLocked() {
 	o.state.Live = false
 	o.state.Epoch++
 	o.state.Written = Written{}
+	o.firsts = nil
 	o.lastOK = time.Time{}
 }
