@@ -302,19 +302,27 @@ func (s *L2) WatchARP(ip netip.Addr, probeEvery time.Duration) (*ARPWatch, error
 	return w, nil
 }
 
-func (w *ARPWatch) read() {
-	defer w.wg.Done()
+// ReadARP hands every ARP packet c receives to f until done is closed,
+// checking done at least every 200 ms; read errors (the deadline) are
+// skipped.
+func ReadARP(c *arp.Client, done <-chan struct{}, f func(*arp.Packet)) {
 	for {
-		_ = w.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		p, _, err := w.c.Read()
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		p, _, err := c.Read()
 		select {
-		case <-w.done:
+		case <-done:
 			return
 		default:
 		}
-		if err != nil {
-			continue
+		if err == nil {
+			f(p)
 		}
+	}
+}
+
+func (w *ARPWatch) read() {
+	defer w.wg.Done()
+	ReadARP(w.c, w.done, func(p *arp.Packet) {
 		var kind ARPKind
 		switch {
 		case p.SenderIP == w.ip && p.Operation == arp.OperationReply:
@@ -324,12 +332,12 @@ func (w *ARPWatch) read() {
 		case p.TargetIP == w.ip && p.Operation == arp.OperationRequest && !w.probing.Load():
 			kind = ARPRequest
 		default:
-			continue
+			return
 		}
 		w.mu.Lock()
 		w.seen = append(w.seen, ARPSeen{At: time.Now(), Kind: kind, MAC: p.SenderHardwareAddr})
 		w.mu.Unlock()
-	}
+	})
 }
 
 func (w *ARPWatch) probe(every time.Duration) {

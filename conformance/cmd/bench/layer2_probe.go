@@ -67,20 +67,10 @@ func newARPProbe(seg *netlab.L2) (*arpProbe, error) {
 // read records the replies and announcements until Close.
 func (p *arpProbe) read() {
 	defer p.wg.Done()
-	for {
-		_ = p.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		pkt, _, err := p.c.Read()
-		select {
-		case <-p.done:
-			return
-		default:
-		}
-		if err != nil {
-			continue
-		}
+	netlab.ReadARP(p.c, p.done, func(pkt *arp.Packet) {
 		mac := pkt.SenderHardwareAddr.String()
 		if mac == p.client {
-			continue
+			return
 		}
 		var a arpAnswer
 		switch {
@@ -89,13 +79,13 @@ func (p *arpProbe) read() {
 		case pkt.SenderIP == pkt.TargetIP || pkt.Operation == arp.OperationReply:
 			a = arpAnswer{MAC: mac, Gratuitous: true}
 		default:
-			continue // someone else's request
+			return // someone else's request
 		}
 		a.At = time.Now()
 		p.mu.Lock()
 		p.seen[pkt.SenderIP] = append(p.seen[pkt.SenderIP], a)
 		p.mu.Unlock()
-	}
+	})
 }
 
 // Close stops the probe (and its loop). Idempotent.
